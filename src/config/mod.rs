@@ -1,0 +1,304 @@
+//! Configuration: the typed, validated form every other module reads.
+//!
+//! Files are TOML. `parse.rs` reads the raw document (keeping positions), checks every key and
+//! value, and builds these types, reporting *all* problems at once with their line and column.
+//! Nothing here does IO except `load`, and nothing here binds ports or opens files: a config can
+//! be checked on a laptop (`outpost config check`) exactly as the daemon checks it.
+//!
+//! Relative paths in a config are resolved against `node.state_dir`.
+
+mod parse;
+
+pub use parse::{ConfigError, ConfigErrors};
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::hl7::{Charset, FieldPath};
+
+/// The configuration that `outpost run` uses when no `--config` is given.
+pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub node: Node,
+    pub control: Control,
+    pub journal: Journal,
+    pub routing: Routing,
+    pub escalation: Escalation,
+    pub sources: Vec<Source>,
+    pub destinations: Vec<Destination>,
+    pub routes: Vec<Route>,
+    /// The exact text this config was parsed from (for hashing, reporting and rollback).
+    pub source_text: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub site: String,
+    pub id: String,
+    /// Where the journal, the control socket (by default) and relative paths live.
+    pub state_dir: PathBuf,
+    /// How long a graceful shutdown may take before outstanding work is abandoned (it stays in
+    /// the journal and resumes at the next start).
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Control {
+    pub socket: PathBuf,
+    /// File mode of the socket; 0o660 lets a field-tech group use the CLI without root.
+    pub socket_mode: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Journal {
+    /// SQLite database file.
+    pub path: PathBuf,
+    /// Cap on the bytes of stored items. Undelivered items are never evicted to stay under it:
+    /// new items are refused (AR) instead.
+    pub max_bytes: u64,
+    /// Fraction of `max_bytes` above which a high-water escalation is raised (0.0..=1.0).
+    pub high_water: f64,
+    /// Below this much free space on the journal's filesystem, new items are refused (AR).
+    pub min_free_disk: u64,
+    /// How long fully delivered items are kept before purge.
+    pub retention: Duration,
+    /// How long rejected (unparseable) and unrouted items are kept before purge.
+    pub rejected_retention: Duration,
+    /// A retransmission (same source, same MSH-10, same bytes) within this window is ACKed
+    /// again without being stored or delivered twice.
+    pub dedup_window: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoutingMode {
+    /// Every route whose conditions hold contributes its destinations.
+    AllMatches,
+    /// Only the first route (in file order) whose conditions hold is used.
+    FirstMatch,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Routing {
+    pub mode: RoutingMode,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Escalation {
+    /// Raise when an item has waited longer than this for a destination.
+    pub undelivered_after: Duration,
+    /// Raise when a destination has been unreachable for longer than this.
+    pub unreachable_after: Duration,
+    /// Raise on items no route takes.
+    pub on_unrouted: bool,
+    /// Raise on items rejected as unparseable.
+    pub on_rejected: bool,
+    /// How often thresholds are evaluated.
+    pub check_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Source {
+    pub name: String,
+    pub kind: SourceKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceKind {
+    Mllp(MllpSource),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MllpSource {
+    pub listen: SocketAddr,
+    /// Largest message accepted; larger ones get a negative ACK and are not buffered.
+    pub max_message_size: usize,
+    /// Close a connection idle this long; `None` keeps it open forever.
+    pub idle_timeout: Option<Duration>,
+    pub max_connections: usize,
+    /// Overrides MSH-18 for reading messages from this source.
+    pub charset: Option<Charset>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Destination {
+    pub name: String,
+    pub kind: DestinationKind,
+    pub retry: RetryPolicy,
+    /// Applied, in order, to the copy sent to this destination; the journal keeps the original.
+    pub transforms: Vec<Transform>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DestinationKind {
+    Mllp(MllpDestination),
+    File(FileDestination),
+}
+
+impl DestinationKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            DestinationKind::Mllp(_) => "mllp",
+            DestinationKind::File(_) => "file",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MllpDestination {
+    /// `host:port`; resolved at connect time so DNS changes are followed.
+    pub connect: String,
+    pub connect_timeout: Duration,
+    pub ack_timeout: Duration,
+    /// What an AE (application error) answer does.
+    pub on_ae: NakAction,
+    /// What an AR (application reject) answer does.
+    pub on_ar: NakAction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NakAction {
+    /// Count as a failed attempt and retry under the retry policy.
+    Retry,
+    /// Mark the delivery failed at once (dead letter) and move on to the next item.
+    DeadLetter,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileDestination {
+    pub dir: PathBuf,
+    /// File name extension, without the dot.
+    pub extension: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Give up after this many attempts; `None` for no limit.
+    pub max_attempts: Option<u32>,
+    /// Give up once the item is older than this; `None` for no limit.
+    pub max_age: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transform {
+    Set { path: FieldPath, value: String },
+    Copy { from: FieldPath, to: FieldPath },
+    Clear { path: FieldPath },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub name: String,
+    /// Source names this route takes items from.
+    pub from: Vec<String>,
+    /// All must hold.
+    pub when: Vec<Condition>,
+    pub to: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Condition {
+    pub path: FieldPath,
+    pub matcher: Matcher,
+}
+
+impl PartialEq for Condition {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path && self.matcher == other.matcher
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Matcher {
+    /// Any of these exact values.
+    Exact(Vec<String>),
+    Glob { pattern: String, matcher: globset::GlobMatcher },
+    Regex(regex::Regex),
+}
+
+impl PartialEq for Matcher {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Matcher::Exact(a), Matcher::Exact(b)) => a == b,
+            (Matcher::Glob { pattern: a, .. }, Matcher::Glob { pattern: b, .. }) => a == b,
+            (Matcher::Regex(a), Matcher::Regex(b)) => a.as_str() == b.as_str(),
+            _ => false,
+        }
+    }
+}
+
+impl Matcher {
+    pub fn is_match(&self, value: &str) -> bool {
+        match self {
+            Matcher::Exact(values) => values.iter().any(|v| v == value),
+            Matcher::Glob { matcher, .. } => matcher.is_match(value),
+            Matcher::Regex(re) => re.is_match(value),
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates a config text. `origin` names the file in error messages.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
+        parse::parse(text, origin)
+    }
+
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors::single(&origin, format!("cannot read config file: {e}"))
+        })?;
+        Config::parse(&text, &origin)
+    }
+
+    /// The embedded default config.
+    pub fn embedded_default() -> Config {
+        // The embedded default is tested to parse (see tests); a failure here is a build bug.
+        match Config::parse(DEFAULT_CONFIG, "<embedded default>") {
+            Ok(c) => c,
+            Err(e) => panic!("embedded default config is invalid: {e}"),
+        }
+    }
+
+    pub fn source(&self, name: &str) -> Option<&Source> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+
+    pub fn destination(&self, name: &str) -> Option<&Destination> {
+        self.destinations.iter().find(|d| d.name == name)
+    }
+}
+
+/// The state directory used when a config does not name one: systemd's `$STATE_DIRECTORY`,
+/// else `$XDG_STATE_HOME/outpost`, else `~/.local/state/outpost`, else `/var/lib/outpost`.
+pub fn default_state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
+        // systemd may pass several colon-separated directories; the first is ours.
+        let s = dir.to_string_lossy().to_string();
+        return PathBuf::from(s.split(':').next().unwrap_or(&s));
+    }
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("outpost");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(home).join(".local/state/outpost");
+    }
+    PathBuf::from("/var/lib/outpost")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_parses() {
+        let c = Config::parse(DEFAULT_CONFIG, "default").unwrap();
+        assert_eq!(c.sources.len(), 1);
+        assert!(!c.routes.is_empty());
+    }
+}

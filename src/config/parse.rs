@@ -1,0 +1,2 @@
+//! Reads a TOML config into typed `Config`, collecting every error with its place.
+// (being written)

@@ -1,0 +1,8 @@
+//! HL7 v2: reading messages (summary, field values), building ACKs, applying transforms.
+//! Pure code: no IO.
+
+mod charset;
+mod path;
+
+pub use charset::Charset;
+pub use path::FieldPath;
