@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::hl7::Transform;
 use crate::hl7::{Charset, FieldPath};
 
 /// The configuration that `outpost run` uses when no `--config` is given.
@@ -181,13 +182,6 @@ pub struct RetryPolicy {
     pub max_attempts: Option<u32>,
     /// Give up once the item is older than this; `None` for no limit.
     pub max_age: Option<Duration>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Transform {
-    Set { path: FieldPath, value: String },
-    Copy { from: FieldPath, to: FieldPath },
-    Clear { path: FieldPath },
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -6,3 +6,5 @@ mod path;
 
 pub use charset::Charset;
 pub use path::FieldPath;
+mod transform;
+pub use transform::Transform;
