@@ -1,5 +1,19 @@
 //! outpost: a clinic's integration edge. See ARCHITECTURE.md for the codemap.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod egress;
+pub mod envelope;
+pub mod escalate;
+pub mod events;
 pub mod hl7;
+pub mod ingress;
+pub mod intake;
+pub mod journal;
+pub mod logging;
+pub mod mllp;
+pub mod router;
+pub mod stats;

@@ -210,7 +210,10 @@ impl PartialEq for Condition {
 pub enum Matcher {
     /// Any of these exact values.
     Exact(Vec<String>),
-    Glob { pattern: String, matcher: globset::GlobMatcher },
+    Glob {
+        pattern: String,
+        matcher: globset::GlobMatcher,
+    },
     Regex(regex::Regex),
 }
 
@@ -244,9 +247,8 @@ impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors::single(&origin, format!("cannot read config file: {e}"))
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigErrors::single(&origin, format!("cannot read config file: {e}")))?;
         Config::parse(&text, &origin)
     }
 

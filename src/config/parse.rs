@@ -29,6 +29,11 @@ impl std::fmt::Display for ConfigErrors {
 }
 
 impl std::error::Error for ConfigErrors {}
+impl ConfigErrors {
+    pub fn len(&self) -> usize {
+        self.errors.len()
+    }
+}
 
 pub fn parse(_text: &str, origin: &str) -> Result<Config, ConfigErrors> {
     Err(ConfigErrors::single(origin, "config parsing not written yet".into()))

@@ -70,10 +70,9 @@ impl Charset {
     /// `?` (only possible for text a transform inserted).
     pub fn encode(&self, text: &str) -> Vec<u8> {
         match self {
-            Charset::Ascii | Charset::Latin1 => text
-                .chars()
-                .map(|c| if (c as u32) <= 0xFF { c as u32 as u8 } else { b'?' })
-                .collect(),
+            Charset::Ascii | Charset::Latin1 => {
+                text.chars().map(|c| if (c as u32) <= 0xFF { c as u32 as u8 } else { b'?' }).collect()
+            }
             Charset::Utf8 => text.as_bytes().to_vec(),
             Charset::Other(enc) => enc.encode(text).0.into_owned(),
         }

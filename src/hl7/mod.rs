@@ -8,3 +8,6 @@ pub use charset::Charset;
 pub use path::FieldPath;
 mod transform;
 pub use transform::Transform;
+// TEMP until the hl7 branch lands
+mod stub;
+pub use stub::*;

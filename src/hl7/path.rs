@@ -31,14 +31,10 @@ impl FromStr for FieldPath {
             format!("`{s}` is not a field path ({why}); write it like `PID-3.1`, `OBX[2]-5` or `PID-3(2).1`")
         };
         let s_trim = s.trim();
-        let (seg_part, rest) = s_trim
-            .split_once('-')
-            .ok_or_else(|| bad("no `-` between segment and field"))?;
+        let (seg_part, rest) = s_trim.split_once('-').ok_or_else(|| bad("no `-` between segment and field"))?;
         let (segment, occurrence) = match seg_part.split_once('[') {
             Some((name, occ)) => {
-                let occ = occ
-                    .strip_suffix(']')
-                    .ok_or_else(|| bad("`[` without `]`"))?;
+                let occ = occ.strip_suffix(']').ok_or_else(|| bad("`[` without `]`"))?;
                 (name, Some(parse_index(occ).ok_or_else(|| bad("occurrence must be a number ≥ 1"))?))
             }
             None => (seg_part, None),
@@ -67,14 +63,7 @@ impl FromStr for FieldPath {
         if parts.next().is_some() {
             return Err(bad("too many `.` parts"));
         }
-        Ok(FieldPath {
-            segment: segment.to_string(),
-            occurrence,
-            field,
-            repetition,
-            component,
-            subcomponent,
-        })
+        Ok(FieldPath { segment: segment.to_string(), occurrence, field, repetition, component, subcomponent })
     }
 }
 

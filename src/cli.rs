@@ -1,0 +1,785 @@
+//! The `outpost` command line: the daemon (`run`) and the field-tech tools. Raw flags are
+//! parsed by clap; each command returns an exit code following sysexits (64 usage or config,
+//! 65 bad input data, 69 unavailable, 70 internal error).
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use base64::Engine;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Config;
+use crate::control::{client, protocol::*};
+use crate::daemon::ConfigOrigin;
+use crate::envelope::rfc3339;
+use crate::hl7;
+use crate::mllp;
+use crate::router::Router;
+
+pub const EX_USAGE: u8 = 64;
+pub const EX_DATAERR: u8 = 65;
+pub const EX_UNAVAILABLE: u8 = 69;
+pub const EX_SOFTWARE: u8 = 70;
+
+/// The installed config, used by the CLI tools when neither --config nor $OUTPOST_CONFIG is given.
+const SYSTEM_CONFIG: &str = "/etc/outpost/outpost.toml";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "outpost",
+    version,
+    about = "A clinic's integration edge: HL7 v2 intake, journal, routing and delivery."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+struct Target {
+    /// Config file of the daemon to talk to (its control.socket is used). Default: $OUTPOST_CONFIG,
+    /// else /etc/outpost/outpost.toml if present, else the embedded default.
+    #[arg(long, short = 'c', env = "OUTPOST_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Control socket to talk to (overrides --config).
+    #[arg(long, env = "OUTPOST_SOCKET", global = true)]
+    socket: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the daemon (on the embedded default config unless --config or $OUTPOST_CONFIG is given).
+    Run {
+        #[arg(long, short = 'c', env = "OUTPOST_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Show sources, destinations, queues and the journal of a running daemon.
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Inspect and retry queued items.
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Follow live events: received, routed, delivered, failed, escalations.
+    Tail {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Ask a running daemon to reload its config (same as SIGHUP, but reports the result).
+    Reload {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Check a config file.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Try the routing rules on a message file, offline.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+    /// Send HL7 files to an MLLP listener and print the ACKs (a field test sender).
+    Send {
+        /// HOST:PORT of the listener.
+        address: String,
+        /// Files holding one or more HL7 messages (segments on lines; LF, CRLF or CR).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Seconds to wait for each ACK.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+        /// Send each file's bytes exactly as they are, as one message.
+        #[arg(long)]
+        raw: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum QueueCommand {
+    /// List items not yet delivered (or filter by --state / --destination).
+    Ls {
+        /// pending, in_flight, failed, delivered, rejected, unrouted, or all.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        destination: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one item: summary, routing, deliveries and every attempt's error.
+    Show {
+        /// Item id (or journal sequence number).
+        id: String,
+        /// Also print the message body (patient data: mind who is looking).
+        #[arg(long)]
+        body: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put failed deliveries back in the queue.
+    Retry {
+        /// Item id; or use --failed for every failed item.
+        #[arg(required_unless_present = "failed", conflicts_with = "failed")]
+        id: Option<String>,
+        #[arg(long)]
+        failed: bool,
+        /// Only this destination.
+        #[arg(long)]
+        destination: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Validate a config file; print every error with its line and column. Exit 64 if invalid.
+    Check { file: PathBuf },
+}
+
+#[derive(Subcommand, Debug)]
+enum RulesCommand {
+    /// Which routes match MESSAGE_FILE, which destinations get it, and what each receives.
+    Test {
+        message_file: PathBuf,
+        /// Config to test (default as for the other tools).
+        #[arg(long, short = 'c', env = "OUTPOST_CONFIG")]
+        config: Option<PathBuf>,
+        /// Source the message is taken to come from (default: the first source).
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => run_daemon(config),
+        other => {
+            crate::logging::init_cli();
+            match tools(other) {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("outpost: {e:#}");
+                    ExitCode::from(exit_code_for(&e))
+                }
+            }
+        }
+    }
+}
+
+fn exit_code_for(e: &anyhow::Error) -> u8 {
+    if let Some(ce) = e.downcast_ref::<client::ClientError>() {
+        return match ce {
+            client::ClientError::Unreachable { .. } | client::ClientError::Denied { .. } => EX_UNAVAILABLE,
+            client::ClientError::Refused(_) => 1,
+            client::ClientError::Protocol(_) => EX_SOFTWARE,
+        };
+    }
+    if e.downcast_ref::<crate::config::ConfigErrors>().is_some() {
+        return EX_USAGE;
+    }
+    1
+}
+
+fn run_daemon(config_path: Option<PathBuf>) -> ExitCode {
+    crate::logging::init_daemon();
+    let (config, origin) = match config_path {
+        Some(p) => match Config::load(&p) {
+            Ok(c) => (c, ConfigOrigin::File(p)),
+            Err(e) => {
+                eprint!("{e}");
+                tracing::error!("invalid configuration; nothing started:\n{e}");
+                return ExitCode::from(EX_USAGE);
+            }
+        },
+        None => (Config::embedded_default(), ConfigOrigin::Embedded),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(16)
+        .thread_name("outpost")
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::from(EX_SOFTWARE);
+        }
+    };
+    match runtime.block_on(crate::daemon::run(config, origin)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("outpost: {e:#}");
+            ExitCode::from(EX_UNAVAILABLE)
+        }
+    }
+}
+
+/// The config the CLI tools use: --config/$OUTPOST_CONFIG, else the system config, else the
+/// embedded default.
+fn tool_config(explicit: Option<&Path>) -> anyhow::Result<Config> {
+    if let Some(p) = explicit {
+        return Ok(Config::load(p)?);
+    }
+    let system = Path::new(SYSTEM_CONFIG);
+    if system.exists() {
+        return Ok(Config::load(system)?);
+    }
+    Ok(Config::embedded_default())
+}
+
+fn socket_of(target: &Target) -> anyhow::Result<PathBuf> {
+    if let Some(s) = &target.socket {
+        return Ok(s.clone());
+    }
+    Ok(tool_config(target.config.as_deref())?.control.socket)
+}
+
+fn tools(command: Command) -> anyhow::Result<u8> {
+    match command {
+        Command::Run { .. } => unreachable_run(),
+        Command::Status { json, target } => {
+            let data = client::request(&socket_of(&target)?, &Request::Status)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&data)?);
+            } else {
+                let report: StatusReport = serde_json::from_value(data)?;
+                print_status(&report);
+            }
+            Ok(0)
+        }
+        Command::Queue { command, target } => queue(command, &socket_of(&target)?),
+        Command::Tail { json, target } => {
+            let stdout = std::io::stdout();
+            client::stream(&socket_of(&target)?, &Request::Tail, |line| {
+                let mut out = stdout.lock();
+                let text = if json { line.to_string() } else { format_event(line) };
+                writeln!(out, "{text}").is_ok() && out.flush().is_ok()
+            })?;
+            Ok(0)
+        }
+        Command::Reload { target } => {
+            let data = client::request(&socket_of(&target)?, &Request::Reload)?;
+            println!("{}", data.get("message").and_then(|m| m.as_str()).unwrap_or("reloaded"));
+            Ok(0)
+        }
+        Command::Config { command: ConfigCommand::Check { file } } => match Config::load(&file) {
+            Ok(c) => {
+                println!(
+                    "{}: valid. {} source(s), {} destination(s), {} route(s); routing mode {}; journal {}",
+                    file.display(),
+                    c.sources.len(),
+                    c.destinations.len(),
+                    c.routes.len(),
+                    match c.routing.mode {
+                        crate::config::RoutingMode::AllMatches => "all-matches (every matching route delivers)",
+                        crate::config::RoutingMode::FirstMatch =>
+                            "first-match (only the first matching route delivers)",
+                    },
+                    c.journal.path.display()
+                );
+                Ok(0)
+            }
+            Err(e) => {
+                eprint!("{e}");
+                eprintln!("{} error(s); nothing was changed.", e.len());
+                Ok(EX_USAGE)
+            }
+        },
+        Command::Rules { command: RulesCommand::Test { message_file, config, source, json } } => {
+            rules_test(&message_file, config.as_deref(), source.as_deref(), json)
+        }
+        Command::Send { address, files, timeout, raw } => send(&address, &files, Duration::from_secs(timeout), raw),
+    }
+}
+
+fn unreachable_run() -> anyhow::Result<u8> {
+    anyhow::bail!("`run` is handled before the tools")
+}
+
+fn queue(command: QueueCommand, socket: &Path) -> anyhow::Result<u8> {
+    match command {
+        QueueCommand::Ls { state, destination, limit, json } => {
+            let data = client::request(socket, &Request::QueueLs { state, destination, limit })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&data)?);
+                return Ok(0);
+            }
+            let items = data.as_array().cloned().unwrap_or_default();
+            if items.is_empty() {
+                println!("no items");
+                return Ok(0);
+            }
+            println!(
+                "{:<26}  {:<24}  {:<12}  {:<10}  {:<16}  DELIVERIES",
+                "ID", "RECEIVED", "SOURCE", "STATUS", "TYPE"
+            );
+            for it in items {
+                let deliveries: Vec<String> = it["deliveries"]
+                    .as_array()
+                    .map(|ds| {
+                        ds.iter()
+                            .map(|d| {
+                                let attempts = d["attempts"].as_u64().unwrap_or(0);
+                                format!(
+                                    "{}:{}{}",
+                                    d["destination"].as_str().unwrap_or("?"),
+                                    d["state"].as_str().unwrap_or("?"),
+                                    if attempts > 0 { format!("({attempts})") } else { String::new() }
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                println!(
+                    "{:<26}  {:<24}  {:<12}  {:<10}  {:<16}  {}",
+                    it["id"].as_str().unwrap_or(""),
+                    rfc3339(it["received_at"].as_i64().unwrap_or(0)),
+                    it["source"].as_str().unwrap_or(""),
+                    it["status"].as_str().unwrap_or(""),
+                    it["summary"]["message_type"].as_str().unwrap_or(""),
+                    deliveries.join(" ")
+                );
+            }
+            Ok(0)
+        }
+        QueueCommand::Show { id, body, json } => {
+            let data = client::request(socket, &Request::QueueShow { id, body })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&data)?);
+                return Ok(0);
+            }
+            let s = &data["summary"];
+            println!("id           {}", data["id"].as_str().unwrap_or(""));
+            println!("seq          {}", data["seq"]);
+            println!("received     {}", rfc3339(data["received_at"].as_i64().unwrap_or(0)));
+            println!(
+                "source       {} ({})",
+                data["source"].as_str().unwrap_or(""),
+                data["kind"].as_str().unwrap_or("")
+            );
+            println!("status       {}", data["status"].as_str().unwrap_or(""));
+            if let Some(note) = data["note"].as_str() {
+                println!("note         {note}");
+            }
+            println!("size         {} bytes, charset {}", data["size"], data["charset"].as_str().unwrap_or("?"));
+            println!(
+                "message      {} control id {} from {} / {} (HL7 {})",
+                s["message_type"].as_str().unwrap_or(""),
+                s["control_id"].as_str().unwrap_or(""),
+                s["sending_application"].as_str().unwrap_or(""),
+                s["sending_facility"].as_str().unwrap_or(""),
+                s["version"].as_str().unwrap_or("")
+            );
+            let routes: Vec<&str> =
+                data["routes"].as_array().map(|r| r.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
+            println!("routes       {}", if routes.is_empty() { "(none)".to_string() } else { routes.join(", ") });
+            if data["duplicates"].as_u64().unwrap_or(0) > 0 {
+                println!("duplicates   {} retransmission(s) acknowledged without storing", data["duplicates"]);
+            }
+            for d in data["deliveries"].as_array().cloned().unwrap_or_default() {
+                println!(
+                    "delivery     {:<16} {:<10} attempts {}{}",
+                    d["destination"].as_str().unwrap_or(""),
+                    d["state"].as_str().unwrap_or(""),
+                    d["attempts"],
+                    d["last_error"].as_str().map(|e| format!("  last error: {e}")).unwrap_or_default()
+                );
+            }
+            for a in data["attempts"].as_array().cloned().unwrap_or_default() {
+                println!(
+                    "attempt      {} {:<16} {:<8} {}",
+                    rfc3339(a["at"].as_i64().unwrap_or(0)),
+                    a["destination"].as_str().unwrap_or(""),
+                    a["outcome"].as_str().unwrap_or(""),
+                    a["error"].as_str().unwrap_or("")
+                );
+            }
+            if let Some(b64) = data["body_b64"].as_str() {
+                let bytes = base64::engine::general_purpose::STANDARD.decode(b64)?;
+                let decoded = hl7::decode(&bytes, None);
+                println!("--- body ---");
+                println!("{}", decoded.text.replace('\r', "\n").trim_end());
+            }
+            Ok(0)
+        }
+        QueueCommand::Retry { id, failed: _, destination } => {
+            let data = client::request(socket, &Request::QueueRetry { id: id.clone(), destination })?;
+            let n = data["retried"].as_u64().unwrap_or(0);
+            match (&id, n) {
+                (Some(id), 0) => {
+                    println!("item {id} has no failed delivery to retry (see `outpost queue show {id}`)");
+                    Ok(1)
+                }
+                _ => {
+                    println!("{n} failed deliver{} put back in the queue", if n == 1 { "y" } else { "ies" });
+                    Ok(0)
+                }
+            }
+        }
+    }
+}
+
+fn human_duration(secs: u64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}d{}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{b} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+fn print_status(r: &StatusReport) {
+    println!("outpost {} · site {} · node {} · up {}", r.version, r.site, r.node, human_duration(r.uptime_s));
+    println!("config   {} (routing: {})", r.config, r.routing_mode);
+    let j = &r.journal;
+    println!(
+        "journal  {} · {} on disk · {} of {} held · {} item(s)",
+        j.path,
+        human_bytes(j.disk_bytes),
+        human_bytes(j.stored_bytes),
+        human_bytes(j.max_bytes),
+        j.items
+    );
+    if j.unrouted + j.rejected + j.refused > 0 {
+        println!(
+            "problems unrouted {} · rejected {} · refused {}   (outpost queue ls --state unrouted|rejected)",
+            j.unrouted, j.rejected, j.refused
+        );
+    }
+    println!();
+    println!(
+        "{:<16} {:<5} {:<22} {:>5} {:>9} {:>8} {:>8} {:>6}",
+        "SOURCE", "KIND", "LISTEN", "CONN", "RECEIVED", "REJECTED", "REFUSED", "DUPS"
+    );
+    for s in &r.sources {
+        println!(
+            "{:<16} {:<5} {:<22} {:>5} {:>9} {:>8} {:>8} {:>6}",
+            s.name,
+            s.kind,
+            s.bound.as_deref().unwrap_or("(not listening)"),
+            s.connections,
+            s.received,
+            s.rejected,
+            s.refused,
+            s.duplicates
+        );
+    }
+    println!();
+    println!(
+        "{:<16} {:<5} {:<28} {:>8} {:>7} {:>8}  STATE",
+        "DESTINATION", "KIND", "TARGET", "PENDING", "FAILED", "OLDEST"
+    );
+    let now = crate::envelope::now_ms();
+    for d in &r.destinations {
+        let state = match (d.unreachable_since, &d.last_error) {
+            (Some(since), err) => format!(
+                "unreachable for {}: {}",
+                human_duration(((now - since).max(0) / 1000) as u64),
+                err.as_deref().unwrap_or("")
+            ),
+            (None, _) if d.failed > 0 => {
+                format!("{} failed: outpost queue ls --state failed --destination {}", d.failed, d.name)
+            }
+            _ => "ok".into(),
+        };
+        println!(
+            "{:<16} {:<5} {:<28} {:>8} {:>7} {:>8}  {}",
+            d.name,
+            d.kind,
+            d.target,
+            d.pending,
+            d.failed,
+            d.oldest_pending_age_s.map(human_duration).unwrap_or_else(|| "-".into()),
+            state
+        );
+    }
+    if !r.escalations.is_empty() {
+        println!();
+        for e in &r.escalations {
+            println!(
+                "ESCALATION [{}] {}: {}",
+                e["severity"].as_str().unwrap_or(""),
+                e["code"].as_str().unwrap_or(""),
+                e["message"].as_str().unwrap_or("")
+            );
+        }
+    }
+}
+
+fn format_event(line: &str) -> String {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { return line.to_string() };
+    let at = rfc3339(v["at"].as_i64().unwrap_or(0));
+    let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
+    let list = |k: &str| {
+        v[k].as_array().map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(",")).unwrap_or_default()
+    };
+    let text = match v["event"].as_str().unwrap_or("") {
+        "received" => {
+            format!("received    {} {} from {} ({} bytes)", s("id"), s("message_type"), s("source"), v["size"])
+        }
+        "duplicate" => format!("duplicate   {} from {} (acknowledged again, not stored)", s("id"), s("source")),
+        "routed" => format!("routed      {} by {} to {}", s("id"), list("routes"), list("destinations")),
+        "unrouted" => format!("UNROUTED    {} {} from {}: no route matched", s("id"), s("message_type"), s("source")),
+        "rejected" => format!("REJECTED    {} from {}: {}", s("id"), s("source"), s("reason")),
+        "refused" => format!("REFUSED     from {}: {}", s("source"), s("reason")),
+        "delivered" => format!("delivered   {} to {} (attempt {})", s("id"), s("destination"), v["attempts"]),
+        "attempt_failed" => format!(
+            "retrying    {} to {} (attempt {}, next in {} ms): {}",
+            s("id"),
+            s("destination"),
+            v["attempt"],
+            v["retry_in_ms"],
+            s("error")
+        ),
+        "failed" => format!(
+            "FAILED      {} to {} after {} attempt(s): {}",
+            s("id"),
+            s("destination"),
+            v["attempts"],
+            s("error")
+        ),
+        "escalation" => format!(
+            "{}  [{}] {}: {}",
+            if v["active"].as_bool().unwrap_or(true) { "ESCALATION" } else { "cleared   " },
+            s("severity"),
+            s("code"),
+            s("message")
+        ),
+        "lagged" => format!("(missed {} events: the terminal could not keep up)", v["missed"]),
+        other => format!("{other} {line}"),
+    };
+    format!("{at}  {text}")
+}
+
+/// Reads a message file for `rules test`: line ends normalised to CR.
+fn read_message_file(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(split_messages(&bytes).into_iter().next().unwrap_or_default())
+}
+
+/// Splits a file into HL7 messages: MLLP frames if the file is framed, else a new message at
+/// every line starting with `MSH`; line ends (LF, CRLF, CR) become CR.
+pub fn split_messages(bytes: &[u8]) -> Vec<Vec<u8>> {
+    if bytes.contains(&mllp::START) {
+        let mut d = mllp::Decoder::new(usize::MAX);
+        let mut frames = Vec::new();
+        d.push(bytes, &mut frames);
+        d.finish(&mut frames);
+        return frames
+            .into_iter()
+            .filter_map(|f| match f {
+                mllp::Frame::Message(m) => Some(m),
+                _ => None,
+            })
+            .collect();
+    }
+    let mut messages: Vec<Vec<u8>> = Vec::new();
+    for line in bytes.split(|&b| b == b'\n' || b == b'\r') {
+        if line.is_empty() {
+            continue;
+        }
+        if line.starts_with(b"MSH") || messages.is_empty() {
+            messages.push(Vec::new());
+        }
+        if let Some(m) = messages.last_mut() {
+            m.extend_from_slice(line);
+            m.push(b'\r');
+        }
+    }
+    messages
+}
+
+fn rules_test(file: &Path, config: Option<&Path>, source: Option<&str>, json: bool) -> anyhow::Result<u8> {
+    let config = tool_config(config)?;
+    let body = read_message_file(file)?;
+    let source = match source {
+        Some(s) if config.source(s).is_some() => s.to_string(),
+        Some(s) => anyhow::bail!(
+            "no source `{s}` in the config; sources are: {}",
+            config.sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+        ),
+        None => config.sources.first().map(|s| s.name.clone()).unwrap_or_default(),
+    };
+    let charset = config.source(&source).and_then(|s| match &s.kind {
+        crate::config::SourceKind::Mllp(m) => m.charset,
+    });
+    let decoded = hl7::decode(&body, charset);
+    let message = match hl7::Message::parse(&decoded.text) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!(
+                "{}: not a readable HL7 message: {e}. The daemon would keep it as rejected and answer AE.",
+                file.display()
+            );
+            return Ok(EX_DATAERR);
+        }
+    };
+    let router = Router::new(&config);
+    let (decision, traces) = router.route_traced(&source, &message);
+    let summary = message.summary();
+    let mut outputs = Vec::new();
+    for name in &decision.destinations {
+        let Some(dest) = config.destination(name) else { continue };
+        let out = hl7::apply_transforms(&body, decoded.charset, &dest.transforms);
+        outputs.push((name.clone(), dest.transforms.len(), out));
+    }
+    if json {
+        let v = serde_json::json!({
+            "source": source,
+            "summary": summary,
+            "charset": decoded.charset.name(),
+            "routing_mode": format!("{:?}", router.mode()),
+            "routes": traces,
+            "destinations": decision.destinations,
+            "unrouted": decision.is_unrouted(),
+            "outputs": outputs.iter().map(|(n, _, o)| match o {
+                Ok(bytes) => serde_json::json!({"destination": n, "body": hl7::decode(bytes, Some(decoded.charset)).text}),
+                Err(e) => serde_json::json!({"destination": n, "error": e.to_string()}),
+            }).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    println!(
+        "message  {} control id {} (HL7 {}, {}) from source {}",
+        summary.message_type,
+        summary.control_id,
+        summary.version,
+        decoded.charset.name(),
+        source
+    );
+    println!("routing  {:?}", router.mode());
+    for t in &traces {
+        if t.matched {
+            println!("  ✓ route {}", t.route);
+        } else {
+            println!("  ✗ route {}: {}", t.route, t.reason);
+        }
+    }
+    if decision.is_unrouted() {
+        println!(
+            "result   UNROUTED: no route takes this message; the daemon would keep it as unrouted and raise an escalation"
+        );
+        return Ok(0);
+    }
+    println!("result   delivered to {}", decision.destinations.join(", "));
+    for (name, n, out) in outputs {
+        match out {
+            Ok(bytes) => {
+                println!();
+                println!(
+                    "--- {name} receives ({}) ---",
+                    if n == 0 { "unchanged".to_string() } else { format!("{n} transform(s) applied") }
+                );
+                println!("{}", hl7::decode(&bytes, Some(decoded.charset)).text.replace('\r', "\n").trim_end());
+            }
+            Err(e) => println!("--- {name}: transform fails: {e} (the daemon would mark this delivery failed)"),
+        }
+    }
+    Ok(0)
+}
+
+fn send(address: &str, files: &[PathBuf], timeout: Duration, raw: bool) -> anyhow::Result<u8> {
+    let mut stream = std::net::TcpStream::connect(address)
+        .map_err(|e| anyhow::anyhow!("cannot connect to {address}: {e}; is the listener running and the port right?"));
+    let mut stream = match stream.as_mut() {
+        Ok(s) => s.try_clone()?,
+        Err(e) => {
+            eprintln!("outpost: {e}");
+            return Ok(EX_UNAVAILABLE);
+        }
+    };
+    stream.set_read_timeout(Some(timeout))?;
+    let mut worst = 0u8;
+    for file in files {
+        let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let messages = if raw { vec![bytes] } else { split_messages(&bytes) };
+        for (i, msg) in messages.iter().enumerate() {
+            stream.write_all(&mllp::encode(msg))?;
+            let ack = read_ack(&mut stream)?;
+            let label =
+                if messages.len() > 1 { format!("{}#{}", file.display(), i + 1) } else { file.display().to_string() };
+            match ack {
+                Some(ack) => {
+                    let text = hl7::decode(&ack, None).text.into_owned();
+                    match hl7::parse_ack(&text) {
+                        Ok(r) => {
+                            println!(
+                                "{label}: {} (control id {}){}",
+                                r.code.as_str(),
+                                r.control_id,
+                                r.text.map(|t| format!(": {t}")).unwrap_or_default()
+                            );
+                            if !matches!(r.code, hl7::AckCode::AA | hl7::AckCode::CA) {
+                                worst = worst.max(1);
+                            }
+                        }
+                        Err(e) => {
+                            println!("{label}: answer is not an ACK: {e}");
+                            worst = worst.max(1);
+                        }
+                    }
+                }
+                None => {
+                    println!("{label}: no ACK within {}s", timeout.as_secs());
+                    return Ok(EX_UNAVAILABLE);
+                }
+            }
+        }
+    }
+    Ok(worst)
+}
+
+fn read_ack(stream: &mut std::net::TcpStream) -> anyhow::Result<Option<Vec<u8>>> {
+    let mut d = mllp::Decoder::new(1024 * 1024);
+    let mut buf = [0u8; 4096];
+    let mut frames = Vec::new();
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) => return Ok(None),
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        d.push(&buf[..n], &mut frames);
+        for f in frames.drain(..) {
+            if let mllp::Frame::Message(m) = f {
+                return Ok(Some(m));
+            }
+        }
+    }
+}

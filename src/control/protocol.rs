@@ -1,0 +1,106 @@
+//! Requests and answers on the control socket.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    QueueLs {
+        #[serde(default)]
+        state: Option<String>,
+        #[serde(default)]
+        destination: Option<String>,
+        #[serde(default)]
+        limit: usize,
+    },
+    QueueShow {
+        id: String,
+        #[serde(default)]
+        body: bool,
+    },
+    QueueRetry {
+        #[serde(default)]
+        id: Option<String>,
+        #[serde(default)]
+        destination: Option<String>,
+    },
+    Tail,
+    Reload,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Response {
+    pub fn ok(data: impl Serialize) -> Response {
+        Response { ok: true, data: serde_json::to_value(data).ok(), error: None }
+    }
+
+    pub fn err(error: impl Into<String>) -> Response {
+        Response { ok: false, data: None, error: Some(error.into()) }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub version: String,
+    pub site: String,
+    pub node: String,
+    pub uptime_s: u64,
+    pub config: String,
+    pub routing_mode: String,
+    pub sources: Vec<SourceStatus>,
+    pub destinations: Vec<DestinationStatus>,
+    pub journal: JournalStatus,
+    pub escalations: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SourceStatus {
+    pub name: String,
+    pub kind: String,
+    pub listen: String,
+    /// The address actually bound (differs from `listen` for port 0).
+    pub bound: Option<String>,
+    pub connections: u64,
+    pub received: u64,
+    pub rejected: u64,
+    pub refused: u64,
+    pub duplicates: u64,
+    pub oversized: u64,
+    pub discarded_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DestinationStatus {
+    pub name: String,
+    pub kind: String,
+    pub target: String,
+    pub pending: u64,
+    pub failed: u64,
+    pub oldest_pending_age_s: Option<u64>,
+    pub delivered: u64,
+    pub unreachable_since: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JournalStatus {
+    pub path: String,
+    pub disk_bytes: u64,
+    pub stored_bytes: u64,
+    pub max_bytes: u64,
+    pub items: u64,
+    pub unrouted: u64,
+    pub rejected: u64,
+    pub duplicates: u64,
+    pub refused: u64,
+    pub schema_version: i64,
+}

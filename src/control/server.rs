@@ -1,0 +1,280 @@
+//! The daemon's side of the control socket.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use base64::Engine;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::protocol::*;
+use crate::config::{Config, DestinationKind, RoutingMode, SourceKind};
+use crate::envelope::now_ms;
+use crate::escalate::ActiveEscalations;
+use crate::events::Bus;
+use crate::journal::{ItemFilter, Journal, RetryTarget, SCHEMA_VERSION};
+use crate::stats::{Stats, get};
+
+/// A request to reload the config; the answer says what happened.
+pub type ReloadRequest = oneshot::Sender<Result<String, String>>;
+
+/// What the control server reads from.
+#[derive(Clone)]
+pub struct ControlContext {
+    pub journal: Journal,
+    pub stats: Arc<Stats>,
+    pub bus: Bus,
+    pub config: Arc<RwLock<Arc<Config>>>,
+    pub config_origin: String,
+    pub reload: mpsc::Sender<ReloadRequest>,
+    pub escalations: ActiveEscalations,
+}
+
+impl ControlContext {
+    fn config(&self) -> Arc<Config> {
+        match self.config.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+}
+
+/// Binds the control socket. A stale socket file from a previous run is replaced; a live one
+/// (another daemon answering) is an error.
+pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, String> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create the control socket's directory {}: {e}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(format!(
+                "another outpost is already running with control socket {}; stop it first (systemctl stop outpost) \
+                 or give this one its own node.state_dir / control.socket",
+                path.display()
+            ));
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    let listener = UnixListener::bind(path)
+        .map_err(|e| format!("cannot create the control socket {}: {e}; check control.socket", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("cannot set mode {mode:o} on {}: {e}", path.display()))?;
+    Ok(listener)
+}
+
+pub async fn serve(listener: UnixListener, path: PathBuf, ctx: ControlContext, cancel: CancellationToken) {
+    loop {
+        let stream = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "control socket accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let ctx = ctx.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle(stream, ctx, cancel).await {
+                tracing::debug!(error = %e, "control connection ended");
+            }
+        });
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+async fn handle(stream: UnixStream, ctx: ControlContext, cancel: CancellationToken) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read.take(64 * 1024));
+    let mut line = String::new();
+    reader.read_line(&mut line).await?;
+    let response = match serde_json::from_str::<Request>(&line) {
+        Err(e) => Response::err(format!("bad request: {e}")),
+        Ok(Request::Tail) => return tail(write, ctx, cancel).await,
+        Ok(req) => answer(req, &ctx).await,
+    };
+    let mut out = serde_json::to_vec(&response).unwrap_or_default();
+    out.push(b'\n');
+    write.write_all(&out).await?;
+    write.shutdown().await
+}
+
+async fn tail(
+    mut write: tokio::net::unix::OwnedWriteHalf,
+    ctx: ControlContext,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    let mut rx = ctx.bus.subscribe();
+    loop {
+        let event = tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            e = rx.recv() => e,
+        };
+        let line = match event {
+            Ok(ev) => serde_json::to_vec(&ev).unwrap_or_default(),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                serde_json::to_vec(&serde_json::json!({"at": now_ms(), "event": "lagged", "missed": n}))
+                    .unwrap_or_default()
+            }
+            Err(_) => return Ok(()),
+        };
+        write.write_all(&line).await?;
+        write.write_all(b"\n").await?;
+    }
+}
+
+async fn answer(req: Request, ctx: &ControlContext) -> Response {
+    match req {
+        Request::Status => match status(ctx).await {
+            Ok(s) => Response::ok(s),
+            Err(e) => Response::err(e),
+        },
+        Request::QueueLs { state, destination, limit } => {
+            let filter = ItemFilter { state, destination, limit };
+            match read(ctx, move |r| r.list(&filter)).await {
+                Ok(items) => Response::ok(items),
+                Err(e) => Response::err(e),
+            }
+        }
+        Request::QueueShow { id, body } => {
+            let wanted = id.clone();
+            match read(ctx, move |r| r.show(&id, body)).await {
+                Ok(Some(item)) => {
+                    let mut value = serde_json::to_value(&item).unwrap_or_default();
+                    if let (Some(body), Some(obj)) = (&item.body, value.as_object_mut()) {
+                        obj.insert("body_b64".into(), base64::engine::general_purpose::STANDARD.encode(body).into());
+                    }
+                    Response { ok: true, data: Some(value), error: None }
+                }
+                Ok(None) => Response::err(format!(
+                    "no item {wanted} in the journal (it may have been purged after delivery); list items with `outpost queue ls`"
+                )),
+                Err(e) => Response::err(e),
+            }
+        }
+        Request::QueueRetry { id, destination } => {
+            match ctx.journal.retry(RetryTarget { id: id.clone(), destination }).await {
+                Ok(n) => {
+                    tracing::info!(
+                        retried = n,
+                        item = id.as_deref().unwrap_or("all failed"),
+                        "retry requested from the CLI"
+                    );
+                    Response::ok(serde_json::json!({ "retried": n }))
+                }
+                Err(e) => Response::err(e.to_string()),
+            }
+        }
+        Request::Reload => {
+            let (tx, rx) = oneshot::channel();
+            if ctx.reload.send(tx).await.is_err() {
+                return Response::err("the daemon is shutting down");
+            }
+            match rx.await {
+                Ok(Ok(msg)) => Response::ok(serde_json::json!({ "message": msg })),
+                Ok(Err(e)) => Response::err(e),
+                Err(_) => Response::err("reload was interrupted"),
+            }
+        }
+        Request::Tail => Response::err("tail is a stream"),
+    }
+}
+
+/// Runs a read on a fresh read-only connection in a blocking thread.
+async fn read<T, F>(ctx: &ControlContext, f: F) -> Result<T, String>
+where
+    T: Send + 'static,
+    F: FnOnce(&crate::journal::Reader) -> Result<T, crate::journal::JournalError> + Send + 'static,
+{
+    let journal = ctx.journal.clone();
+    match tokio::task::spawn_blocking(move || f(&journal.reader()?)).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("internal error: {e}")),
+    }
+}
+
+async fn status(ctx: &ControlContext) -> Result<StatusReport, String> {
+    let config = ctx.config();
+    let counts = read(ctx, |r| r.status_counts()).await?;
+    let now = now_ms();
+    let sources = config
+        .sources
+        .iter()
+        .map(|s| {
+            let st = ctx.stats.source(&s.name);
+            let (kind, listen) = match &s.kind {
+                SourceKind::Mllp(m) => ("mllp", m.listen.to_string()),
+            };
+            SourceStatus {
+                name: s.name.clone(),
+                kind: kind.into(),
+                listen,
+                bound: st.bound.lock().ok().and_then(|b| b.map(|a| a.to_string())),
+                connections: get(&st.connections),
+                received: get(&st.received),
+                rejected: get(&st.rejected),
+                refused: get(&st.refused),
+                duplicates: get(&st.duplicates),
+                oversized: get(&st.oversized),
+                discarded_bytes: get(&st.discarded_bytes),
+            }
+        })
+        .collect();
+    let destinations = config
+        .destinations
+        .iter()
+        .map(|d| {
+            let st = ctx.stats.destination(&d.name);
+            let link = st.link();
+            let c = counts.destinations.iter().find(|c| c.0 == d.name);
+            DestinationStatus {
+                name: d.name.clone(),
+                kind: d.kind.name().into(),
+                target: match &d.kind {
+                    DestinationKind::Mllp(m) => m.connect.clone(),
+                    DestinationKind::File(f) => f.dir.display().to_string(),
+                },
+                pending: c.map(|c| c.1).unwrap_or(0),
+                failed: c.map(|c| c.2).unwrap_or(0),
+                oldest_pending_age_s: c.and_then(|c| c.3).map(|t| ((now - t).max(0) / 1000) as u64),
+                delivered: get(&st.delivered),
+                unreachable_since: link.unreachable_since,
+                last_error: link.last_error,
+            }
+        })
+        .collect();
+    let shared = ctx.journal.shared();
+    Ok(StatusReport {
+        version: env!("CARGO_PKG_VERSION").into(),
+        site: config.node.site.clone(),
+        node: config.node.id.clone(),
+        uptime_s: ctx.stats.started.elapsed().as_secs(),
+        config: ctx.config_origin.clone(),
+        routing_mode: match config.routing.mode {
+            RoutingMode::AllMatches => "all-matches".into(),
+            RoutingMode::FirstMatch => "first-match".into(),
+        },
+        sources,
+        destinations,
+        journal: JournalStatus {
+            path: ctx.journal.path().display().to_string(),
+            disk_bytes: ctx.journal.disk_bytes(),
+            stored_bytes: get(&shared.stored_bytes),
+            max_bytes: get(&shared.max_bytes),
+            items: counts.envelopes,
+            unrouted: counts.unrouted,
+            rejected: counts.rejected,
+            duplicates: get(&shared.duplicates),
+            refused: get(&shared.refused),
+            schema_version: SCHEMA_VERSION,
+        },
+        escalations: ctx.escalations.snapshot().into_iter().filter_map(|e| serde_json::to_value(e).ok()).collect(),
+    })
+}

@@ -1,0 +1,395 @@
+//! The daemon: wires config, journal, intake, adapters and delivery workers together, and
+//! runs them until a signal says stop. SIGHUP (or `outpost reload`) reloads the config:
+//! validated first, listeners bound before anything is switched, so a bad config changes
+//! nothing.
+//!
+//! Shutdown order: stop ingress (no new items; connections finish the message they are on),
+//! then stop delivery (attempts in progress are abandoned; items stay pending), then close the
+//! journal. Everything acknowledged is already committed, so the grace period bounds time,
+//! never safety.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, Destination, Source, SourceKind};
+use crate::control::{self, ControlContext};
+use crate::envelope::now_ms;
+use crate::escalate::{self, ActiveEscalations};
+use crate::events::Bus;
+use crate::ingress;
+use crate::intake::Intake;
+use crate::journal::{Journal, Limits};
+use crate::router::Router;
+use crate::stats::Stats;
+
+/// How often retention purges run.
+const PURGE_EVERY: Duration = Duration::from_secs(300);
+
+/// Where the running config came from; reload reads it again.
+#[derive(Debug, Clone)]
+pub enum ConfigOrigin {
+    File(PathBuf),
+    Embedded,
+}
+
+impl ConfigOrigin {
+    pub fn describe(&self) -> String {
+        match self {
+            ConfigOrigin::File(p) => p.display().to_string(),
+            ConfigOrigin::Embedded => "<embedded default>".into(),
+        }
+    }
+
+    fn load(&self) -> Result<Config, String> {
+        match self {
+            ConfigOrigin::File(p) => Config::load(p).map_err(|e| e.to_string()),
+            ConfigOrigin::Embedded => Ok(Config::embedded_default()),
+        }
+    }
+}
+
+struct RunningSource {
+    config: Source,
+    cancel: CancellationToken,
+}
+
+struct RunningDestination {
+    config: Destination,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct Daemon {
+    config: Arc<RwLock<Arc<Config>>>,
+    origin: ConfigOrigin,
+    journal: Journal,
+    intake: Arc<Intake>,
+    bus: Bus,
+    stats: Arc<Stats>,
+    ingress_cancel: CancellationToken,
+    ingress_tasks: TaskTracker,
+    sources: BTreeMap<String, RunningSource>,
+    destinations: BTreeMap<String, RunningDestination>,
+}
+
+fn limits(config: &Config) -> Limits {
+    Limits {
+        max_bytes: config.journal.max_bytes,
+        min_free_disk: config.journal.min_free_disk,
+        dedup_window_ms: config.journal.dedup_window.as_millis() as i64,
+    }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT. Returns an error (for exit code 69/70) when it cannot
+/// start.
+pub async fn run(config: Config, origin: ConfigOrigin) -> anyhow::Result<()> {
+    if matches!(origin, ConfigOrigin::Embedded) {
+        tracing::info!(
+            state_dir = %config.node.state_dir.display(),
+            "no --config given: running on the embedded default (MLLP on 127.0.0.1:2575, items written to {}); \
+             see `outpost config check` and docs/config.md to write your own",
+            config.destinations.first().map(|d| match &d.kind {
+                crate::config::DestinationKind::File(f) => f.dir.display().to_string(),
+                crate::config::DestinationKind::Mllp(m) => m.connect.clone(),
+            }).unwrap_or_default()
+        );
+    }
+    std::fs::create_dir_all(&config.node.state_dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create state directory {}: {e}; set node.state_dir to a writable directory",
+            config.node.state_dir.display()
+        )
+    })?;
+    let journal = Journal::open(&config.journal.path, limits(&config))?;
+    tracing::info!(path = %config.journal.path.display(), "journal open");
+
+    let bus = Bus::new();
+    let stats = Arc::new(Stats::default());
+    let intake = Arc::new(Intake::new(
+        journal.clone(),
+        Router::new(&config),
+        bus.clone(),
+        stats.clone(),
+        (config.escalation.on_unrouted, config.escalation.on_rejected),
+    ));
+    let shared_config = Arc::new(RwLock::new(Arc::new(config.clone())));
+    let escalations = ActiveEscalations::default();
+    let background = CancellationToken::new();
+
+    let control_listener =
+        control::bind(&config.control.socket, config.control.socket_mode).map_err(anyhow::Error::msg)?;
+    let (reload_tx, mut reload_rx) = mpsc::channel::<control::ReloadRequest>(4);
+    let ctx = ControlContext {
+        journal: journal.clone(),
+        stats: stats.clone(),
+        bus: bus.clone(),
+        config: shared_config.clone(),
+        config_origin: origin.describe(),
+        reload: reload_tx,
+        escalations: escalations.clone(),
+    };
+    let control_task =
+        tokio::spawn(control::serve(control_listener, config.control.socket.clone(), ctx, background.clone()));
+
+    let mut daemon = Daemon {
+        config: shared_config.clone(),
+        origin,
+        journal: journal.clone(),
+        intake,
+        bus: bus.clone(),
+        stats: stats.clone(),
+        ingress_cancel: CancellationToken::new(),
+        ingress_tasks: TaskTracker::new(),
+        sources: BTreeMap::new(),
+        destinations: BTreeMap::new(),
+    };
+    for d in &config.destinations {
+        daemon.start_destination(d.clone());
+    }
+    for s in &config.sources {
+        let listener = bind_source(s).await.map_err(anyhow::Error::msg)?;
+        daemon.start_source(s.clone(), listener);
+    }
+
+    let monitor = tokio::spawn(escalate::monitor(
+        shared_config.clone(),
+        journal.clone(),
+        stats.clone(),
+        bus.clone(),
+        escalations,
+        background.clone(),
+    ));
+    let purger = tokio::spawn(purge_loop(shared_config.clone(), journal.clone(), background.clone()));
+
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        site = %config.node.site,
+        node = %config.node.id,
+        sources = config.sources.len(),
+        destinations = config.destinations.len(),
+        routes = config.routes.len(),
+        control = %config.control.socket.display(),
+        "outpost ready"
+    );
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading configuration");
+                match daemon.reload().await {
+                    Ok(msg) => tracing::info!("{msg}"),
+                    Err(e) => tracing::error!("reload refused, the running configuration stays: {e}"),
+                }
+            }
+            Some(reply) = reload_rx.recv() => {
+                let r = daemon.reload().await;
+                match &r {
+                    Ok(msg) => tracing::info!("{msg}"),
+                    Err(e) => tracing::error!("reload refused, the running configuration stays: {e}"),
+                }
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    let grace = config.node.shutdown_grace;
+    let deadline = tokio::time::Instant::now() + grace;
+    daemon.ingress_cancel.cancel();
+    daemon.ingress_tasks.close();
+    if tokio::time::timeout_at(deadline, daemon.ingress_tasks.wait()).await.is_err() {
+        tracing::warn!(
+            "connections still busy after the grace period; closing them (their messages were not acknowledged)"
+        );
+    }
+    let workers: Vec<_> = std::mem::take(&mut daemon.destinations).into_values().collect();
+    for w in &workers {
+        w.cancel.cancel();
+    }
+    for w in workers {
+        let _ = tokio::time::timeout_at(deadline, w.task).await;
+    }
+    background.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = monitor.await;
+        let _ = purger.await;
+        let _ = control_task.await;
+    })
+    .await;
+    let journal = daemon.journal.clone();
+    drop(daemon);
+    let _ = journal.barrier().await;
+    tokio::task::spawn_blocking(move || journal.close()).await?;
+    tracing::info!("outpost stopped");
+    Ok(())
+}
+
+async fn bind_source(s: &Source) -> Result<tokio::net::TcpListener, String> {
+    match &s.kind {
+        SourceKind::Mllp(m) => ingress::mllp::bind(&s.name, m).await,
+    }
+}
+
+async fn purge_loop(config: Arc<RwLock<Arc<Config>>>, journal: Journal, cancel: CancellationToken) {
+    loop {
+        let (retention, rejected) = match config.read() {
+            Ok(c) => (c.journal.retention, c.journal.rejected_retention),
+            Err(_) => return,
+        };
+        let now = now_ms();
+        match journal.purge(now - retention.as_millis() as i64, now - rejected.as_millis() as i64).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(items = n, "purged items past their retention"),
+            Err(e) => tracing::warn!(error = %e, "purge failed; will try again"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(PURGE_EVERY) => {}
+        }
+    }
+}
+
+impl Daemon {
+    fn start_source(&mut self, config: Source, listener: tokio::net::TcpListener) {
+        let cancel = self.ingress_cancel.child_token();
+        match &config.kind {
+            SourceKind::Mllp(m) => {
+                self.ingress_tasks.spawn(ingress::mllp::serve(
+                    config.name.clone(),
+                    m.clone(),
+                    listener,
+                    self.intake.clone(),
+                    self.stats.clone(),
+                    cancel.clone(),
+                    self.ingress_tasks.clone(),
+                ));
+            }
+        }
+        self.sources.insert(config.name.clone(), RunningSource { config, cancel });
+    }
+
+    fn start_destination(&mut self, config: Destination) {
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(crate::egress::run_worker(
+            config.clone(),
+            self.journal.clone(),
+            self.bus.clone(),
+            self.stats.clone(),
+            cancel.clone(),
+        ));
+        self.destinations.insert(config.name.clone(), RunningDestination { config, cancel, task });
+    }
+
+    async fn stop_destination(&mut self, name: &str) {
+        if let Some(d) = self.destinations.remove(name) {
+            d.cancel.cancel();
+            let _ = d.task.await;
+        }
+    }
+
+    /// Reloads the config. Either everything applies or nothing changes.
+    async fn reload(&mut self) -> Result<String, String> {
+        let new = self.origin.load()?;
+        let old = match self.config.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        let mut notes = Vec::new();
+        if new.node != old.node || new.control != old.control || new.journal.path != old.journal.path {
+            notes.push("changes to [node], [control] and journal.path take effect at the next restart".to_string());
+        }
+
+        // Bind every new or changed listener first; a changed one on the same address must be
+        // stopped before its replacement can bind, so those are swapped one by one with a way back.
+        let mut fresh = Vec::new();
+        for s in &new.sources {
+            if !self.sources.contains_key(&s.name) {
+                match bind_source(s).await {
+                    Ok(l) => fresh.push((s.clone(), l)),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let changed: Vec<Source> = new
+            .sources
+            .iter()
+            .filter(|s| self.sources.get(&s.name).is_some_and(|r| r.config != **s))
+            .cloned()
+            .collect();
+        for s in &changed {
+            let Some(old_run) = self.sources.remove(&s.name) else { continue };
+            old_run.cancel.cancel();
+            // Give the old listener a moment to release its port.
+            let mut bound = Err(String::new());
+            for _ in 0..50 {
+                bound = bind_source(s).await;
+                if bound.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            match bound {
+                Ok(l) => self.start_source(s.clone(), l),
+                Err(e) => {
+                    if let Ok(l) = bind_source(&old_run.config).await {
+                        self.start_source(old_run.config.clone(), l);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        for (s, l) in fresh {
+            self.start_source(s, l);
+        }
+        let removed: Vec<String> = self.sources.keys().filter(|n| new.source(n).is_none()).cloned().collect();
+        for name in removed {
+            if let Some(r) = self.sources.remove(&name) {
+                r.cancel.cancel();
+            }
+        }
+
+        for name in self.destinations.keys().cloned().collect::<Vec<_>>() {
+            match new.destination(&name) {
+                Some(d) if self.destinations.get(&name).is_some_and(|r| r.config == *d) => {}
+                _ => self.stop_destination(&name).await,
+            }
+        }
+        for d in &new.destinations {
+            if !self.destinations.contains_key(&d.name) {
+                self.start_destination(d.clone());
+            }
+        }
+
+        self.intake.set_router(Router::new(&new), (new.escalation.on_unrouted, new.escalation.on_rejected));
+        let _ = self.journal.set_limits(limits(&new)).await;
+        self.stats.retain(
+            &new.sources.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+            &new.destinations.iter().map(|d| d.name.clone()).collect::<Vec<_>>(),
+        );
+        let summary = format!(
+            "configuration reloaded from {}: {} source(s), {} destination(s), {} route(s)",
+            self.origin.describe(),
+            new.sources.len(),
+            new.destinations.len(),
+            new.routes.len()
+        );
+        if let Ok(mut c) = self.config.write() {
+            *c = Arc::new(new);
+        }
+        notes.insert(0, summary);
+        Ok(notes.join("; "))
+    }
+}

@@ -1,0 +1,124 @@
+//! Escalation: thresholds that turn a quiet problem into a loud event. Evaluated periodically
+//! from the journal and link states: an item undelivered too long, a destination unreachable
+//! too long, the journal above its high-water mark. (Unrouted and rejected items are raised by
+//! intake as they arrive.) Each condition is raised once and cleared once, not every check.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::envelope::now_ms;
+use crate::events::{Bus, Escalation, EventKind, Severity};
+use crate::journal::Journal;
+use crate::stats::{Stats, get};
+
+/// The escalations currently raised, keyed by `code:subject`.
+#[derive(Clone, Default)]
+pub struct ActiveEscalations(Arc<Mutex<BTreeMap<String, Escalation>>>);
+
+impl ActiveEscalations {
+    pub fn snapshot(&self) -> Vec<Escalation> {
+        self.0.lock().map(|m| m.values().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Raises or clears; emits only on change.
+    fn set(&self, bus: &Bus, code: &'static str, severity: Severity, subject: &str, message: Option<String>) {
+        let key = format!("{code}:{subject}");
+        let Ok(mut map) = self.0.lock() else { return };
+        match message {
+            Some(message) => {
+                if let std::collections::btree_map::Entry::Vacant(slot) = map.entry(key) {
+                    let e = Escalation { code, severity, subject: subject.to_string(), message, active: true };
+                    slot.insert(e.clone());
+                    bus.emit(EventKind::Escalation(e));
+                }
+            }
+            None => {
+                if let Some(mut e) = map.remove(&key) {
+                    e.active = false;
+                    bus.emit(EventKind::Escalation(e));
+                }
+            }
+        }
+    }
+}
+
+pub async fn monitor(
+    config: Arc<RwLock<Arc<Config>>>,
+    journal: Journal,
+    stats: Arc<Stats>,
+    bus: Bus,
+    active: ActiveEscalations,
+    cancel: CancellationToken,
+) {
+    let reader = match journal.reader() {
+        Ok(r) => Arc::new(std::sync::Mutex::new(r)),
+        Err(e) => {
+            tracing::error!(error = %e, "escalation monitor cannot read the journal; thresholds are not checked");
+            return;
+        }
+    };
+    loop {
+        let config = match config.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        let interval = config.escalation.check_interval;
+        let r = reader.clone();
+        let counts = tokio::task::spawn_blocking(move || {
+            r.lock().map_err(|_| ()).and_then(|r| r.status_counts().map_err(|_| ()))
+        })
+        .await
+        .ok()
+        .and_then(|r| r.ok());
+        let now = now_ms();
+        let esc = &config.escalation;
+        for dest in &config.destinations {
+            let oldest = counts
+                .as_ref()
+                .and_then(|c| c.destinations.iter().find(|d| d.0 == dest.name))
+                .and_then(|d| d.3.map(|t| (d.1, now - t)));
+            let msg = oldest.filter(|(_, age)| *age > esc.undelivered_after.as_millis() as i64).map(|(n, age)| {
+                format!(
+                    "destination {}: {n} item(s) waiting, the oldest for {}s (escalation.undelivered_after = {}s)",
+                    dest.name,
+                    age / 1000,
+                    esc.undelivered_after.as_secs()
+                )
+            });
+            active.set(&bus, "undelivered", Severity::Warning, &dest.name, msg);
+
+            let link = stats.destination(&dest.name).link();
+            let msg = link
+                .unreachable_since
+                .filter(|since| now - since > esc.unreachable_after.as_millis() as i64)
+                .map(|since| {
+                    format!(
+                        "destination {} unreachable for {}s: {}",
+                        dest.name,
+                        (now - since) / 1000,
+                        link.last_error.clone().unwrap_or_default()
+                    )
+                });
+            active.set(&bus, "unreachable", Severity::Critical, &dest.name, msg);
+        }
+        let shared = journal.shared();
+        let (stored, max) = (get(&shared.stored_bytes), get(&shared.max_bytes));
+        let msg = (max > 0 && stored as f64 > max as f64 * config.journal.high_water).then(|| {
+            format!(
+                "journal holds {stored} of {max} bytes ({:.0}%), above journal.high_water ({:.0}%); \
+                 at 100% new items are refused",
+                stored as f64 * 100.0 / max as f64,
+                config.journal.high_water * 100.0
+            )
+        });
+        active.set(&bus, "high_water", Severity::Warning, "journal", msg);
+
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! MLLP listener: HL7 v2 over TCP. One task per connection; messages on a connection are
+//! handled strictly in order, and each is ACKed only after the journal has committed it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::MllpSource;
+use crate::envelope::hl7_now;
+use crate::hl7::{self, AckMode, Charset, Outcome};
+use crate::intake::{Intake, Receipt};
+use crate::mllp::{self, Frame};
+use crate::stats::{SourceStats, Stats};
+
+/// Binds the listening socket (separately from serving, so that a bad address or a port in
+/// use is reported at start or reload, before anything else changes).
+pub async fn bind(name: &str, cfg: &MllpSource) -> Result<TcpListener, String> {
+    TcpListener::bind(cfg.listen).await.map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                "another program (or another outpost) already listens there; \
+                 find it with `ss -ltnp` or choose another port"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                "ports below 1024 need root or CAP_NET_BIND_SERVICE; use a port above 1024"
+            }
+            std::io::ErrorKind::AddrNotAvailable => "this machine has no such address; use 0.0.0.0 or one of `ip addr`",
+            _ => "check the address in the config",
+        };
+        format!("source `{name}`: cannot listen on {}: {e}; {hint}", cfg.listen)
+    })
+}
+
+/// Accepts connections until cancelled. Connection tasks are tracked so shutdown can wait for
+/// them to finish the message they are on.
+pub async fn serve(
+    name: String,
+    cfg: MllpSource,
+    listener: TcpListener,
+    intake: Arc<Intake>,
+    stats: Arc<Stats>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let source_stats = stats.source(&name);
+    if let Ok(addr) = listener.local_addr() {
+        if let Ok(mut b) = source_stats.bound.lock() {
+            *b = Some(addr);
+        }
+        tracing::info!(source = %name, %addr, "listening for MLLP");
+    }
+    let permits = Arc::new(Semaphore::new(cfg.max_connections));
+    let cfg = Arc::new(cfg);
+    loop {
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: wait a little rather than spin.
+                tracing::warn!(source = %name, error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(source = %name, %peer, max = cfg.max_connections,
+                "connection refused: max_connections reached; raise it or find the sender that does not close its connections");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = Connection {
+            source: name.clone(),
+            cfg: cfg.clone(),
+            intake: intake.clone(),
+            stats: source_stats.clone(),
+            peer,
+        };
+        let cancel = cancel.clone();
+        tracker.spawn(async move {
+            stats::inc_conn(&conn.stats, 1);
+            tracing::debug!(source = %conn.source, peer = %conn.peer, "connection opened");
+            conn.run(stream, cancel).await;
+            stats::inc_conn(&conn.stats, -1);
+            drop(permit);
+        });
+    }
+    tracing::info!(source = %name, "listener stopped");
+}
+
+mod stats {
+    use super::SourceStats;
+    use std::sync::atomic::Ordering;
+
+    pub fn inc_conn(s: &SourceStats, delta: i64) {
+        if delta > 0 {
+            s.connections.fetch_add(1, Ordering::Relaxed);
+        } else {
+            s.connections.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+struct Connection {
+    source: String,
+    cfg: Arc<MllpSource>,
+    intake: Arc<Intake>,
+    stats: Arc<SourceStats>,
+    peer: SocketAddr,
+}
+
+impl Connection {
+    async fn run(&self, mut stream: TcpStream, cancel: CancellationToken) {
+        let mut decoder = mllp::Decoder::new(self.cfg.max_message_size);
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut frames = Vec::new();
+        loop {
+            let read = tokio::select! {
+                _ = cancel.cancelled() => break,
+                r = read_with_idle(&mut stream, &mut buf, self.cfg.idle_timeout) => r,
+            };
+            match read {
+                Ok(0) => {
+                    decoder.finish(&mut frames);
+                    let _ = self.handle(&mut stream, &mut frames).await;
+                    break;
+                }
+                Ok(n) => {
+                    decoder.push(&buf[..n], &mut frames);
+                    if self.handle(&mut stream, &mut frames).await.is_err() {
+                        break;
+                    }
+                }
+                Err(ReadEnd::Idle) => {
+                    tracing::info!(source = %self.source, peer = %self.peer, "closing idle connection (idle_timeout)");
+                    break;
+                }
+                Err(ReadEnd::Io(e)) => {
+                    tracing::debug!(source = %self.source, peer = %self.peer, error = %e, "connection error");
+                    break;
+                }
+            }
+        }
+        if decoder.in_frame() {
+            tracing::warn!(source = %self.source, peer = %self.peer, bytes = decoder.buffered(),
+                "connection ended inside a message; the partial message was not acknowledged and is dropped");
+        }
+        let _ = stream.shutdown().await;
+    }
+
+    /// Handles decoded frames in order. Returns Err when the connection must close.
+    async fn handle(&self, stream: &mut TcpStream, frames: &mut Vec<Frame>) -> std::io::Result<()> {
+        for frame in frames.drain(..) {
+            match frame {
+                Frame::Message(body) => {
+                    let receipt = self.intake.accept_hl7(&self.source, self.cfg.charset, body).await;
+                    self.answer(stream, &receipt).await?;
+                }
+                Frame::Oversized { head, size } => {
+                    crate::stats::inc(&self.stats.oversized);
+                    let reason = format!(
+                        "message of {size} bytes exceeds max_message_size ({} bytes); it was not stored",
+                        self.cfg.max_message_size
+                    );
+                    tracing::warn!(source = %self.source, peer = %self.peer, size, "{reason}");
+                    self.intake.refuse(&self.source, reason.clone());
+                    let decoded = hl7::decode(&head, self.cfg.charset);
+                    let header = hl7::Message::parse(&decoded.text).ok().map(|m| m.header());
+                    let receipt = Receipt { header, outcome: Outcome::Unparseable, id: None, error: Some(reason) };
+                    self.answer(stream, &receipt).await?;
+                }
+                Frame::Discarded { bytes, unterminated } => {
+                    self.stats.discarded_bytes.fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+                    if unterminated {
+                        tracing::warn!(source = %self.source, peer = %self.peer, bytes,
+                            "a message started but never ended (no 0x1C 0x0D) before the next one; its bytes were dropped unacknowledged");
+                    } else {
+                        tracing::warn!(source = %self.source, peer = %self.peer, bytes,
+                            "bytes outside MLLP framing discarded (is the sender using MLLP framing 0x0B ... 0x1C 0x0D?)");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn answer(&self, stream: &mut TcpStream, receipt: &Receipt) -> std::io::Result<()> {
+        let mode = receipt.header.as_ref().map(AckMode::of).unwrap_or(AckMode::Original);
+        if !mode.should_send(receipt.outcome) {
+            return Ok(());
+        }
+        let code = mode.code(receipt.outcome);
+        let ack_id = receipt.id.clone().unwrap_or_else(|| ulid::Ulid::generate().to_string());
+        let text = hl7::build_ack(receipt.header.as_ref(), code, receipt.error.as_deref(), &ack_id, &hl7_now());
+        let charset = self
+            .cfg
+            .charset
+            .or_else(|| receipt.header.as_ref().and_then(|h| Charset::from_label(&h.character_set)))
+            .unwrap_or(Charset::Utf8);
+        stream.write_all(&mllp::encode(&charset.encode(&text))).await
+    }
+}
+
+enum ReadEnd {
+    Idle,
+    Io(std::io::Error),
+}
+
+async fn read_with_idle(
+    stream: &mut TcpStream,
+    buf: &mut [u8],
+    idle: Option<std::time::Duration>,
+) -> Result<usize, ReadEnd> {
+    match idle {
+        Some(d) => match tokio::time::timeout(d, stream.read(buf)).await {
+            Ok(r) => r.map_err(ReadEnd::Io),
+            Err(_) => Err(ReadEnd::Idle),
+        },
+        None => stream.read(buf).await.map_err(ReadEnd::Io),
+    }
+}

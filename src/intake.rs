@@ -1,0 +1,186 @@
+//! Intake: what every adapter (MLLP now; ASTM and fax later) does with an item it received.
+//! Read it (charset, parse, summary), route it, journal it durably, announce it, and tell the
+//! adapter how to answer the sender. Adapters own sockets and framing; this owns the rest.
+
+use std::sync::{Arc, RwLock};
+
+use crate::envelope::{Kind, NewEnvelope, Status, now_ms};
+use crate::events::{Bus, Escalation, EventKind, Severity};
+use crate::hl7::{self, Charset, Header, Outcome};
+use crate::journal::{Inserted, Journal, JournalError};
+use crate::router::Router;
+use crate::stats::{Stats, inc};
+
+/// How the adapter should answer the sender.
+#[derive(Debug, Clone)]
+pub struct Receipt {
+    /// The message's header, when it could be parsed (the ACK mirrors it).
+    pub header: Option<Header>,
+    pub outcome: Outcome,
+    /// The journal id, when stored (or already stored, for a retransmission).
+    pub id: Option<String>,
+    /// Text for the sender when the outcome is not `Stored`.
+    pub error: Option<String>,
+}
+
+pub struct Intake {
+    journal: Journal,
+    router: RwLock<Arc<Router>>,
+    bus: Bus,
+    stats: Arc<Stats>,
+    on_unrouted: RwLock<(bool, bool)>,
+}
+
+impl Intake {
+    pub fn new(journal: Journal, router: Router, bus: Bus, stats: Arc<Stats>, escalate: (bool, bool)) -> Intake {
+        Intake { journal, router: RwLock::new(Arc::new(router)), bus, stats, on_unrouted: RwLock::new(escalate) }
+    }
+
+    /// Swaps the routing rules (config reload). Items already journaled keep their decision.
+    pub fn set_router(&self, router: Router, escalate: (bool, bool)) {
+        if let Ok(mut r) = self.router.write() {
+            *r = Arc::new(router);
+        }
+        if let Ok(mut e) = self.on_unrouted.write() {
+            *e = escalate;
+        }
+    }
+
+    pub fn router(&self) -> Arc<Router> {
+        match self.router.read() {
+            Ok(r) => r.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Takes one HL7 v2 message as received from `source`.
+    pub async fn accept_hl7(&self, source: &str, charset: Option<Charset>, body: Vec<u8>) -> Receipt {
+        let stats = self.stats.source(source);
+        let received_at = now_ms();
+        let decoded = hl7::decode(&body, charset);
+        let charset_name = decoded.charset.name().to_string();
+        let parsed = hl7::Message::parse(&decoded.text);
+        let (header, summary, status, decision, note) = match &parsed {
+            Ok(msg) => {
+                let decision = self.router().route(source, msg);
+                let status = if decision.is_unrouted() { Status::Unrouted } else { Status::Accepted };
+                (Some(msg.header()), msg.summary(), status, decision, None)
+            }
+            Err(e) => (None, Default::default(), Status::Rejected, Default::default(), Some(e.to_string())),
+        };
+        drop(parsed);
+        let size = body.len();
+        let envelope = NewEnvelope {
+            source: source.to_string(),
+            kind: Kind::Hl7v2,
+            received_at,
+            status,
+            body,
+            summary: summary.clone(),
+            charset: Some(charset_name),
+            routes: decision.routes.clone(),
+            destinations: decision.destinations.clone(),
+            note: note.clone(),
+        };
+        match self.journal.insert(envelope).await {
+            Ok(Inserted::Stored { id, .. }) => {
+                inc(&stats.received);
+                tracing::info!(source, %id, message_type = %summary.message_type, size, status = status.as_str(), "received");
+                self.bus.emit(EventKind::Received {
+                    id: id.clone(),
+                    source: source.to_string(),
+                    kind: Kind::Hl7v2.as_str().into(),
+                    message_type: summary.message_type.clone(),
+                    control_id: summary.control_id.clone(),
+                    size,
+                });
+                let (esc_unrouted, esc_rejected) = self.on_unrouted.read().map(|e| *e).unwrap_or((true, true));
+                match status {
+                    Status::Accepted => self.bus.emit(EventKind::Routed {
+                        id: id.clone(),
+                        routes: decision.routes,
+                        destinations: decision.destinations,
+                    }),
+                    Status::Unrouted => {
+                        self.bus.emit(EventKind::Unrouted {
+                            id: id.clone(),
+                            source: source.to_string(),
+                            message_type: summary.message_type.clone(),
+                        });
+                        if esc_unrouted {
+                            self.escalate("unrouted", &id, format!(
+                                "item {id} ({}) from {source} matched no route; it is kept (outpost queue ls --state unrouted)",
+                                summary.message_type
+                            ));
+                        }
+                    }
+                    Status::Rejected => {
+                        inc(&stats.rejected);
+                        let reason = note.clone().unwrap_or_default();
+                        self.bus.emit(EventKind::Rejected {
+                            id: id.clone(),
+                            source: source.to_string(),
+                            reason: reason.clone(),
+                        });
+                        if esc_rejected {
+                            self.escalate("rejected", &id, format!(
+                                "item {id} from {source} is not a readable HL7 message ({reason}); it is kept (outpost queue show {id})"
+                            ));
+                        }
+                    }
+                }
+                let (outcome, error) = match status {
+                    Status::Rejected => (Outcome::Unparseable, note),
+                    _ => (Outcome::Stored, None),
+                };
+                Receipt { header, outcome, id: Some(id), error }
+            }
+            Ok(Inserted::Duplicate { id, .. }) => {
+                inc(&stats.duplicates);
+                tracing::info!(source, %id, "retransmission of a stored item: acknowledged again, not stored twice");
+                self.bus.emit(EventKind::Duplicate {
+                    id: id.clone(),
+                    source: source.to_string(),
+                    control_id: summary.control_id.clone(),
+                });
+                Receipt { header, outcome: Outcome::Stored, id: Some(id), error: None }
+            }
+            Err(e) => {
+                inc(&stats.refused);
+                let reason = e.to_string();
+                tracing::error!(source, error = %reason, "cannot store a received item; the sender is told to resend later");
+                self.bus.emit(EventKind::Refused { source: source.to_string(), reason: reason.clone() });
+                if e.is_capacity() {
+                    self.escalate_with("journal_full", Severity::Critical, "journal", reason.clone());
+                }
+                let error = match e {
+                    JournalError::Closed => "outpost is shutting down; resend later".to_string(),
+                    other => other.to_string(),
+                };
+                Receipt { header, outcome: Outcome::CannotStore, id: None, error: Some(error) }
+            }
+        }
+    }
+
+    /// Reports an item the adapter could not take whole (too large): nothing is stored, the
+    /// sender gets a negative ACK, and ops hear of it.
+    pub fn refuse(&self, source: &str, reason: String) {
+        inc(&self.stats.source(source).refused);
+        self.bus.emit(EventKind::Refused { source: source.to_string(), reason: reason.clone() });
+        self.escalate_with("refused", Severity::Warning, source, format!("{source}: {reason}"));
+    }
+
+    fn escalate(&self, code: &'static str, subject: &str, message: String) {
+        self.escalate_with(code, Severity::Warning, subject, message);
+    }
+
+    fn escalate_with(&self, code: &'static str, severity: Severity, subject: &str, message: String) {
+        self.bus.emit(EventKind::Escalation(Escalation {
+            code,
+            severity,
+            subject: subject.to_string(),
+            message,
+            active: true,
+        }));
+    }
+}

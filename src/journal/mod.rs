@@ -1,0 +1,312 @@
+//! The journal: every received item, durably, in SQLite. Only this module touches SQLite.
+//!
+//! Promises:
+//! - [`Journal::insert`] returns only after the item and its delivery records are committed
+//!   with `synchronous=FULL` in WAL mode (the WAL is fsynced), so an ACK sent after it survives
+//!   kill -9 and power loss.
+//! - Writes go through one writer thread that commits everything waiting in one transaction
+//!   (group commit): concurrent connections share fsyncs.
+//! - Nothing undelivered is ever evicted. When `max_bytes` would be exceeded, delivered items
+//!   are purged early; if that is not enough, new items are refused with [`JournalError::Full`].
+//! - Delivery progress (in flight, delivered, attempt errors) rides along in the same batches;
+//!   it is committed but not awaited, so a crash may re-deliver an item (at-least-once), never
+//!   lose one.
+
+mod reader;
+mod schema;
+mod writer;
+
+pub use reader::{AttemptRow, DeliveryRow, Item, ItemFilter, PendingItem, Reader, StatusCounts};
+pub use schema::VERSION as SCHEMA_VERSION;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::envelope::NewEnvelope;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error(
+        "journal full: undelivered items hold {stored} of the {max} bytes allowed (journal.max_bytes); \
+         new items are refused until destinations catch up, failed items are retried or purged, \
+         or journal.max_bytes is raised"
+    )]
+    Full { stored: u64, max: u64 },
+    #[error(
+        "disk nearly full: {free} bytes free where the journal lives, below journal.min_free_disk ({min}); \
+         free space on that filesystem"
+    )]
+    DiskFull { free: u64, min: u64 },
+    #[error("journal database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error(
+        "journal schema version {found} is newer than this outpost supports ({supported}); \
+         run the newer outpost or restore a backup"
+    )]
+    NewerSchema { found: i64, supported: i64 },
+    #[error("cannot open journal {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error("journal is shutting down")]
+    Closed,
+}
+
+impl JournalError {
+    /// True when the error means "no room": the sender should get AR/CR, and ops an escalation.
+    pub fn is_capacity(&self) -> bool {
+        match self {
+            JournalError::Full { .. } | JournalError::DiskFull { .. } => true,
+            JournalError::Sqlite(e) => matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DiskFull) | Some(rusqlite::ErrorCode::SystemIoFailure)
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// Result of an insert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inserted {
+    Stored {
+        seq: i64,
+        id: String,
+    },
+    /// A retransmission of an item already stored (same source, control id and bytes).
+    Duplicate {
+        seq: i64,
+        id: String,
+    },
+}
+
+/// What happened to one delivery attempt.
+#[derive(Debug, Clone)]
+pub enum DeliveryUpdate {
+    InFlight {
+        seq: i64,
+        destination: String,
+    },
+    Delivered {
+        seq: i64,
+        destination: String,
+    },
+    /// A failed attempt. With `give_up`, the delivery becomes `failed` (dead letter).
+    Failed {
+        seq: i64,
+        destination: String,
+        error: String,
+        outcome: &'static str,
+        next_attempt_at: i64,
+        give_up: bool,
+    },
+}
+
+/// Which failed deliveries to retry.
+#[derive(Debug, Clone, Default)]
+pub struct RetryTarget {
+    /// One envelope (by id), or every failed one when `None`.
+    pub id: Option<String>,
+    pub destination: Option<String>,
+}
+
+/// The committed head: delivery workers wait on it for new work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Head {
+    /// Highest committed envelope seq.
+    pub seq: i64,
+    /// Bumped when failed deliveries are put back to pending (workers rescan from the start).
+    pub rescan: u64,
+}
+
+/// Limits the writer enforces.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_bytes: u64,
+    pub min_free_disk: u64,
+    pub dedup_window_ms: i64,
+}
+
+enum Op {
+    Insert(Box<NewEnvelope>),
+    Delivery(DeliveryUpdate),
+    Retry(RetryTarget),
+    Purge { delivered_before: i64, problems_before: i64 },
+    SetLimits(Limits),
+    Barrier,
+}
+
+enum Reply {
+    Insert(oneshot::Sender<Result<Inserted, JournalError>>),
+    Count(oneshot::Sender<Result<usize, JournalError>>),
+    Unit(oneshot::Sender<()>),
+    None,
+}
+
+struct Request {
+    op: Op,
+    reply: Reply,
+}
+
+/// Counters shared between the writer and everyone else.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// Bytes of bodies of all stored envelopes.
+    pub stored_bytes: AtomicU64,
+    pub max_bytes: AtomicU64,
+    pub commits: AtomicU64,
+    pub inserts: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub refused: AtomicU64,
+}
+
+/// Handle to the journal. Cheap to clone; the writer thread stops when the last handle is
+/// closed or dropped.
+#[derive(Clone)]
+pub struct Journal {
+    tx: mpsc::Sender<Request>,
+    head: watch::Receiver<Head>,
+    path: PathBuf,
+    shared: Arc<Shared>,
+    thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+/// Queue depth of the writer; senders wait when it is full (backpressure on intake).
+const OP_QUEUE: usize = 8192;
+
+impl Journal {
+    /// Opens (creating if needed) the journal at `path`, migrates it, and starts the writer.
+    pub fn open(path: &Path, limits: Limits) -> Result<Journal, JournalError> {
+        let open_err = |reason: String| JournalError::Open { path: path.display().to_string(), reason };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                open_err(format!(
+                    "cannot create directory {}: {e}; check node.state_dir and its permissions",
+                    dir.display()
+                ))
+            })?;
+        }
+        let mut conn = open_connection(path, false).map_err(|e| open_err(e.to_string()))?;
+        schema::migrate(&mut conn).map_err(|e| match e {
+            JournalError::NewerSchema { found, supported } => JournalError::NewerSchema { found, supported },
+            other => open_err(other.to_string()),
+        })?;
+        let stored: i64 = conn.query_row("SELECT COALESCE(SUM(size), 0) FROM envelopes", [], |r| r.get(0))?;
+        let head_seq: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM envelopes", [], |r| r.get(0))?;
+        // Deliveries that were in flight when the last run stopped are simply pending again.
+        conn.execute("UPDATE deliveries SET state = 'pending' WHERE state = 'in_flight'", [])?;
+
+        let shared = Arc::new(Shared::default());
+        shared.stored_bytes.store(stored as u64, Ordering::Relaxed);
+        shared.max_bytes.store(limits.max_bytes, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(OP_QUEUE);
+        let (head_tx, head_rx) = watch::channel(Head { seq: head_seq, rescan: 0 });
+        let writer = writer::Writer::new(conn, path.to_path_buf(), limits, shared.clone(), head_tx);
+        let thread = std::thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| open_err(format!("cannot start writer thread: {e}")))?;
+        Ok(Journal { tx, head: head_rx, path: path.to_path_buf(), shared, thread: Arc::new(Mutex::new(Some(thread))) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    /// Stores an item durably. Returns after commit and fsync.
+    pub async fn insert(&self, envelope: NewEnvelope) -> Result<Inserted, JournalError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::Insert(Box::new(envelope)), Reply::Insert(reply)).await?;
+        rx.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Records delivery progress. Does not wait for the commit.
+    pub async fn update(&self, update: DeliveryUpdate) -> Result<(), JournalError> {
+        self.send(Op::Delivery(update), Reply::None).await
+    }
+
+    /// Puts failed deliveries back to pending; returns how many.
+    pub async fn retry(&self, target: RetryTarget) -> Result<usize, JournalError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::Retry(target), Reply::Count(reply)).await?;
+        rx.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Deletes fully delivered items received before `delivered_before` and rejected/unrouted
+    /// items received before `problems_before` (unix ms); returns how many envelopes went.
+    pub async fn purge(&self, delivered_before: i64, problems_before: i64) -> Result<usize, JournalError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::Purge { delivered_before, problems_before }, Reply::Count(reply)).await?;
+        rx.await.map_err(|_| JournalError::Closed)?
+    }
+
+    pub async fn set_limits(&self, limits: Limits) -> Result<(), JournalError> {
+        self.shared.max_bytes.store(limits.max_bytes, Ordering::Relaxed);
+        self.send(Op::SetLimits(limits), Reply::None).await
+    }
+
+    /// Waits until everything sent before it is committed.
+    pub async fn barrier(&self) -> Result<(), JournalError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::Barrier, Reply::Unit(reply)).await?;
+        rx.await.map_err(|_| JournalError::Closed)
+    }
+
+    async fn send(&self, op: Op, reply: Reply) -> Result<(), JournalError> {
+        self.tx.send(Request { op, reply }).await.map_err(|_| JournalError::Closed)
+    }
+
+    /// A receiver of the committed head, for delivery workers.
+    pub fn head(&self) -> watch::Receiver<Head> {
+        self.head.clone()
+    }
+
+    /// Opens a read-only connection (one per task that reads; readers never block the writer).
+    pub fn reader(&self) -> Result<Reader, JournalError> {
+        Ok(Reader::new(open_connection(&self.path, true)?))
+    }
+
+    /// Bytes the journal occupies on disk (database and WAL).
+    pub fn disk_bytes(&self) -> u64 {
+        let wal = PathBuf::from(format!("{}-wal", self.path.display()));
+        [self.path.as_path(), wal.as_path()].iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum()
+    }
+
+    /// Stops the writer after it has committed everything queued. Other clones become closed.
+    pub fn close(self) {
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        drop(self.tx);
+        if let Some(t) = thread {
+            // Other clones may still hold senders; the writer exits when all are gone. Join
+            // only if we were the last (otherwise the thread ends when they drop).
+            if Arc::strong_count(&self.thread) == 1 {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+fn open_connection(path: &Path, read_only: bool) -> Result<rusqlite::Connection, rusqlite::Error> {
+    use rusqlite::OpenFlags;
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = rusqlite::Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    if !read_only {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: the WAL is fsynced at every commit, so a committed item survives power loss.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+    }
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Small caches: the gateway has little memory, and the hot data is the tail of the WAL.
+    conn.pragma_update(None, "cache_size", if read_only { -512 } else { -2048 })?;
+    Ok(conn)
+}

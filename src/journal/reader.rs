@@ -1,0 +1,282 @@
+//! Read-only queries of the journal, on a connection of their own (WAL readers never block
+//! the writer). Synchronous: async callers use `spawn_blocking`.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::Serialize;
+
+use super::JournalError;
+use crate::hl7::Summary;
+
+/// The next undelivered item for a destination.
+#[derive(Debug, Clone)]
+pub struct PendingItem {
+    pub seq: i64,
+    pub id: String,
+    pub received_at: i64,
+    pub body: Vec<u8>,
+    pub charset: Option<String>,
+    pub control_id: String,
+    pub attempts: u32,
+    pub next_attempt_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryRow {
+    pub destination: String,
+    pub state: String,
+    pub attempts: u32,
+    pub next_attempt_at: i64,
+    pub updated_at: i64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptRow {
+    pub destination: String,
+    pub at: i64,
+    pub outcome: String,
+    pub error: String,
+}
+
+/// An envelope as the CLI shows it (body only on request).
+#[derive(Debug, Clone, Serialize)]
+pub struct Item {
+    pub seq: i64,
+    pub id: String,
+    pub source: String,
+    pub kind: String,
+    pub received_at: i64,
+    pub status: String,
+    pub size: u64,
+    pub summary: Summary,
+    pub charset: Option<String>,
+    pub routes: Vec<String>,
+    pub note: Option<String>,
+    pub duplicates: u32,
+    pub deliveries: Vec<DeliveryRow>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<AttemptRow>,
+    #[serde(skip)]
+    pub body: Option<Vec<u8>>,
+}
+
+/// Which items `queue ls` lists.
+#[derive(Debug, Clone, Default)]
+pub struct ItemFilter {
+    /// A delivery state (pending, in_flight, delivered, failed) or an envelope status
+    /// (rejected, unrouted). `None`: every item not yet fully delivered.
+    pub state: Option<String>,
+    pub destination: Option<String>,
+    pub limit: usize,
+}
+
+/// Per-destination and per-status counts for `status`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StatusCounts {
+    /// destination → (pending incl. in flight, failed, oldest pending received_at)
+    pub destinations: Vec<(String, u64, u64, Option<i64>)>,
+    pub unrouted: u64,
+    pub rejected: u64,
+    pub envelopes: u64,
+}
+
+pub struct Reader {
+    conn: Connection,
+}
+
+const ITEM_COLUMNS: &str = "e.seq, e.id, e.source, e.kind, e.received_at, e.status, e.size, e.message_type,
+    e.control_id, e.sending_app, e.sending_facility, e.version, e.charset, e.routes, e.note, e.duplicates";
+
+impl Reader {
+    pub(super) fn new(conn: Connection) -> Self {
+        Reader { conn }
+    }
+
+    /// Undelivered items for `destination` after `after_seq`, in journal order.
+    pub fn pending(&self, destination: &str, after_seq: i64, limit: usize) -> Result<Vec<PendingItem>, JournalError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT d.seq, e.id, e.received_at, e.body, e.charset, e.control_id, d.attempts, d.next_attempt_at
+             FROM deliveries d JOIN envelopes e ON e.seq = d.seq
+             WHERE d.destination = ?1 AND d.state <> 'delivered' AND d.state <> 'failed' AND d.seq > ?2
+             ORDER BY d.seq LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![destination, after_seq, limit as i64], |r| {
+            Ok(PendingItem {
+                seq: r.get(0)?,
+                id: r.get(1)?,
+                received_at: r.get(2)?,
+                body: r.get(3)?,
+                charset: r.get(4)?,
+                control_id: r.get(5)?,
+                attempts: r.get(6)?,
+                next_attempt_at: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn status_counts(&self) -> Result<StatusCounts, JournalError> {
+        let mut counts = StatusCounts::default();
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT d.destination, d.state, count(*), min(e.received_at)
+             FROM deliveries d JOIN envelopes e ON e.seq = d.seq
+             WHERE d.state <> 'delivered' GROUP BY d.destination, d.state",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, Option<i64>>(3)?))
+        })?;
+        for row in rows {
+            let (dest, state, n, oldest) = row?;
+            let entry = match counts.destinations.iter_mut().find(|d| d.0 == dest) {
+                Some(e) => e,
+                None => {
+                    counts.destinations.push((dest, 0, 0, None));
+                    counts.destinations.last_mut().ok_or(JournalError::Closed)?
+                }
+            };
+            if state == "failed" {
+                entry.2 += n as u64;
+            } else {
+                entry.1 += n as u64;
+                entry.3 = match (entry.3, oldest) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT status, count(*) FROM envelopes WHERE status <> 'accepted' GROUP BY status")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (status, n) = row?;
+            match status.as_str() {
+                "unrouted" => counts.unrouted = n as u64,
+                "rejected" => counts.rejected = n as u64,
+                _ => {}
+            }
+        }
+        counts.envelopes = self.conn.query_row("SELECT count(*) FROM envelopes", [], |r| r.get::<_, i64>(0))? as u64;
+        Ok(counts)
+    }
+
+    /// Lists items, newest first.
+    pub fn list(&self, filter: &ItemFilter) -> Result<Vec<Item>, JournalError> {
+        let limit = if filter.limit == 0 { 100 } else { filter.limit } as i64;
+        let seqs: Vec<i64> = match filter.state.as_deref() {
+            Some(status @ ("rejected" | "unrouted")) => {
+                let mut stmt = self
+                    .conn
+                    .prepare_cached("SELECT seq FROM envelopes WHERE status = ?1 ORDER BY seq DESC LIMIT ?2")?;
+                stmt.query_map(params![status, limit], |r| r.get(0))?.collect::<Result<_, _>>()?
+            }
+            Some("all") => {
+                let mut stmt = self.conn.prepare_cached(
+                    "SELECT DISTINCT e.seq FROM envelopes e LEFT JOIN deliveries d ON d.seq = e.seq
+                     WHERE (?1 IS NULL OR d.destination = ?1) ORDER BY e.seq DESC LIMIT ?2",
+                )?;
+                stmt.query_map(params![filter.destination, limit], |r| r.get(0))?.collect::<Result<_, _>>()?
+            }
+            state => {
+                // A delivery state, or (None) everything not yet delivered.
+                let mut stmt = self.conn.prepare_cached(
+                    "SELECT DISTINCT d.seq FROM deliveries d
+                     WHERE (?1 IS NULL AND d.state <> 'delivered' OR d.state = ?1)
+                       AND (?2 IS NULL OR d.destination = ?2)
+                     ORDER BY d.seq DESC LIMIT ?3",
+                )?;
+                stmt.query_map(params![state, filter.destination, limit], |r| r.get(0))?.collect::<Result<_, _>>()?
+            }
+        };
+        let mut items = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            if let Some(item) = self.item_by_seq(seq, false, false)? {
+                items.push(item);
+            }
+        }
+        Ok(items)
+    }
+
+    /// One item by id (a full ULID, case-insensitive) or by journal seq number.
+    pub fn show(&self, id: &str, with_body: bool) -> Result<Option<Item>, JournalError> {
+        let seq: Option<i64> = match id.parse::<i64>() {
+            Ok(seq) => Some(seq),
+            Err(_) => self
+                .conn
+                .prepare_cached("SELECT seq FROM envelopes WHERE id = ?1")?
+                .query_row([id.to_ascii_uppercase()], |r| r.get(0))
+                .optional()?,
+        };
+        match seq {
+            Some(seq) => self.item_by_seq(seq, true, with_body),
+            None => Ok(None),
+        }
+    }
+
+    fn item_by_seq(&self, seq: i64, with_attempts: bool, with_body: bool) -> Result<Option<Item>, JournalError> {
+        let sql = format!("SELECT {ITEM_COLUMNS} FROM envelopes e WHERE e.seq = ?1");
+        let item = self.conn.prepare_cached(&sql)?.query_row([seq], item_from_row).optional()?;
+        let Some(mut item) = item else { return Ok(None) };
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT destination, state, attempts, next_attempt_at, updated_at, last_error
+             FROM deliveries WHERE seq = ?1 ORDER BY destination",
+        )?;
+        item.deliveries = stmt
+            .query_map([seq], |r| {
+                Ok(DeliveryRow {
+                    destination: r.get(0)?,
+                    state: r.get(1)?,
+                    attempts: r.get(2)?,
+                    next_attempt_at: r.get(3)?,
+                    updated_at: r.get(4)?,
+                    last_error: r.get(5)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        if with_attempts {
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT destination, at, outcome, error FROM attempts WHERE seq = ?1 ORDER BY rowid")?;
+            item.attempts = stmt
+                .query_map([seq], |r| {
+                    Ok(AttemptRow { destination: r.get(0)?, at: r.get(1)?, outcome: r.get(2)?, error: r.get(3)? })
+                })?
+                .collect::<Result<_, _>>()?;
+        }
+        if with_body {
+            item.body = Some(
+                self.conn
+                    .prepare_cached("SELECT body FROM envelopes WHERE seq = ?1")?
+                    .query_row([seq], |r| r.get(0))?,
+            );
+        }
+        Ok(Some(item))
+    }
+}
+
+fn item_from_row(r: &Row<'_>) -> rusqlite::Result<Item> {
+    let routes: String = r.get(13)?;
+    Ok(Item {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        source: r.get(2)?,
+        kind: r.get(3)?,
+        received_at: r.get(4)?,
+        status: r.get(5)?,
+        size: r.get::<_, i64>(6)? as u64,
+        summary: Summary {
+            message_type: r.get(7)?,
+            control_id: r.get(8)?,
+            sending_application: r.get(9)?,
+            sending_facility: r.get(10)?,
+            version: r.get(11)?,
+        },
+        charset: r.get(12)?,
+        routes: serde_json::from_str(&routes).unwrap_or_default(),
+        note: r.get(14)?,
+        duplicates: r.get(15)?,
+        deliveries: Vec::new(),
+        attempts: Vec::new(),
+        body: None,
+    })
+}

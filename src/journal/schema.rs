@@ -1,0 +1,72 @@
+//! The journal's schema and its versioned migrations (tracked in `PRAGMA user_version`).
+//! A migration is appended, never edited: a gateway in the field may be several versions behind.
+
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: envelopes, deliveries, attempts.
+    r#"
+    CREATE TABLE envelopes (
+        seq              INTEGER PRIMARY KEY,     -- journal order
+        id               TEXT NOT NULL UNIQUE,    -- ULID, monotonic with seq
+        source           TEXT NOT NULL,
+        kind             TEXT NOT NULL,
+        received_at      INTEGER NOT NULL,        -- unix ms
+        status           TEXT NOT NULL,           -- accepted | unrouted | rejected
+        size             INTEGER NOT NULL,
+        message_type     TEXT NOT NULL DEFAULT '',
+        control_id       TEXT NOT NULL DEFAULT '',
+        sending_app      TEXT NOT NULL DEFAULT '',
+        sending_facility TEXT NOT NULL DEFAULT '',
+        version          TEXT NOT NULL DEFAULT '',
+        charset          TEXT,
+        routes           TEXT NOT NULL DEFAULT '[]',  -- JSON array of matched route names
+        note             TEXT,                    -- why rejected (words, never content)
+        duplicates       INTEGER NOT NULL DEFAULT 0,  -- retransmissions ACKed without storing
+        body             BLOB NOT NULL            -- exact bytes received; last so summaries read cheaply
+    );
+    CREATE INDEX envelopes_dedup ON envelopes(source, control_id);
+    CREATE INDEX envelopes_received ON envelopes(received_at);
+    CREATE INDEX envelopes_problem ON envelopes(status, seq) WHERE status <> 'accepted';
+
+    CREATE TABLE deliveries (
+        destination     TEXT NOT NULL,
+        seq             INTEGER NOT NULL REFERENCES envelopes(seq) ON DELETE CASCADE,
+        state           TEXT NOT NULL,            -- pending | in_flight | delivered | failed
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL DEFAULT 0,
+        updated_at      INTEGER NOT NULL,
+        last_error      TEXT,
+        PRIMARY KEY (destination, seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX deliveries_open ON deliveries(destination, state, seq) WHERE state <> 'delivered';
+    CREATE INDEX deliveries_by_seq ON deliveries(seq);
+
+    CREATE TABLE attempts (
+        seq         INTEGER NOT NULL REFERENCES envelopes(seq) ON DELETE CASCADE,
+        destination TEXT NOT NULL,
+        at          INTEGER NOT NULL,
+        outcome     TEXT NOT NULL,                -- error | nak | gave-up
+        error       TEXT NOT NULL
+    );
+    CREATE INDEX attempts_key ON attempts(seq, destination);
+    "#,
+];
+
+/// The schema version this build writes.
+pub const VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the database to [`VERSION`]. Refuses a database from a newer outpost.
+pub fn migrate(conn: &mut Connection) -> Result<(), super::JournalError> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current > VERSION {
+        return Err(super::JournalError::NewerSchema { found: current, supported: VERSION });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! Live counters and link states that `status` reports. Written by adapters and delivery
+//! workers, read by the control server; plain atomics and short locks, no IO.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+#[derive(Debug, Default)]
+pub struct SourceStats {
+    pub connections: AtomicU64,
+    pub received: AtomicU64,
+    pub rejected: AtomicU64,
+    pub refused: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub discarded_bytes: AtomicU64,
+    pub oversized: AtomicU64,
+    pub bound: Mutex<Option<SocketAddr>>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct LinkState {
+    /// Set while the destination cannot be reached (connect errors, timeouts).
+    pub unreachable_since: Option<i64>,
+    pub last_error: Option<String>,
+    pub connected: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct DestinationStats {
+    pub delivered: AtomicU64,
+    pub failed_attempts: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub link: Mutex<LinkState>,
+}
+
+impl DestinationStats {
+    pub fn link(&self) -> LinkState {
+        self.link.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    pub fn set_link(&self, f: impl FnOnce(&mut LinkState)) {
+        if let Ok(mut l) = self.link.lock() {
+            f(&mut l);
+        }
+    }
+}
+
+pub struct Stats {
+    pub started: Instant,
+    sources: RwLock<BTreeMap<String, Arc<SourceStats>>>,
+    destinations: RwLock<BTreeMap<String, Arc<DestinationStats>>>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats { started: Instant::now(), sources: RwLock::default(), destinations: RwLock::default() }
+    }
+}
+
+impl Stats {
+    pub fn source(&self, name: &str) -> Arc<SourceStats> {
+        if let Some(s) = self.sources.read().ok().and_then(|m| m.get(name).cloned()) {
+            return s;
+        }
+        let mut map = match self.sources.write() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        map.entry(name.to_string()).or_default().clone()
+    }
+
+    pub fn destination(&self, name: &str) -> Arc<DestinationStats> {
+        if let Some(s) = self.destinations.read().ok().and_then(|m| m.get(name).cloned()) {
+            return s;
+        }
+        let mut map = match self.destinations.write() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        map.entry(name.to_string()).or_default().clone()
+    }
+
+    /// Forgets components no longer configured (after a reload).
+    pub fn retain(&self, sources: &[String], destinations: &[String]) {
+        if let Ok(mut m) = self.sources.write() {
+            m.retain(|k, _| sources.contains(k));
+        }
+        if let Ok(mut m) = self.destinations.write() {
+            m.retain(|k, _| destinations.contains(k));
+        }
+    }
+}
+
+pub fn get(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+pub fn inc(a: &AtomicU64) {
+    a.fetch_add(1, Ordering::Relaxed);
+}
