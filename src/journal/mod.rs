@@ -310,3 +310,6 @@ fn open_connection(path: &Path, read_only: bool) -> Result<rusqlite::Connection,
     conn.pragma_update(None, "cache_size", if read_only { -512 } else { -2048 })?;
     Ok(conn)
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,260 @@
+//! Intake benchmark: the real `outpost` binary, MLLP with ACK-after-commit.
+//!
+//! `cargo bench --bench intake` prints a Markdown report (kept in docs/PERFORMANCE.md):
+//! the disk's fsync rate, one connection sending sequentially, 32 concurrent connections,
+//! messages/s and ACK latency percentiles, the daemon's idle and peak RSS, and how fast the
+//! backlog then drains to an MLLP destination. Environment: OUTPOST_BENCH_SEQ (messages on one
+//! connection, default 3000), OUTPOST_BENCH_CONNS (default 32), OUTPOST_BENCH_PER_CONN
+//! (default 1000).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use outpost::mllp;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; ignore arguments.
+    let seq_n = env_usize("OUTPOST_BENCH_SEQ", 3000);
+    let conns = env_usize("OUTPOST_BENCH_CONNS", 32);
+    let per_conn = env_usize("OUTPOST_BENCH_PER_CONN", 1000);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fsync_rate = measure_fsync_rate(dir.path());
+
+    // The destination starts out unreachable (nobody listens on its port) so that intake is
+    // measured alone; it is started afterwards to measure the drain.
+    let sink_port = free_port();
+    let config = format!(
+        r#"[node]
+site = "bench"
+id = "bench"
+state_dir = "{dir}"
+
+[[source]]
+name = "bench"
+kind = "mllp"
+listen = "127.0.0.1:0"
+max_connections = 256
+
+[[destination]]
+name = "lis"
+kind = "mllp"
+connect = "127.0.0.1:{sink_port}"
+retry = {{ initial_backoff = "200ms", max_backoff = "200ms" }}
+
+[[route]]
+name = "all"
+from = ["bench"]
+to = ["lis"]
+"#,
+        dir = dir.path().display()
+    );
+    let config_path = dir.path().join("bench.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .args(["run", "--config"])
+        .arg(&config_path)
+        .env("OUTPOST_LOG", "warn")
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start outpost");
+    let addr = wait_for_listener(&dir.path().join("control.sock"));
+    std::thread::sleep(Duration::from_millis(500));
+    let idle_rss = rss_kib(&child, "VmRSS");
+
+    let body = sample_message("X");
+    // Warm-up.
+    run_load(addr, 1, 200, &body, "W");
+
+    let (seq_rate, seq_lat) = run_load(addr, 1, seq_n, &body, "S");
+    let (par_rate, par_lat) = run_load(addr, conns, per_conn, &body, "P");
+    let peak_rss = rss_kib(&child, "VmHWM");
+
+    // Drain: start the sink, time until it has everything.
+    let total = 200 + seq_n + conns * per_conn;
+    let received = Arc::new(AtomicUsize::new(0));
+    let sink = TcpListener::bind(("127.0.0.1", sink_port)).expect("bind sink");
+    let r = received.clone();
+    let drain_start = Instant::now();
+    std::thread::spawn(move || sink_loop(sink, r));
+    while received.load(Ordering::Relaxed) < total {
+        if drain_start.elapsed() > Duration::from_secs(600) {
+            panic!("drain did not finish: {} of {total}", received.load(Ordering::Relaxed));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let drain_secs = drain_start.elapsed().as_secs_f64();
+    let peak_rss_all = rss_kib(&child, "VmHWM");
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let _ = child.wait();
+
+    let msg_size = body.len();
+    println!("## Intake benchmark ({})", machine());
+    println!();
+    println!("message size {msg_size} bytes; journal on {}", dir.path().display());
+    println!();
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!("| disk fsync rate (4 KiB write + fdatasync, one thread) | {fsync_rate:.0} /s |");
+    println!("| 1 connection, sequential send/ACK ({seq_n} msgs) | {seq_rate:.0} msg/s ({:.0}% of fsync rate) |", seq_rate * 100.0 / fsync_rate);
+    println!("| 1 connection ACK latency p50 / p99 | {:.2} ms / {:.2} ms |", pct(&seq_lat, 50.0), pct(&seq_lat, 99.0));
+    println!("| {conns} connections ({} msgs) | {par_rate:.0} msg/s |", conns * per_conn);
+    println!("| {conns} connections ACK latency p50 / p99 | {:.2} ms / {:.2} ms |", pct(&par_lat, 50.0), pct(&par_lat, 99.0));
+    println!("| idle RSS after start | {:.1} MiB |", idle_rss as f64 / 1024.0);
+    println!("| peak RSS during intake | {:.1} MiB |", peak_rss as f64 / 1024.0);
+    println!("| drain of {total} msgs to an MLLP destination | {:.0} msg/s ({drain_secs:.1} s) |", total as f64 / drain_secs);
+    println!("| peak RSS including drain | {:.1} MiB |", peak_rss_all as f64 / 1024.0);
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_default();
+    format!("{cpus} cores, {model}")
+}
+
+fn measure_fsync_rate(dir: &std::path::Path) -> f64 {
+    let path = dir.join("fsync-probe");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let block = vec![0u8; 4096];
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_secs(2) {
+        f.write_all(&block).unwrap();
+        f.sync_data().unwrap();
+        n += 1;
+    }
+    let _ = std::fs::remove_file(&path);
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_for_listener(socket: &std::path::Path) -> SocketAddr {
+    let start = Instant::now();
+    loop {
+        if let Ok(v) = outpost::control::client::request(socket, &outpost::control::protocol::Request::Status)
+            && let Some(a) = v["sources"][0]["bound"].as_str()
+        {
+            return a.parse().unwrap();
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "daemon did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn rss_kib(child: &Child, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn sample_message(control_id: &str) -> String {
+    let mut m = format!(
+        "MSH|^~\\&|LAB|CLINIC|EHR|CLINIC|20261123120000||ORU^R01^ORU_R01|{control_id}|P|2.5.1\rPID|1||123456^^^CLINIC^MR||DOE^JANE||19800101|F\rOBR|1||A1|24317-0^CBC^LN\r"
+    );
+    let mut i = 1;
+    while m.len() < 1000 {
+        m.push_str(&format!("OBX|{i}|NM|718-7^HGB^LN||13.{i}|g/dL|12-16|N|||F\r"));
+        i += 1;
+    }
+    m.replace(&format!("|{control_id}|P|"), "|{ID}|P|")
+}
+
+/// `conns` connections, each sending `n` messages one after the other (send, wait for ACK).
+fn run_load(addr: SocketAddr, conns: usize, n: usize, template: &str, tag: &str) -> (f64, Vec<f64>) {
+    let start = Instant::now();
+    let threads: Vec<_> = (0..conns)
+        .map(|c| {
+            let template = template.to_string();
+            let tag = tag.to_string();
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.set_nodelay(true).unwrap();
+                let mut lat = Vec::with_capacity(n);
+                let mut buf = [0u8; 4096];
+                let mut d = mllp::Decoder::new(1 << 20);
+                let mut frames = Vec::new();
+                for i in 0..n {
+                    let msg = template.replace("{ID}", &format!("{tag}{c}-{i}"));
+                    let t = Instant::now();
+                    s.write_all(&mllp::encode(msg.as_bytes())).unwrap();
+                    loop {
+                        let k = s.read(&mut buf).unwrap();
+                        assert!(k > 0, "connection closed");
+                        d.push(&buf[..k], &mut frames);
+                        if !frames.is_empty() {
+                            break;
+                        }
+                    }
+                    let ack = match frames.pop() {
+                        Some(mllp::Frame::Message(m)) => m,
+                        other => panic!("unexpected {other:?}"),
+                    };
+                    assert!(ack.windows(7).any(|w| w == b"MSA|AA|"), "not AA: {}", String::from_utf8_lossy(&ack));
+                    lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in threads {
+        all.extend(t.join().unwrap());
+    }
+    let rate = all.len() as f64 / start.elapsed().as_secs_f64();
+    all.sort_by(|a, b| a.total_cmp(b));
+    (rate, all)
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p / 100.0).round() as usize]
+}
+
+fn sink_loop(listener: TcpListener, received: Arc<AtomicUsize>) {
+    for stream in listener.incoming() {
+        let Ok(mut s) = stream else { continue };
+        let received = received.clone();
+        std::thread::spawn(move || {
+            let mut d = mllp::Decoder::new(1 << 24);
+            let mut buf = vec![0u8; 65536];
+            let mut frames = Vec::new();
+            loop {
+                let n = match s.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                d.push(&buf[..n], &mut frames);
+                for f in frames.drain(..) {
+                    if let mllp::Frame::Message(m) = f {
+                        let text = String::from_utf8_lossy(&m);
+                        let id = text.split('|').nth(9).unwrap_or("");
+                        let ack = format!("MSH|^~\\&|S|S|||20260101||ACK|{id}|P|2.5\rMSA|AA|{id}\r");
+                        if s.write_all(&mllp::encode(ack.as_bytes())).is_err() {
+                            return;
+                        }
+                        received.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,180 @@
+//! Journal tests against real SQLite files in a temporary directory.
+
+use super::*;
+use crate::envelope::{Kind, NewEnvelope, Status, now_ms};
+use crate::hl7::Summary;
+
+fn limits() -> Limits {
+    Limits { max_bytes: 1 << 30, min_free_disk: 0, dedup_window_ms: 60_000 }
+}
+
+fn envelope(control_id: &str, body: &[u8], dests: &[&str]) -> NewEnvelope {
+    NewEnvelope {
+        source: "src".into(),
+        kind: Kind::Hl7v2,
+        received_at: now_ms(),
+        status: Status::Accepted,
+        body: body.to_vec(),
+        summary: Summary { control_id: control_id.into(), message_type: "ADT^A01".into(), ..Default::default() },
+        charset: Some("utf-8".into()),
+        routes: vec!["r".into()],
+        destinations: dests.iter().map(|d| d.to_string()).collect(),
+        note: None,
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+#[test]
+fn concurrent_inserts_share_commits_and_keep_ids_in_journal_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.db");
+    rt().block_on(async {
+        let j = Journal::open(&path, limits()).unwrap();
+        let mut tasks = Vec::new();
+        for t in 0..16 {
+            let j = j.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..50 {
+                    let body = format!("MSH|{t}-{i}");
+                    j.insert(envelope(&format!("{t}-{i}"), body.as_bytes(), &["a"])).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let commits = j.shared().commits.load(Ordering::Relaxed);
+        assert_eq!(j.shared().inserts.load(Ordering::Relaxed), 800);
+        assert!(commits < 800, "group commit should batch concurrent inserts, got {commits} commits for 800");
+        let r = j.reader().unwrap();
+        let pending = r.pending("a", 0, 1000).unwrap();
+        assert_eq!(pending.len(), 800);
+        for w in pending.windows(2) {
+            assert!(w[0].seq < w[1].seq);
+            assert!(w[0].id < w[1].id, "ids must sort in journal order");
+        }
+        j.close();
+    });
+}
+
+#[test]
+fn retransmission_is_recognised_and_different_bytes_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let j = Journal::open(&dir.path().join("j.db"), limits()).unwrap();
+        let first = j.insert(envelope("42", b"MSH|same", &["a"])).await.unwrap();
+        let again = j.insert(envelope("42", b"MSH|same", &["a"])).await.unwrap();
+        let changed = j.insert(envelope("42", b"MSH|other", &["a"])).await.unwrap();
+        let Inserted::Stored { id, .. } = &first else { panic!("{first:?}") };
+        assert_eq!(again, Inserted::Duplicate { seq: 1, id: id.clone() });
+        assert!(matches!(changed, Inserted::Stored { seq: 2, .. }));
+        let r = j.reader().unwrap();
+        assert_eq!(r.pending("a", 0, 10).unwrap().len(), 2);
+        assert_eq!(r.show(id, false).unwrap().unwrap().duplicates, 1);
+        j.close();
+    });
+}
+
+#[test]
+fn size_cap_evicts_delivered_items_but_refuses_rather_than_drop_undelivered() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let lim = Limits { max_bytes: 1000, ..limits() };
+        let j = Journal::open(&dir.path().join("j.db"), lim).unwrap();
+        let body = vec![b'x'; 400];
+        let Inserted::Stored { seq: s1, .. } = j.insert(envelope("1", &body, &["a"])).await.unwrap() else {
+            panic!()
+        };
+        j.insert(envelope("2", &body, &["a"])).await.unwrap();
+        // Third does not fit and nothing is delivered: refused.
+        let err = j.insert(envelope("3", &body, &["a"])).await.unwrap_err();
+        assert!(matches!(err, JournalError::Full { .. }), "{err}");
+        assert!(err.is_capacity());
+        assert!(err.to_string().contains("journal.max_bytes"));
+        // Once the first is delivered it may be evicted to make room.
+        j.update(DeliveryUpdate::Delivered { seq: s1, destination: "a".into() }).await.unwrap();
+        j.insert(envelope("3", &body, &["a"])).await.unwrap();
+        let r = j.reader().unwrap();
+        let pending: Vec<i64> = r.pending("a", 0, 10).unwrap().iter().map(|p| p.seq).collect();
+        assert_eq!(pending, vec![2, 3]);
+        assert!(r.show("1", false).unwrap().is_none(), "the delivered item was evicted");
+        assert_eq!(j.shared().stored_bytes.load(Ordering::Relaxed), 800);
+        j.close();
+    });
+}
+
+#[test]
+fn failed_deliveries_keep_attempts_and_can_be_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let j = Journal::open(&dir.path().join("j.db"), limits()).unwrap();
+        let Inserted::Stored { seq, id } = j.insert(envelope("1", b"MSH|x", &["a", "b"])).await.unwrap() else {
+            panic!()
+        };
+        for (i, give_up) in [(1, false), (2, true)] {
+            j.update(DeliveryUpdate::Failed {
+                seq,
+                destination: "a".into(),
+                error: format!("refused {i}"),
+                outcome: "error",
+                next_attempt_at: 0,
+                give_up,
+            })
+            .await
+            .unwrap();
+        }
+        j.barrier().await.unwrap();
+        let r = j.reader().unwrap();
+        let item = r.show(&id, false).unwrap().unwrap();
+        assert_eq!(item.attempts.len(), 2);
+        let a = item.deliveries.iter().find(|d| d.destination == "a").unwrap();
+        assert_eq!((a.state.as_str(), a.attempts), ("failed", 2));
+        assert!(r.pending("a", 0, 10).unwrap().is_empty());
+        assert_eq!(r.pending("b", 0, 10).unwrap().len(), 1);
+        let before = j.head().borrow().rescan;
+        assert_eq!(j.retry(RetryTarget { id: Some(id.clone()), destination: None }).await.unwrap(), 1);
+        assert_eq!(j.head().borrow().rescan, before + 1);
+        assert_eq!(r.pending("a", 0, 10).unwrap().len(), 1);
+        j.close();
+    });
+}
+
+#[test]
+fn purge_removes_only_delivered_items_past_retention_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.db");
+    rt().block_on(async {
+        let j = Journal::open(&path, limits()).unwrap();
+        let Inserted::Stored { seq: s1, .. } = j.insert(envelope("1", b"MSH|1", &["a"])).await.unwrap() else {
+            panic!()
+        };
+        j.insert(envelope("2", b"MSH|2", &["a"])).await.unwrap();
+        j.update(DeliveryUpdate::Delivered { seq: s1, destination: "a".into() }).await.unwrap();
+        let future = now_ms() + 1000;
+        assert_eq!(j.purge(future, 0).await.unwrap(), 1);
+        j.close();
+    });
+    rt().block_on(async {
+        let j = Journal::open(&path, limits()).unwrap();
+        let r = j.reader().unwrap();
+        assert_eq!(r.status_counts().unwrap().envelopes, 1);
+        assert_eq!(j.shared().stored_bytes.load(Ordering::Relaxed), 5);
+        assert_eq!(j.head().borrow().seq, 2);
+        j.close();
+    });
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.db");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.pragma_update(None, "user_version", 99).unwrap();
+    }
+    let err = Journal::open(&path, limits()).err().unwrap();
+    assert!(matches!(err, JournalError::NewerSchema { found: 99, .. }), "{err}");
+}

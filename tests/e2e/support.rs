@@ -1,0 +1,396 @@
+//! Helpers for end-to-end tests: the real `outpost` binary as a subprocess on port 0 in a
+//! temporary directory, a real MLLP sink, and an MLLP client. Waits are for conditions with
+//! generous deadlines, never fixed sleeps standing in for a check.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use outpost::mllp;
+
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_outpost")
+}
+
+/// Polls `cond` until it returns Some or the deadline passes.
+pub fn wait_for<T>(what: &str, deadline: Duration, mut cond: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        if start.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// A running daemon in its own temporary state directory.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub child: Option<Child>,
+}
+
+impl Daemon {
+    /// Writes `config` (a TOML body without [node]/[control]; `{dir}` is replaced by the state
+    /// directory) and starts the daemon on it.
+    pub fn start(config: &str) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Daemon::start_in(dir, config)
+    }
+
+    pub fn start_in(dir: tempfile::TempDir, config: &str) -> Daemon {
+        let config_path = dir.path().join("outpost.toml");
+        let body = config.replace("{dir}", &dir.path().display().to_string());
+        let full = format!(
+            "[node]\nsite = \"test\"\nid = \"gw\"\nstate_dir = \"{}\"\nshutdown_grace = \"5s\"\n\n[control]\nsocket = \"{}\"\n\n{}",
+            dir.path().display(),
+            dir.path().join("control.sock").display(),
+            body
+        );
+        std::fs::write(&config_path, full).expect("write config");
+        let mut d = Daemon { dir, config_path, child: None };
+        d.spawn();
+        d
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("control.sock")
+    }
+
+    /// (Re)starts the process and waits until every source listens.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("daemon.log"))
+            .expect("log file");
+        let child = Command::new(bin())
+            .arg("run")
+            .arg("--config")
+            .arg(&self.config_path)
+            .env("OUTPOST_LOG", "debug")
+            .env_remove("JOURNAL_STREAM")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn outpost");
+        self.child = Some(child);
+        wait_for("the daemon to listen", DEADLINE, || {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                panic!("outpost exited early with {status}; log:\n{}", self.log());
+            }
+            let s = self.try_status()?;
+            let all_bound = s["sources"].as_array()?.iter().all(|src| src["bound"].is_string());
+            all_bound.then_some(())
+        });
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    pub fn try_status(&self) -> Option<serde_json::Value> {
+        outpost::control::client::request(&self.socket(), &outpost::control::protocol::Request::Status).ok()
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        self.try_status().expect("status")
+    }
+
+    /// The bound address of a source.
+    pub fn addr(&self, source: &str) -> SocketAddr {
+        let s = self.status();
+        let src = s["sources"].as_array().unwrap().iter().find(|x| x["name"] == source).expect("source in status");
+        src["bound"].as_str().unwrap().parse().unwrap()
+    }
+
+    pub fn destination(&self, name: &str) -> serde_json::Value {
+        let s = self.status();
+        s["destinations"].as_array().unwrap().iter().find(|x| x["name"] == name).cloned().expect("destination")
+    }
+
+    /// Runs an `outpost` CLI command against this daemon.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .args(args)
+            .arg("--socket")
+            .arg(self.socket())
+            .env_remove("OUTPOST_CONFIG")
+            .output()
+            .expect("run outpost cli")
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        signal(&c, "TERM");
+        wait_for("the daemon to exit", DEADLINE, || c.try_wait().ok().flatten())
+    }
+
+    pub fn sighup(&self) {
+        signal(self.child.as_ref().expect("running"), "HUP");
+    }
+
+    pub fn rewrite_config(&self, config: &str) {
+        let text = std::fs::read_to_string(&self.config_path).unwrap();
+        let head_end = text.find("\n\n[control]").unwrap();
+        let control_end = text[head_end + 2..].find("\n\n").unwrap() + head_end + 2;
+        let body = config.replace("{dir}", &self.dir.path().display().to_string());
+        std::fs::write(&self.config_path, format!("{}\n\n{}", &text[..control_end], body)).unwrap();
+    }
+}
+
+fn signal(c: &Child, sig: &str) {
+    let ok = Command::new("kill").arg(format!("-{sig}")).arg(c.id().to_string()).status().map(|s| s.success());
+    assert!(matches!(ok, Ok(true)), "kill -{sig} failed");
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!("--- daemon log ({}) ---\n{}", self.dir.path().display(), self.log());
+        }
+    }
+}
+
+/// How a sink answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SinkMode {
+    Accept,
+    /// Answer with this ACK code (AE, AR).
+    Nak(&'static str),
+    /// Read the message, never answer.
+    Silent,
+}
+
+/// An MLLP receiver written for the tests: records every message, answers per `mode`.
+pub struct Sink {
+    pub addr: SocketAddr,
+    pub received: Arc<Mutex<Vec<Vec<u8>>>>,
+    mode: Arc<Mutex<SinkMode>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Sink {
+    pub fn start(mode: SinkMode) -> Sink {
+        Sink::start_on("127.0.0.1:0", mode)
+    }
+
+    pub fn start_on(addr: &str, mode: SinkMode) -> Sink {
+        let listener = TcpListener::bind(addr).expect("bind sink");
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let mode = Arc::new(Mutex::new(mode));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r, m, s) = (received.clone(), mode.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let (r, m, s) = (r.clone(), m.clone(), s.clone());
+                        std::thread::spawn(move || serve_sink(stream, r, m, s));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Sink { addr, received, mode, stop }
+    }
+
+    pub fn set_mode(&self, mode: SinkMode) {
+        *self.mode.lock().unwrap() = mode;
+    }
+
+    pub fn messages(&self) -> Vec<Vec<u8>> {
+        self.received.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.received.lock().unwrap().len()
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn serve_sink(mut stream: TcpStream, received: Arc<Mutex<Vec<Vec<u8>>>>, mode: Arc<Mutex<SinkMode>>, stop: Arc<AtomicBool>) {
+    stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut decoder = mllp::Decoder::new(64 << 20);
+    let mut buf = vec![0u8; 65536];
+    let mut frames = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let n = match stream.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+            Err(_) => return,
+        };
+        decoder.push(&buf[..n], &mut frames);
+        for f in frames.drain(..) {
+            if let mllp::Frame::Message(m) = f {
+                let mode = *mode.lock().unwrap();
+                let control_id = field(&m, 10);
+                let reply = match mode {
+                    SinkMode::Accept => {
+                        received.lock().unwrap().push(m);
+                        Some("AA")
+                    }
+                    SinkMode::Nak(code) => Some(code),
+                    SinkMode::Silent => None,
+                };
+                if let Some(code) = reply {
+                    let ack = format!("MSH|^~\\&|SINK|TEST|||20260101000000||ACK|A{control_id}|P|2.5\rMSA|{code}|{control_id}|test sink says {code}\r");
+                    if stream.write_all(&mllp::encode(ack.as_bytes())).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// MSH field `n` of a message (MSH-1 is the separator), as text.
+pub fn field(msg: &[u8], n: usize) -> String {
+    let text = String::from_utf8_lossy(msg);
+    let msh = text.split('\r').next().unwrap_or("");
+    msh.split('|').nth(n - 1).unwrap_or("").to_string()
+}
+
+/// A simple MLLP client connection.
+pub struct Client {
+    stream: TcpStream,
+    decoder: mllp::Decoder,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        Client { stream, decoder: mllp::Decoder::new(1 << 20) }
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    /// Sends one framed message and returns the ACK text.
+    pub fn send(&mut self, msg: &[u8]) -> String {
+        self.send_raw(&mllp::encode(msg));
+        self.read_ack().expect("an ACK")
+    }
+
+    pub fn try_send(&mut self, msg: &[u8]) -> Option<String> {
+        self.stream.write_all(&mllp::encode(msg)).ok()?;
+        self.read_ack()
+    }
+
+    pub fn read_ack(&mut self) -> Option<String> {
+        let mut buf = [0u8; 4096];
+        let mut frames = Vec::new();
+        loop {
+            let n = self.stream.read(&mut buf).ok()?;
+            if n == 0 {
+                return None;
+            }
+            self.decoder.push(&buf[..n], &mut frames);
+            if let Some(mllp::Frame::Message(m)) = frames.into_iter().next() {
+                return Some(String::from_utf8_lossy(&m).into_owned());
+            }
+            frames = Vec::new();
+        }
+    }
+}
+
+/// MSA-1 of an ACK.
+pub fn ack_code(ack: &str) -> String {
+    ack.split('\r').find(|s| s.starts_with("MSA")).and_then(|s| s.split('|').nth(1)).unwrap_or("").to_string()
+}
+
+/// MSA-2 of an ACK.
+pub fn ack_control_id(ack: &str) -> String {
+    ack.split('\r').find(|s| s.starts_with("MSA")).and_then(|s| s.split('|').nth(2)).unwrap_or("").to_string()
+}
+
+/// A small valid HL7 v2.5 message with the given control id.
+pub fn adt(control_id: &str) -> Vec<u8> {
+    format!(
+        "MSH|^~\\&|EHR|CLINIC|LIS|LAB|20261123120000||ADT^A01^ADT_A01|{control_id}|P|2.5\rEVN|A01|20261123120000\rPID|1||{control_id}^^^CLINIC^MR||TEST^PATIENT||19700101|F\rPV1|1|O\r"
+    )
+    .into_bytes()
+}
+
+pub fn oru(control_id: &str, flag: &str) -> Vec<u8> {
+    format!(
+        "MSH|^~\\&|LAB|CLINIC|EHR|CLINIC|20261123120000||ORU^R01^ORU_R01|{control_id}|P|2.5.1\rPID|1||{control_id}^^^CLINIC^MR||TEST^PATIENT\rOBR|1||{control_id}|24317-0^CBC^LN\rOBX|1|NM|718-7^HGB^LN||7.1|g/dL|12-16|{flag}|||F\r"
+    )
+    .into_bytes()
+}
+
+pub fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.')).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// The standard test config: one MLLP source, a sink destination and a file destination.
+pub fn basic_config(sink: SocketAddr) -> String {
+    format!(
+        r#"
+[[source]]
+name = "ehr"
+kind = "mllp"
+listen = "127.0.0.1:0"
+
+[[destination]]
+name = "lis"
+kind = "mllp"
+connect = "{sink}"
+connect_timeout = "2s"
+ack_timeout = "2s"
+retry = {{ initial_backoff = "100ms", max_backoff = "500ms" }}
+
+[[destination]]
+name = "archive"
+kind = "file"
+dir = "{{dir}}/archive"
+
+[[route]]
+name = "all"
+from = ["ehr"]
+to = ["lis", "archive"]
+"#
+    )
+}
