@@ -9,7 +9,7 @@
 
 mod parse;
 
-pub use parse::{ConfigError, ConfigErrors};
+pub use parse::{ConfigError, ConfigErrorKind, ConfigErrors};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -270,6 +270,146 @@ impl Config {
     }
 }
 
+impl Config {
+    /// A human-readable account of the effective config, defaults included: what
+    /// `outpost config check` prints for a valid file. One item per line; no trailing newline.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write;
+        let n = &self.node;
+        let j = &self.journal;
+        let e = &self.escalation;
+        let mut out = String::new();
+        let w = &mut out;
+        let _ = writeln!(
+            w,
+            "node: site {}, id {}, state_dir {}",
+            n.site,
+            n.id,
+            n.state_dir.display()
+        );
+        let _ = writeln!(
+            w,
+            "shutdown grace: {}",
+            parse::format_duration(n.shutdown_grace)
+        );
+        let _ = writeln!(
+            w,
+            "control socket: {} (mode 0{:o})",
+            self.control.socket.display(),
+            self.control.socket_mode
+        );
+        let _ = writeln!(
+            w,
+            "journal: {}, max {}, high water {}%, min free disk {}",
+            j.path.display(),
+            parse::format_size(j.max_bytes),
+            (j.high_water * 100.0).round(),
+            parse::format_size(j.min_free_disk)
+        );
+        let _ = writeln!(
+            w,
+            "retention: delivered {}, rejected/unrouted {}, dedup window {}",
+            parse::format_duration(j.retention),
+            parse::format_duration(j.rejected_retention),
+            parse::format_duration(j.dedup_window)
+        );
+        let mode = match self.routing.mode {
+            RoutingMode::AllMatches => "all-matches",
+            RoutingMode::FirstMatch => "first-match",
+        };
+        let _ = writeln!(w, "routing mode: {mode}");
+        let flag = |on: bool| if on { "on" } else { "off" };
+        let _ = writeln!(
+            w,
+            "escalation: undelivered after {}, unreachable after {}, unrouted {}, rejected {}, checked every {}",
+            parse::format_duration(e.undelivered_after),
+            parse::format_duration(e.unreachable_after),
+            flag(e.on_unrouted),
+            flag(e.on_rejected),
+            parse::format_duration(e.check_interval)
+        );
+        let _ = writeln!(w, "sources: {}", self.sources.len());
+        for s in &self.sources {
+            let SourceKind::Mllp(m) = &s.kind;
+            let idle = m
+                .idle_timeout
+                .map_or("never".to_string(), parse::format_duration);
+            let charset = m.charset.map_or("from MSH-18", |c| c.name());
+            let _ = writeln!(
+                w,
+                "  {}: mllp listen {}, max message {}, idle timeout {idle}, max {} connections, charset {charset}",
+                s.name,
+                m.listen,
+                parse::format_size(m.max_message_size as u64),
+                m.max_connections
+            );
+        }
+        let _ = writeln!(w, "destinations: {}", self.destinations.len());
+        for d in &self.destinations {
+            let what = match &d.kind {
+                DestinationKind::Mllp(m) => format!(
+                    "mllp connect {}, connect timeout {}, ack timeout {}, AE: {}, AR: {}",
+                    m.connect,
+                    parse::format_duration(m.connect_timeout),
+                    parse::format_duration(m.ack_timeout),
+                    nak_name(m.on_ae),
+                    nak_name(m.on_ar)
+                ),
+                DestinationKind::File(f) => format!("file {}/*.{}", f.dir.display(), f.extension),
+            };
+            let r = &d.retry;
+            let attempts = r
+                .max_attempts
+                .map_or("no limit".to_string(), |a| a.to_string());
+            let age = r
+                .max_age
+                .map_or("no limit".to_string(), parse::format_duration);
+            let _ = writeln!(
+                w,
+                "  {}: {what}; retry {}..{}, max attempts {attempts}, max age {age}; {} transform(s)",
+                d.name,
+                parse::format_duration(r.initial_backoff),
+                parse::format_duration(r.max_backoff),
+                d.transforms.len()
+            );
+        }
+        let _ = writeln!(w, "routes: {}", self.routes.len());
+        for r in &self.routes {
+            let when = if r.when.is_empty() {
+                "always".to_string()
+            } else {
+                let parts: Vec<String> = r
+                    .when
+                    .iter()
+                    .map(|c| match &c.matcher {
+                        Matcher::Exact(v) if v.len() == 1 => format!("{} = {:?}", c.path, v[0]),
+                        Matcher::Exact(v) => format!("{} in {v:?}", c.path),
+                        Matcher::Glob { pattern, .. } => format!("{} glob {pattern:?}", c.path),
+                        Matcher::Regex(re) => format!("{} regex {:?}", c.path, re.as_str()),
+                    })
+                    .collect();
+                format!("when {}", parts.join(" and "))
+            };
+            let _ = writeln!(
+                w,
+                "  {}: {} -> {}, {when}",
+                r.name,
+                r.from.join(", "),
+                r.to.join(", ")
+            );
+        }
+        out.truncate(out.trim_end().len());
+        out
+    }
+}
+
+fn nak_name(action: NakAction) -> &'static str {
+    match action {
+        NakAction::Retry => "retry",
+        NakAction::DeadLetter => "dead-letter",
+    }
+}
+
 /// The state directory used when a config does not name one: systemd's `$STATE_DIRECTORY`,
 /// else `$XDG_STATE_HOME/outpost`, else `~/.local/state/outpost`, else `/var/lib/outpost`.
 pub fn default_state_dir() -> PathBuf {
@@ -296,5 +436,21 @@ mod tests {
         let c = Config::parse(DEFAULT_CONFIG, "default").unwrap();
         assert_eq!(c.sources.len(), 1);
         assert!(!c.routes.is_empty());
+    }
+
+    #[test]
+    fn summary_shows_effective_values() {
+        let c = Config::parse(include_str!("../../examples/outpost.toml"), "example").unwrap();
+        let s = c.summary();
+        assert!(s.contains("routing mode: all-matches"), "{s}");
+        assert!(
+            s.contains("  lab-lis: mllp connect lis.reflab.example:6661"),
+            "{s}"
+        );
+        assert!(
+            s.contains("  archive-all: ehr-feed -> archive, always"),
+            "{s}"
+        );
+        assert!(s.contains("MSH-9.2 regex \"^A0[148]$\""), "{s}");
     }
 }
