@@ -21,9 +21,9 @@ use toml::Spanned;
 use toml::de::{DeString, DeTable, DeValue};
 
 use super::{
-    Condition, Config, Control, Destination, DestinationKind, Escalation, FileDestination, Journal,
-    Matcher, MllpDestination, MllpSource, NakAction, Node, RetryPolicy, Route, Routing,
-    RoutingMode, Source, SourceKind, default_state_dir,
+    Condition, Config, Control, Destination, DestinationKind, Escalation, FileDestination, Journal, Matcher,
+    MllpDestination, MllpSource, NakAction, Node, RetryPolicy, Route, Routing, RoutingMode, Source, SourceKind,
+    default_state_dir,
 };
 use crate::hl7::{Charset, FieldPath, Transform};
 
@@ -147,25 +147,19 @@ impl<'a> IntoIterator for &'a ConfigErrors {
     }
 }
 
-/// One error per line: `{origin}:{line}:{col}: {key path}: {message}`, no trailing newline.
+/// One error per line, each ending in a newline: `{origin}:{line}:{col}: {key path}: {message}`.
+/// (The CLI prints it with `eprint!` and follows it with a count.)
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.errors.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
+        for e in &self.errors {
             e.write(f, Some(&self.origin))?;
+            f.write_str("\n")?;
         }
         Ok(())
     }
 }
 
 impl std::error::Error for ConfigErrors {}
-impl ConfigErrors {
-    pub fn len(&self) -> usize {
-        self.errors.len()
-    }
-}
 
 /// Parses and validates a config text. `origin` names the file in error messages.
 pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
@@ -176,10 +170,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
             let span = e.span().unwrap_or(0..0);
             let what = e.message().replace('\n', " ");
             let message = if what.starts_with("duplicate key") {
-                format!(
-                    "not valid TOML: {} is set a second time in the same table; keep one",
-                    ck.snippet(&span)
-                )
+                format!("not valid TOML: {} is set a second time in the same table; keep one", ck.snippet(&span))
             } else {
                 format!(
                     "not valid TOML: {what}; fix the file at this place (strings need double \
@@ -192,12 +183,8 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
     };
     let mut ck = Checker::new(text);
     let empty = DeTable::new();
-    let root = Tbl {
-        table: doc.get_ref(),
-        span: 0..0,
-        path: String::new(),
-        label: "the top level of the file".to_string(),
-    };
+    let root =
+        Tbl { table: doc.get_ref(), span: 0..0, path: String::new(), label: "the top level of the file".to_string() };
     let config = build(&mut ck, &root, &empty);
     if !ck.errors.is_empty() {
         return Err(ck.into_errors(origin));
@@ -215,57 +202,20 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
 // ---------------------------------------------------------------------------------------------
 // The schema: which keys each table has.
 
-const ROOT_KEYS: &[&str] = &[
-    "node",
-    "control",
-    "journal",
-    "routing",
-    "escalation",
-    "source",
-    "destination",
-    "route",
-];
+const ROOT_KEYS: &[&str] = &["node", "control", "journal", "routing", "escalation", "source", "destination", "route"];
 const NODE_KEYS: &[&str] = &["site", "id", "state_dir", "shutdown_grace"];
 const CONTROL_KEYS: &[&str] = &["socket", "socket_mode"];
-const JOURNAL_KEYS: &[&str] = &[
-    "path",
-    "max_bytes",
-    "high_water",
-    "min_free_disk",
-    "retention",
-    "rejected_retention",
-    "dedup_window",
-];
+const JOURNAL_KEYS: &[&str] =
+    &["path", "max_bytes", "high_water", "min_free_disk", "retention", "rejected_retention", "dedup_window"];
 const ROUTING_KEYS: &[&str] = &["mode"];
-const ESCALATION_KEYS: &[&str] = &[
-    "undelivered_after",
-    "unreachable_after",
-    "on_unrouted",
-    "on_rejected",
-    "check_interval",
-];
+const ESCALATION_KEYS: &[&str] =
+    &["undelivered_after", "unreachable_after", "on_unrouted", "on_rejected", "check_interval"];
 const SOURCE_KINDS: &[&str] = &["mllp"];
-const SOURCE_MLLP_KEYS: &[&str] = &[
-    "name",
-    "kind",
-    "listen",
-    "max_message_size",
-    "idle_timeout",
-    "max_connections",
-    "charset",
-];
+const SOURCE_MLLP_KEYS: &[&str] =
+    &["name", "kind", "listen", "max_message_size", "idle_timeout", "max_connections", "charset"];
 const DESTINATION_KINDS: &[&str] = &["mllp", "file"];
-const DESTINATION_MLLP_KEYS: &[&str] = &[
-    "name",
-    "kind",
-    "connect",
-    "connect_timeout",
-    "ack_timeout",
-    "on_ae",
-    "on_ar",
-    "retry",
-    "transform",
-];
+const DESTINATION_MLLP_KEYS: &[&str] =
+    &["name", "kind", "connect", "connect_timeout", "ack_timeout", "on_ae", "on_ar", "retry", "transform"];
 const DESTINATION_FILE_KEYS: &[&str] = &["name", "kind", "dir", "extension", "retry", "transform"];
 const RETRY_KEYS: &[&str] = &["initial_backoff", "max_backoff", "max_attempts", "max_age"];
 const ROUTE_KEYS: &[&str] = &["name", "from", "when", "to"];
@@ -289,22 +239,11 @@ fn build<'a, 'i>(ck: &mut Checker, root: &Tbl<'a, 'i>, empty: &'a DeTable<'i>) -
     root.check_keys(ck, ROOT_KEYS, &[]);
 
     let node = node(ck, root);
-    let state_dir = node
-        .as_ref()
-        .map(|n| n.state_dir.clone())
-        .unwrap_or_else(default_state_dir);
-    let control = root
-        .section(ck, "control", "[control]", empty)
-        .and_then(|t| control(ck, &t, &state_dir));
-    let journal = root
-        .section(ck, "journal", "[journal]", empty)
-        .and_then(|t| journal(ck, &t, &state_dir));
-    let routing = root
-        .section(ck, "routing", "[routing]", empty)
-        .and_then(|t| routing(ck, &t));
-    let escalation = root
-        .section(ck, "escalation", "[escalation]", empty)
-        .and_then(|t| escalation(ck, &t));
+    let state_dir = node.as_ref().map(|n| n.state_dir.clone()).unwrap_or_else(default_state_dir);
+    let control = root.section(ck, "control", "[control]", empty).and_then(|t| control(ck, &t, &state_dir));
+    let journal = root.section(ck, "journal", "[journal]", empty).and_then(|t| journal(ck, &t, &state_dir));
+    let routing = root.section(ck, "routing", "[routing]", empty).and_then(|t| routing(ck, &t));
+    let escalation = root.section(ck, "escalation", "[escalation]", empty).and_then(|t| escalation(ck, &t));
 
     let source_tables = root.blocks(ck, "source", "[[source]]");
     let destination_tables = root.blocks(ck, "destination", "[[destination]]");
@@ -318,11 +257,8 @@ fn build<'a, 'i>(ck: &mut Checker, root: &Tbl<'a, 'i>, empty: &'a DeTable<'i>) -
     let known_sources = distinct(&source_names);
     let known_destinations = distinct(&destination_names);
 
-    let sources: Vec<Option<Source>> = source_tables
-        .iter()
-        .zip(source_names)
-        .map(|(t, name)| source(ck, t, name))
-        .collect();
+    let sources: Vec<Option<Source>> =
+        source_tables.iter().zip(source_names).map(|(t, name)| source(ck, t, name)).collect();
     let destinations: Vec<Option<Destination>> = destination_tables
         .iter()
         .zip(destination_names)
@@ -368,31 +304,19 @@ fn node(ck: &mut Checker, root: &Tbl<'_, '_>) -> Option<Node> {
     let id = t.req(ck, "id", "id = \"gw-01\"", identifier);
     let state_dir = t.opt(ck, "state_dir", default_state_dir(), absolute_path);
     let shutdown_grace = t.opt(ck, "shutdown_grace", secs(10), duration(true));
-    Some(Node {
-        site: site?,
-        id: id?,
-        state_dir: state_dir?,
-        shutdown_grace: shutdown_grace?,
-    })
+    Some(Node { site: site?, id: id?, state_dir: state_dir?, shutdown_grace: shutdown_grace? })
 }
 
 fn control(ck: &mut Checker, t: &Tbl<'_, '_>, state_dir: &Path) -> Option<Control> {
     t.check_keys(ck, CONTROL_KEYS, &[]);
-    let socket = t.opt(ck, "socket", state_dir.join("control.sock"), |ck, v| {
-        path(ck, v).map(|p| state_dir.join(p))
-    });
+    let socket = t.opt(ck, "socket", state_dir.join("control.sock"), |ck, v| path(ck, v).map(|p| state_dir.join(p)));
     let socket_mode = t.opt(ck, "socket_mode", 0o660, file_mode);
-    Some(Control {
-        socket: socket?,
-        socket_mode: socket_mode?,
-    })
+    Some(Control { socket: socket?, socket_mode: socket_mode? })
 }
 
 fn journal(ck: &mut Checker, t: &Tbl<'_, '_>, state_dir: &Path) -> Option<Journal> {
     t.check_keys(ck, JOURNAL_KEYS, &[]);
-    let path = t.opt(ck, "path", state_dir.join("journal.db"), |ck, v| {
-        path(ck, v).map(|p| state_dir.join(p))
-    });
+    let path = t.opt(ck, "path", state_dir.join("journal.db"), |ck, v| path(ck, v).map(|p| state_dir.join(p)));
     let max_bytes = t.opt(ck, "max_bytes", GIB, size_in(1, u64::MAX));
     let high_water = t.opt(ck, "high_water", 0.8, fraction);
     let min_free_disk = t.opt(ck, "min_free_disk", 100 * MIB, size_in(0, u64::MAX));
@@ -412,16 +336,8 @@ fn journal(ck: &mut Checker, t: &Tbl<'_, '_>, state_dir: &Path) -> Option<Journa
 
 fn routing(ck: &mut Checker, t: &Tbl<'_, '_>) -> Option<Routing> {
     t.check_keys(ck, ROUTING_KEYS, &[]);
-    let modes = [
-        ("all-matches", RoutingMode::AllMatches),
-        ("first-match", RoutingMode::FirstMatch),
-    ];
-    let mode = t.opt(
-        ck,
-        "mode",
-        RoutingMode::AllMatches,
-        choice(&modes, "routing mode"),
-    );
+    let modes = [("all-matches", RoutingMode::AllMatches), ("first-match", RoutingMode::FirstMatch)];
+    let mode = t.opt(ck, "mode", RoutingMode::AllMatches, choice(&modes, "routing mode"));
     Some(Routing { mode: mode? })
 }
 
@@ -444,12 +360,7 @@ fn escalation(ck: &mut Checker, t: &Tbl<'_, '_>) -> Option<Escalation> {
 /// Reads the `name` of each block and reports missing, malformed and repeated names. Returns
 /// each block's name as written (even a malformed one, so that routes naming it do not pile up
 /// "unknown" errors), or `None` where there is no usable name.
-fn names(
-    ck: &mut Checker,
-    tables: &[Tbl<'_, '_>],
-    what: &str,
-    example: &str,
-) -> Vec<Option<String>> {
+fn names(ck: &mut Checker, tables: &[Tbl<'_, '_>], what: &str, example: &str) -> Vec<Option<String>> {
     let mut first_use: HashMap<String, (String, usize)> = HashMap::new();
     let mut out = Vec::with_capacity(tables.len());
     for t in tables {
@@ -520,9 +431,8 @@ fn mllp_source(ck: &mut Checker, t: &Tbl<'_, '_>) -> Option<MllpSource> {
     t.check_keys(ck, SOURCE_MLLP_KEYS, &[]);
     let listen = t.req(ck, "listen", "listen = \"0.0.0.0:2575\"", listen_address);
     let max_message_size = t.opt(ck, "max_message_size", 16 * MIB, size_in(KIB, GIB));
-    let idle_timeout = t.opt(ck, "idle_timeout", Some(secs(3600)), |ck, v| {
-        duration(true)(ck, v).map(|d| (!d.is_zero()).then_some(d))
-    });
+    let idle_timeout =
+        t.opt(ck, "idle_timeout", Some(secs(3600)), |ck, v| duration(true)(ck, v).map(|d| (!d.is_zero()).then_some(d)));
     let max_connections = t.opt(ck, "max_connections", 64, count_in(1, 65_535));
     let charset = t.opt(ck, "charset", None, |ck, v| charset(ck, v).map(Some));
     Some(MllpSource {
@@ -543,70 +453,37 @@ fn destination<'a, 'i>(
 ) -> Option<Destination> {
     let kind_name = t.get(ck, "kind", kind_of("destination", DESTINATION_KINDS));
     let file_only: &[&str] = &["dir", "extension"];
-    let mllp_only: &[&str] = &[
-        "connect",
-        "connect_timeout",
-        "ack_timeout",
-        "on_ae",
-        "on_ar",
-    ];
+    let mllp_only: &[&str] = &["connect", "connect_timeout", "ack_timeout", "on_ae", "on_ar"];
     let kind = match &kind_name {
         Got::Valid(k) if k == "mllp" => {
-            t.check_keys(
-                ck,
-                DESTINATION_MLLP_KEYS,
-                &[("kind = \"file\" destinations", file_only)],
-            );
+            t.check_keys(ck, DESTINATION_MLLP_KEYS, &[("kind = \"file\" destinations", file_only)]);
             mllp_destination(ck, t).map(DestinationKind::Mllp)
         }
         Got::Valid(k) if k == "file" => {
-            t.check_keys(
-                ck,
-                DESTINATION_FILE_KEYS,
-                &[("kind = \"mllp\" destinations", mllp_only)],
-            );
+            t.check_keys(ck, DESTINATION_FILE_KEYS, &[("kind = \"mllp\" destinations", mllp_only)]);
             file_destination(ck, t, state_dir).map(DestinationKind::File)
         }
         // An unknown kind: there is no telling which keys it would have.
         Got::Valid(_) | Got::Invalid => None,
         Got::Absent => {
             t.missing(ck, "kind", "kind = \"mllp\" or kind = \"file\"");
-            let all: Vec<&str> = DESTINATION_MLLP_KEYS
-                .iter()
-                .chain(file_only)
-                .copied()
-                .collect();
+            let all: Vec<&str> = DESTINATION_MLLP_KEYS.iter().chain(file_only).copied().collect();
             t.check_keys(ck, &all, &[]);
             None
         }
     };
     // Retry and transforms are the same for every kind: check them even when the kind is bad.
-    let retry = t
-        .section(ck, "retry", "retry", empty)
-        .and_then(|r| retry_policy(ck, &r));
+    let retry = t.section(ck, "retry", "retry", empty).and_then(|r| retry_policy(ck, &r));
     let transforms = transforms(ck, t);
-    Some(Destination {
-        name: name?,
-        kind: kind?,
-        retry: retry?,
-        transforms: transforms?,
-    })
+    Some(Destination { name: name?, kind: kind?, retry: retry?, transforms: transforms? })
 }
 
 fn mllp_destination(ck: &mut Checker, t: &Tbl<'_, '_>) -> Option<MllpDestination> {
     let connect = t.req(ck, "connect", "connect = \"10.0.0.7:6661\"", host_port);
     let connect_timeout = t.opt(ck, "connect_timeout", secs(10), duration(false));
     let ack_timeout = t.opt(ck, "ack_timeout", secs(30), duration(false));
-    let actions = [
-        ("retry", NakAction::Retry),
-        ("dead-letter", NakAction::DeadLetter),
-    ];
-    let on_ae = t.opt(
-        ck,
-        "on_ae",
-        NakAction::DeadLetter,
-        choice(&actions, "action"),
-    );
+    let actions = [("retry", NakAction::Retry), ("dead-letter", NakAction::DeadLetter)];
+    let on_ae = t.opt(ck, "on_ae", NakAction::DeadLetter, choice(&actions, "action"));
     let on_ar = t.opt(ck, "on_ar", NakAction::Retry, choice(&actions, "action"));
     Some(MllpDestination {
         connect: connect?,
@@ -617,19 +494,10 @@ fn mllp_destination(ck: &mut Checker, t: &Tbl<'_, '_>) -> Option<MllpDestination
     })
 }
 
-fn file_destination(
-    ck: &mut Checker,
-    t: &Tbl<'_, '_>,
-    state_dir: &Path,
-) -> Option<FileDestination> {
-    let dir = t.req(ck, "dir", "dir = \"archive\"", |ck, v| {
-        path(ck, v).map(|p| state_dir.join(p))
-    });
+fn file_destination(ck: &mut Checker, t: &Tbl<'_, '_>, state_dir: &Path) -> Option<FileDestination> {
+    let dir = t.req(ck, "dir", "dir = \"archive\"", |ck, v| path(ck, v).map(|p| state_dir.join(p)));
     let extension = t.opt(ck, "extension", "hl7".to_string(), extension);
-    Some(FileDestination {
-        dir: dir?,
-        extension: extension?,
-    })
+    Some(FileDestination { dir: dir?, extension: extension? })
 }
 
 fn retry_policy(ck: &mut Checker, t: &Tbl<'_, '_>) -> Option<RetryPolicy> {
@@ -681,12 +549,7 @@ fn transforms(ck: &mut Checker, t: &Tbl<'_, '_>) -> Option<Vec<Transform>> {
     for (i, item) in items.iter().enumerate() {
         let path = format!("{}[{i}]", v.path);
         let DeValue::Table(table) = item.get_ref() else {
-            Val {
-                value: item.get_ref(),
-                span: item.span(),
-                path,
-            }
-            .wrong_type(
+            Val { value: item.get_ref(), span: item.span(), path }.wrong_type(
                 ck,
                 "a transform table",
                 ", e.g. { set = \"MSH-5\", value = \"LIS\" }",
@@ -694,12 +557,7 @@ fn transforms(ck: &mut Checker, t: &Tbl<'_, '_>) -> Option<Vec<Transform>> {
             out = None;
             continue;
         };
-        let tt = Tbl {
-            table,
-            span: item.span(),
-            path,
-            label: "a transform".to_string(),
-        };
+        let tt = Tbl { table, span: item.span(), path, label: "a transform".to_string() };
         match (transform(ck, &tt), out.as_mut()) {
             (Some(tr), Some(out)) => out.push(tr),
             _ => out = None,
@@ -709,11 +567,7 @@ fn transforms(ck: &mut Checker, t: &Tbl<'_, '_>) -> Option<Vec<Transform>> {
 }
 
 fn transform(ck: &mut Checker, t: &Tbl<'_, '_>) -> Option<Transform> {
-    let ops: Vec<&str> = TRANSFORM_OPS
-        .iter()
-        .copied()
-        .filter(|op| t.val(op).is_some())
-        .collect();
+    let ops: Vec<&str> = TRANSFORM_OPS.iter().copied().filter(|op| t.val(op).is_some()).collect();
     let set_keys: &[&str] = &["set", "value"];
     let copy_keys: &[&str] = &["copy", "to"];
     let clear_keys: &[&str] = &["clear"];
@@ -734,26 +588,16 @@ fn transform(ck: &mut Checker, t: &Tbl<'_, '_>) -> Option<Transform> {
             t.check_keys(ck, set_keys, &[("copy transforms", &["to"])]);
             let path = t.req(ck, "set", "", writable_field_path);
             let value = t.req(ck, "value", "value = \"LIS\"", string);
-            Some(Transform::Set {
-                path: path?,
-                value: value?,
-            })
+            Some(Transform::Set { path: path?, value: value? })
         }
         ["copy"] => {
             t.check_keys(ck, copy_keys, &[("set transforms", &["value"])]);
             let from = t.req(ck, "copy", "", field_path);
             let to = t.req(ck, "to", "to = \"MSH-6\"", writable_field_path);
-            Some(Transform::Copy {
-                from: from?,
-                to: to?,
-            })
+            Some(Transform::Copy { from: from?, to: to? })
         }
         [_clear] => {
-            t.check_keys(
-                ck,
-                clear_keys,
-                &[("set transforms", &["value"]), ("copy transforms", &["to"])],
-            );
+            t.check_keys(ck, clear_keys, &[("set transforms", &["value"]), ("copy transforms", &["to"])]);
             let path = t.req(ck, "clear", "", writable_field_path);
             Some(Transform::Clear { path: path? })
         }
@@ -782,42 +626,22 @@ fn route(
     destinations: &[String],
 ) -> Option<Route> {
     t.check_keys(ck, ROUTE_KEYS, &[]);
-    let from = t.req(
-        ck,
-        "from",
-        "from = [\"ehr-feed\"] (or [\"*\"] for every source)",
-        |ck, v| name_list(ck, v, "source", sources, true),
-    );
+    let from = t.req(ck, "from", "from = [\"ehr-feed\"] (or [\"*\"] for every source)", |ck, v| {
+        name_list(ck, v, "source", sources, true)
+    });
     let when = match t.table(ck, "when", "when") {
         Got::Absent => Some(Vec::new()),
         Got::Invalid => None,
         Got::Valid(w) => conditions(ck, &w),
     };
-    let to = t.req(ck, "to", "to = [\"lis\"]", |ck, v| {
-        name_list(ck, v, "destination", destinations, false)
-    });
-    Some(Route {
-        name: name?,
-        from: from?,
-        when: when?,
-        to: to?,
-    })
+    let to = t.req(ck, "to", "to = [\"lis\"]", |ck, v| name_list(ck, v, "destination", destinations, false));
+    Some(Route { name: name?, from: from?, when: when?, to: to? })
 }
 
 /// A route's `from` or `to`: a non-empty list of known, distinct names. In `from`, `"*"` alone
 /// stands for every source and is expanded here, so the router never sees it.
-fn name_list(
-    ck: &mut Checker,
-    v: &Val<'_, '_>,
-    what: &str,
-    known: &[String],
-    star: bool,
-) -> Option<Vec<String>> {
-    let example = if star {
-        "[\"ehr-feed\"]"
-    } else {
-        "[\"lis\", \"archive\"]"
-    };
+fn name_list(ck: &mut Checker, v: &Val<'_, '_>, what: &str, known: &[String], star: bool) -> Option<Vec<String>> {
+    let example = if star { "[\"ehr-feed\"]" } else { "[\"lis\", \"archive\"]" };
     let DeValue::Array(items) = v.value else {
         let hint = match v.value {
             DeValue::String(s) => format!("; write it as a list: [{s:?}]"),
@@ -827,11 +651,7 @@ fn name_list(
         return None;
     };
     if items.is_empty() {
-        let more = if star {
-            " (or [\"*\"] for every source)"
-        } else {
-            ""
-        };
+        let more = if star { " (or [\"*\"] for every source)" } else { "" };
         ck.report(
             ConfigErrorKind::MissingKey,
             &v.span,
@@ -845,11 +665,7 @@ fn name_list(
     let mut seen: Vec<&str> = Vec::with_capacity(items.len());
     let mut has_star = false;
     for (i, item) in items.iter().enumerate() {
-        let iv = Val {
-            value: item.get_ref(),
-            span: item.span(),
-            path: format!("{}[{i}]", v.path),
-        };
+        let iv = Val { value: item.get_ref(), span: item.span(), path: format!("{}[{i}]", v.path) };
         let Some(name) = string(ck, &iv) else {
             ok = false;
             continue;
@@ -907,16 +723,10 @@ fn conditions(ck: &mut Checker, t: &Tbl<'_, '_>) -> Option<Vec<Condition>> {
     let mut out = Some(Vec::new());
     for (key, value) in t.entries() {
         let key_text: &str = key.get_ref();
-        let v = Val {
-            value: value.get_ref(),
-            span: value.span(),
-            path: join_key(&t.path, key_text),
-        };
+        let v = Val { value: value.get_ref(), span: value.span(), path: join_key(&t.path, key_text) };
         // `MSH-9.1 = "ORU"` without quotes is TOML for a table `MSH-9` holding a key `1`.
         let dotted = match v.value {
-            DeValue::Table(inner)
-                if inner.get("glob").is_none() && inner.get("regex").is_none() =>
-            {
+            DeValue::Table(inner) if inner.get("glob").is_none() && inner.get("regex").is_none() => {
                 inner.iter().find_map(|(k, _)| {
                     let joined = format!("{key_text}.{}", k.get_ref());
                     joined.parse::<FieldPath>().ok().map(|_| joined)
@@ -972,11 +782,7 @@ fn matcher(ck: &mut Checker, v: &Val<'_, '_>) -> Option<Matcher> {
             }
             let mut values = Some(Vec::with_capacity(items.len()));
             for (i, item) in items.iter().enumerate() {
-                let iv = Val {
-                    value: item.get_ref(),
-                    span: item.span(),
-                    path: format!("{}[{i}]", v.path),
-                };
+                let iv = Val { value: item.get_ref(), span: item.span(), path: format!("{}[{i}]", v.path) };
                 match (string(ck, &iv), values.as_mut()) {
                     (Some(s), Some(values)) => values.push(s),
                     _ => values = None,
@@ -985,12 +791,7 @@ fn matcher(ck: &mut Checker, v: &Val<'_, '_>) -> Option<Matcher> {
             values.map(Matcher::Exact)
         }
         DeValue::Table(table) => {
-            let t = Tbl {
-                table,
-                span: v.span.clone(),
-                path: v.path.clone(),
-                label: "a condition".to_string(),
-            };
+            let t = Tbl { table, span: v.span.clone(), path: v.path.clone(), label: "a condition".to_string() };
             t.check_keys(ck, &["glob", "regex"], &[]);
             match (t.val("glob"), t.val("regex")) {
                 (Some(_), Some(r)) => {
@@ -1005,10 +806,7 @@ fn matcher(ck: &mut Checker, v: &Val<'_, '_>) -> Option<Matcher> {
                 (Some(g), None) => {
                     let pattern = string(ck, &g)?;
                     match globset::Glob::new(&pattern) {
-                        Ok(glob) => Some(Matcher::Glob {
-                            pattern,
-                            matcher: glob.compile_matcher(),
-                        }),
+                        Ok(glob) => Some(Matcher::Glob { pattern, matcher: glob.compile_matcher() }),
                         Err(e) => {
                             ck.report(
                                 ConfigErrorKind::InvalidValue,
@@ -1094,24 +892,13 @@ fn boolean(ck: &mut Checker, v: &Val<'_, '_>) -> Option<bool> {
 /// Site and node ids end up in MQTT topics and file names: keep them plain.
 fn identifier(ck: &mut Checker, v: &Val<'_, '_>) -> Option<String> {
     let s = string(ck, v)?;
-    let first_ok = s
-        .bytes()
-        .next()
-        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    let all_ok = s
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    let first_ok = s.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let all_ok = s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
     if s.is_empty() || s.len() > 64 || !first_ok || !all_ok {
         let suggestion: String = s
             .to_ascii_lowercase()
             .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '-'
-                }
-            })
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
             .collect::<String>()
             .trim_matches(|c| c == '-' || c == '_')
             .to_string();
@@ -1142,13 +929,8 @@ fn check_name(name: &str) -> Result<(), String> {
     if name.chars().count() > 64 {
         return Err("it is longer than 64 characters; shorten it".to_string());
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
-    {
-        return Err(format!(
-            "it contains {c:?}; use only letters, digits, '-', '_' and '.', e.g. \"lab-lis\""
-        ));
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
+        return Err(format!("it contains {c:?}; use only letters, digits, '-', '_' and '.', e.g. \"lab-lis\""));
     }
     Ok(())
 }
@@ -1162,17 +944,12 @@ fn kind_of(
         if kinds.contains(&s.as_str()) {
             return Some(s);
         }
-        let near = closest(&s, kinds.iter().copied())
-            .map(|k| format!("did you mean {k:?}? "))
-            .unwrap_or_default();
+        let near = closest(&s, kinds.iter().copied()).map(|k| format!("did you mean {k:?}? ")).unwrap_or_default();
         ck.report(
             ConfigErrorKind::UnknownKind,
             &v.span,
             &v.path,
-            format!(
-                "unknown {what} kind {s:?}; {near}the known kinds are: {}",
-                kinds.join(", ")
-            ),
+            format!("unknown {what} kind {s:?}; {near}the known kinds are: {}", kinds.join(", ")),
         );
         None
     }
@@ -1187,13 +964,9 @@ fn choice<T: Copy>(
         if let Some((_, t)) = options.iter().find(|(name, _)| *name == s) {
             return Some(*t);
         }
-        let list: Vec<String> = options
-            .iter()
-            .map(|(name, _)| format!("{name:?}"))
-            .collect();
-        let near = closest(&s, options.iter().map(|(n, _)| *n))
-            .map(|k| format!("did you mean {k:?}? "))
-            .unwrap_or_default();
+        let list: Vec<String> = options.iter().map(|(name, _)| format!("{name:?}")).collect();
+        let near =
+            closest(&s, options.iter().map(|(n, _)| *n)).map(|k| format!("did you mean {k:?}? ")).unwrap_or_default();
         ck.report(
             ConfigErrorKind::InvalidValue,
             &v.span,
@@ -1257,10 +1030,7 @@ fn extension(ck: &mut Checker, v: &Val<'_, '_>) -> Option<String> {
         Some("it is empty".to_string())
     } else if let Some(rest) = s.strip_prefix('.') {
         Some(format!("write it without the dot: {rest:?}"))
-    } else if !s
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
+    } else if !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
         Some("use only letters, digits, '-' and '_'".to_string())
     } else {
         None
@@ -1282,11 +1052,7 @@ fn count_in(min: u64, max: u64) -> impl Fn(&mut Checker, &Val<'_, '_>) -> Option
     move |ck, v| {
         let n = unsigned(ck, v)?;
         if n < min || n > max {
-            let range = if max == u64::MAX {
-                format!("at least {min}")
-            } else {
-                format!("from {min} to {max}")
-            };
+            let range = if max == u64::MAX { format!("at least {min}") } else { format!("from {min} to {max}") };
             ck.report(
                 ConfigErrorKind::OutOfRange,
                 &v.span,
@@ -1314,11 +1080,7 @@ fn unsigned(ck: &mut Checker, v: &Val<'_, '_>) -> Option<u64> {
             }
         },
         DeValue::String(s) if s.trim().parse::<u64>().is_ok() => {
-            v.wrong_type(
-                ck,
-                "a whole number",
-                &format!("; write it without quotes: {}", s.trim()),
-            );
+            v.wrong_type(ck, "a whole number", &format!("; write it without quotes: {}", s.trim()));
             None
         }
         _ => {
@@ -1332,9 +1094,7 @@ fn unsigned(ck: &mut Checker, v: &Val<'_, '_>) -> Option<u64> {
 fn fraction(ck: &mut Checker, v: &Val<'_, '_>) -> Option<f64> {
     let x = match v.value {
         DeValue::Float(f) => f.as_str().parse::<f64>().ok(),
-        DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
-            .ok()
-            .map(|n| n as f64),
+        DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix()).ok().map(|n| n as f64),
         _ => None,
     };
     let Some(x) = x else {
@@ -1346,9 +1106,7 @@ fn fraction(ck: &mut Checker, v: &Val<'_, '_>) -> Option<f64> {
             ConfigErrorKind::OutOfRange,
             &v.span,
             &v.path,
-            format!(
-                "{x} is out of range; write a fraction above 0 and at most 1, e.g. 0.8 for 80%"
-            ),
+            format!("{x} is out of range; write a fraction above 0 and at most 1, e.g. 0.8 for 80%"),
         );
         return None;
     }
@@ -1362,21 +1120,13 @@ fn file_mode(ck: &mut Checker, v: &Val<'_, '_>) -> Option<u32> {
         DeValue::Integer(i) => match u64::from_str_radix(i.as_str(), i.radix()) {
             Ok(n) => (n, (i.radix() == 10).then(|| i.as_str().to_string())),
             Err(_) => {
-                ck.report(
-                    ConfigErrorKind::OutOfRange,
-                    &v.span,
-                    &v.path,
-                    format!("{i} is not a file mode; {HOW}"),
-                );
+                ck.report(ConfigErrorKind::OutOfRange, &v.span, &v.path, format!("{i} is not a file mode; {HOW}"));
                 return None;
             }
         },
         DeValue::String(s) => {
             let digits = s.trim().strip_prefix("0o").unwrap_or(s.trim());
-            if digits.is_empty()
-                || digits.len() > 6
-                || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
-            {
+            if digits.is_empty() || digits.len() > 6 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
                 ck.report(
                     ConfigErrorKind::InvalidValue,
                     &v.span,
@@ -1414,9 +1164,7 @@ fn duration(allow_zero: bool) -> impl Fn(&mut Checker, &Val<'_, '_>) -> Option<D
                 v.wrong_type(
                     ck,
                     "a duration",
-                    &format!(
-                        "; durations need a unit: write \"{i}s\" for seconds, \"{i}m\" for minutes"
-                    ),
+                    &format!("; durations need a unit: write \"{i}s\" for seconds, \"{i}m\" for minutes"),
                 );
                 return None;
             }
@@ -1476,27 +1224,16 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
             return Err(format!("expected a number at {rest:?}"));
         }
         let (digits, after) = rest.split_at(digits_len);
-        let n: u64 = digits
-            .parse()
-            .map_err(|_| format!("{digits} is too large"))?;
+        let n: u64 = digits.parse().map_err(|_| format!("{digits} is too large"))?;
         let after = after.trim_start();
         let unit_len = after.bytes().take_while(u8::is_ascii_alphabetic).count();
         let (unit, after) = after.split_at(unit_len);
         let part = match unit {
             "ms" => Duration::from_millis(n),
             "s" => Duration::from_secs(n),
-            "m" => n
-                .checked_mul(60)
-                .map(Duration::from_secs)
-                .ok_or("it is too long")?,
-            "h" => n
-                .checked_mul(3600)
-                .map(Duration::from_secs)
-                .ok_or("it is too long")?,
-            "d" => n
-                .checked_mul(86_400)
-                .map(Duration::from_secs)
-                .ok_or("it is too long")?,
+            "m" => n.checked_mul(60).map(Duration::from_secs).ok_or("it is too long")?,
+            "h" => n.checked_mul(3600).map(Duration::from_secs).ok_or("it is too long")?,
+            "d" => n.checked_mul(86_400).map(Duration::from_secs).ok_or("it is too long")?,
             "" => return Err(format!("{n} has no unit (ms, s, m, h or d)")),
             other => return Err(format!("unknown unit {other:?} (use ms, s, m, h or d)")),
         };
@@ -1541,11 +1278,7 @@ fn size_in(min: u64, max: u64) -> impl Fn(&mut Checker, &Val<'_, '_>) -> Option<
                 ConfigErrorKind::OutOfRange,
                 &v.span,
                 &v.path,
-                format!(
-                    "{written} is {bound}; write a size from {} to {}",
-                    format_size(min),
-                    format_size(max)
-                ),
+                format!("{written} is {bound}; write a size from {} to {}", format_size(min), format_size(max)),
             );
             return None;
         }
@@ -1557,18 +1290,13 @@ fn size_in(min: u64, max: u64) -> impl Fn(&mut Checker, &Val<'_, '_>) -> Option<
 /// case-insensitive; KiB/MiB/GiB/TiB count in 1024s, KB/MB/GB/TB in 1000s.
 pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let text = s.trim();
-    let digits_len = text
-        .bytes()
-        .take_while(|b| b.is_ascii_digit() || *b == b'_')
-        .count();
+    let digits_len = text.bytes().take_while(|b| b.is_ascii_digit() || *b == b'_').count();
     let (digits, unit) = text.split_at(digits_len);
     let digits = digits.replace('_', "");
     if digits.is_empty() {
         return Err("it does not start with a number".to_string());
     }
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{digits} is too large"))?;
+    let n: u64 = digits.parse().map_err(|_| format!("{digits} is too large"))?;
     let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "kib" => KIB,
@@ -1586,22 +1314,14 @@ pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
             ));
         }
         other => {
-            return Err(format!(
-                "unknown unit {other:?} (use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB)"
-            ));
+            return Err(format!("unknown unit {other:?} (use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB)"));
         }
     };
-    n.checked_mul(factor)
-        .ok_or_else(|| "it is too large".to_string())
+    n.checked_mul(factor).ok_or_else(|| "it is too large".to_string())
 }
 
-pub(super) fn format_size(n: u64) -> String {
-    for (unit, size) in [
-        ("TiB", 1024 * GIB),
-        ("GiB", GIB),
-        ("MiB", MIB),
-        ("KiB", KIB),
-    ] {
+fn format_size(n: u64) -> String {
+    for (unit, size) in [("TiB", 1024 * GIB), ("GiB", GIB), ("MiB", MIB), ("KiB", KIB)] {
         if n >= size && n.is_multiple_of(size) {
             return format!("{}{unit}", n / size);
         }
@@ -1609,14 +1329,9 @@ pub(super) fn format_size(n: u64) -> String {
     format!("{n} bytes")
 }
 
-pub(super) fn format_duration(d: Duration) -> String {
+fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    for (unit, size) in [
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1000),
-    ] {
+    for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
         if ms >= size && ms.is_multiple_of(size) {
             return format!("{}{unit}", ms / size);
         }
@@ -1685,10 +1400,7 @@ fn check_host_port(s: &str) -> Result<(), String> {
     }
     if let Some(inner) = host.strip_prefix('[') {
         let inner = inner.strip_suffix(']').ok_or("a '[' without ']'")?;
-        return inner
-            .parse::<Ipv6Addr>()
-            .map(|_| ())
-            .map_err(|_| format!("{inner:?} is not an IPv6 address"));
+        return inner.parse::<Ipv6Addr>().map(|_| ()).map_err(|_| format!("{inner:?} is not an IPv6 address"));
     }
     if host.contains(':') {
         return Err("an IPv6 address needs brackets, e.g. [fd00::7]:6661".to_string());
@@ -1697,14 +1409,8 @@ fn check_host_port(s: &str) -> Result<(), String> {
         return Err("the host is missing".to_string());
     }
     let labels: Vec<&str> = host.split('.').collect();
-    if labels
-        .iter()
-        .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
-    {
-        return host
-            .parse::<Ipv4Addr>()
-            .map(|_| ())
-            .map_err(|_| format!("{host:?} is not an IPv4 address"));
+    if labels.iter().all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit())) {
+        return host.parse::<Ipv4Addr>().map(|_| ()).map_err(|_| format!("{host:?} is not an IPv4 address"));
     }
     let label_ok = |l: &&str| {
         !l.is_empty()
@@ -1715,9 +1421,7 @@ fn check_host_port(s: &str) -> Result<(), String> {
     };
     let trimmed: Vec<&str> = host.strip_suffix('.').unwrap_or(host).split('.').collect();
     if host.len() > 253 || !trimmed.iter().all(label_ok) {
-        return Err(format!(
-            "{host:?} is not a host name (letters, digits and '-', parts separated by dots)"
-        ));
+        return Err(format!("{host:?} is not a host name (letters, digits and '-', parts separated by dots)"));
     }
     Ok(())
 }
@@ -1790,22 +1494,12 @@ struct Checker<'t> {
 
 impl<'t> Checker<'t> {
     fn new(text: &'t str) -> Self {
-        Checker {
-            text,
-            errors: Vec::new(),
-        }
+        Checker { text, errors: Vec::new() }
     }
 
     fn report(&mut self, kind: ConfigErrorKind, span: &Range<usize>, key: &str, message: String) {
         let (line, column) = self.line_col(span.start);
-        self.errors.push(ConfigError {
-            kind,
-            line,
-            column,
-            span: Some(span.clone()),
-            key: key.to_string(),
-            message,
-        });
+        self.errors.push(ConfigError { kind, line, column, span: Some(span.clone()), key: key.to_string(), message });
     }
 
     fn line_col(&self, offset: usize) -> (usize, usize) {
@@ -1821,18 +1515,12 @@ impl<'t> Checker<'t> {
 
     /// The text of a value as written, for messages.
     fn snippet(&self, span: &Range<usize>) -> String {
-        self.text
-            .get(span.clone())
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default()
+        self.text.get(span.clone()).map(|s| s.trim().to_string()).unwrap_or_default()
     }
 
     fn into_errors(mut self, origin: &str) -> ConfigErrors {
         self.errors.sort_by_key(|e| (e.line, e.column));
-        ConfigErrors {
-            origin: origin.to_string(),
-            errors: self.errors,
-        }
+        ConfigErrors { origin: origin.to_string(), errors: self.errors }
     }
 }
 
@@ -1889,18 +1577,11 @@ impl<'a, 'i> Tbl<'a, 'i> {
     }
 
     fn val(&self, key: &str) -> Option<Val<'a, 'i>> {
-        self.table.get(key).map(|v| Val {
-            value: v.get_ref(),
-            span: v.span(),
-            path: join_key(&self.path, key),
-        })
+        self.table.get(key).map(|v| Val { value: v.get_ref(), span: v.span(), path: join_key(&self.path, key) })
     }
 
     fn key_span(&self, key: &str) -> Option<Range<usize>> {
-        self.table
-            .iter()
-            .find(|(k, _)| k.get_ref().as_ref() == key)
-            .map(|(k, _)| k.span())
+        self.table.iter().find(|(k, _)| k.get_ref().as_ref() == key).map(|(k, _)| k.span())
     }
 
     /// Reports every key not in `allowed`. `elsewhere` names keys that belong to a sibling form
@@ -1912,47 +1593,24 @@ impl<'a, 'i> Tbl<'a, 'i> {
                 continue;
             }
             let valid = allowed.join(", ");
-            let message = if let Some((owner, _)) =
-                elsewhere.iter().find(|(_, keys)| keys.contains(&key))
-            {
-                format!(
-                    "{key:?} only applies to {owner}; remove it here. The keys of {} are: {valid}",
-                    self.label
-                )
+            let message = if let Some((owner, _)) = elsewhere.iter().find(|(_, keys)| keys.contains(&key)) {
+                format!("{key:?} only applies to {owner}; remove it here. The keys of {} are: {valid}", self.label)
             } else if let Some(near) = closest(key, allowed.iter().copied()) {
-                format!(
-                    "unknown key {key:?}; did you mean {near:?}? The keys of {} are: {valid}",
-                    self.label
-                )
+                format!("unknown key {key:?}; did you mean {near:?}? The keys of {} are: {valid}", self.label)
             } else {
-                format!(
-                    "unknown key {key:?}; remove it or fix its spelling. The keys of {} are: {valid}",
-                    self.label
-                )
+                format!("unknown key {key:?}; remove it or fix its spelling. The keys of {} are: {valid}", self.label)
             };
-            ck.report(
-                ConfigErrorKind::UnknownKey,
-                &k.span(),
-                &join_key(&self.path, key),
-                message,
-            );
+            ck.report(ConfigErrorKind::UnknownKey, &k.span(), &join_key(&self.path, key), message);
         }
     }
 
     fn missing(&self, ck: &mut Checker, key: &str, example: &str) {
-        let example = if example.is_empty() {
-            String::new()
-        } else {
-            format!(", e.g. {example}")
-        };
+        let example = if example.is_empty() { String::new() } else { format!(", e.g. {example}") };
         ck.report(
             ConfigErrorKind::MissingKey,
             &self.span,
             &join_key(&self.path, key),
-            format!(
-                "{} is missing the required key {key:?}; add it{example}",
-                self.label
-            ),
+            format!("{} is missing the required key {key:?}; add it{example}", self.label),
         );
     }
 
@@ -2010,18 +1668,9 @@ impl<'a, 'i> Tbl<'a, 'i> {
             return Got::Absent;
         };
         match v.value {
-            DeValue::Table(table) => Got::Valid(Tbl {
-                table,
-                span: v.span,
-                path: v.path,
-                label: label.to_string(),
-            }),
+            DeValue::Table(table) => Got::Valid(Tbl { table, span: v.span, path: v.path, label: label.to_string() }),
             DeValue::Array(_) if label.starts_with('[') => {
-                v.wrong_type(
-                    ck,
-                    &format!("a single {label} section"),
-                    &format!("; write {label} once, not [{label}]"),
-                );
+                v.wrong_type(ck, &format!("a single {label} section"), &format!("; write {label} once, not [{label}]"));
                 Got::Invalid
             }
             _ => {
@@ -2033,13 +1682,7 @@ impl<'a, 'i> Tbl<'a, 'i> {
 
     /// An optional section: the table, or `empty` (so that defaults apply) when absent;
     /// `None` when it is not a table (reported).
-    fn section<'b>(
-        &self,
-        ck: &mut Checker,
-        key: &str,
-        label: &str,
-        empty: &'b DeTable<'i>,
-    ) -> Option<Tbl<'b, 'i>>
+    fn section<'b>(&self, ck: &mut Checker, key: &str, label: &str, empty: &'b DeTable<'i>) -> Option<Tbl<'b, 'i>>
     where
         'a: 'b,
     {
@@ -2069,36 +1712,17 @@ impl<'a, 'i> Tbl<'a, 'i> {
                 );
                 // Check it as the one block it was meant to be, so that its other problems are
                 // found now and routes naming it are not reported as naming nothing.
-                return vec![Tbl {
-                    table,
-                    span: v.span,
-                    path: format!("{}[0]", v.path),
-                    label: label.to_string(),
-                }];
+                return vec![Tbl { table, span: v.span, path: format!("{}[0]", v.path), label: label.to_string() }];
             }
-            v.wrong_type(
-                ck,
-                &format!("a list of {label} blocks"),
-                &format!("; write one {label} block per {key}"),
-            );
+            v.wrong_type(ck, &format!("a list of {label} blocks"), &format!("; write one {label} block per {key}"));
             return Vec::new();
         };
         let mut out = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             let path = format!("{}[{i}]", v.path);
             match item.get_ref() {
-                DeValue::Table(table) => out.push(Tbl {
-                    table,
-                    span: item.span(),
-                    path,
-                    label: label.to_string(),
-                }),
-                other => Val {
-                    value: other,
-                    span: item.span(),
-                    path,
-                }
-                .wrong_type(ck, &format!("a {label} table"), ""),
+                DeValue::Table(table) => out.push(Tbl { table, span: item.span(), path, label: label.to_string() }),
+                other => Val { value: other, span: item.span(), path }.wrong_type(ck, &format!("a {label} table"), ""),
             }
         }
         out
@@ -2107,20 +1731,9 @@ impl<'a, 'i> Tbl<'a, 'i> {
 
 /// `path.key`, quoting keys that are not bare TOML keys (`when."MSH-9.1"`).
 fn join_key(path: &str, key: &str) -> String {
-    let bare = !key.is_empty()
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    let key = if bare {
-        key.to_string()
-    } else {
-        format!("{key:?}")
-    };
-    if path.is_empty() {
-        key
-    } else {
-        format!("{path}.{key}")
-    }
+    let bare = !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    let key = if bare { key.to_string() } else { format!("{key:?}") };
+    if path.is_empty() { key } else { format!("{path}.{key}") }
 }
 
 /// The candidate closest to `word` by edit distance, if it is close enough to be a typo.
@@ -2142,11 +1755,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
         row[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
             let above = row[j + 1];
-            row[j + 1] = if ca == *cb {
-                diagonal
-            } else {
-                1 + diagonal.min(above).min(row[j])
-            };
+            row[j + 1] = if ca == *cb { diagonal } else { 1 + diagonal.min(above).min(row[j]) };
             diagonal = above;
         }
     }
@@ -2261,25 +1870,12 @@ to = ["lis"]
     /// Asserts that `text` has exactly one error, of `kind` at `line` for `key`, whose message
     /// contains `needle`; returns it.
     #[track_caller]
-    fn one_error(
-        text: &str,
-        kind: ConfigErrorKind,
-        line: usize,
-        key: &str,
-        needle: &str,
-    ) -> ConfigError {
+    fn one_error(text: &str, kind: ConfigErrorKind, line: usize, key: &str, needle: &str) -> ConfigError {
         let errs = errors(text);
         assert_eq!(errs.len(), 1, "expected one error, got:\n{errs}");
         let e = errs.errors[0].clone();
-        assert_eq!(
-            (e.kind, e.line, e.key.as_str()),
-            (kind, line, key),
-            "{errs}"
-        );
-        assert!(
-            e.message.contains(needle),
-            "message lacks {needle:?}: {errs}"
-        );
+        assert_eq!((e.kind, e.line, e.key.as_str()), (kind, line, key), "{errs}");
+        assert!(e.message.contains(needle), "message lacks {needle:?}: {errs}");
         e
     }
 
@@ -2288,9 +1884,7 @@ to = ["lis"]
         let c = parse(DEFAULT_CONFIG, "<embedded default>").unwrap();
         assert_eq!(c.sources.len(), 1);
         assert_eq!(c.routes[0].to, vec!["inbox".to_string()]);
-        let DestinationKind::File(f) = &c.destinations[0].kind else {
-            panic!("not a file destination")
-        };
+        let DestinationKind::File(f) = &c.destinations[0].kind else { panic!("not a file destination") };
         assert_eq!(f.dir, c.node.state_dir.join("inbox"));
     }
 
@@ -2311,11 +1905,7 @@ to = ["lis"]
         // "*" is expanded to every source.
         assert_eq!(c.routes[2].from, vec!["ehr-feed".to_string()]);
         // Conditions keep file order.
-        let when: Vec<String> = c.routes[1]
-            .when
-            .iter()
-            .map(|w| w.path.to_string())
-            .collect();
+        let when: Vec<String> = c.routes[1].when.iter().map(|w| w.path.to_string()).collect();
         assert_eq!(when, ["MSH-9.1", "MSH-9.2", "MSH-11"]);
     }
 
@@ -2326,20 +1916,9 @@ to = ["lis"]
         let state = PathBuf::from("/var/lib/outpost");
         assert_eq!(
             c.node,
-            Node {
-                site: "northfield".into(),
-                id: "gw-01".into(),
-                state_dir: state.clone(),
-                shutdown_grace: secs(10),
-            }
+            Node { site: "northfield".into(), id: "gw-01".into(), state_dir: state.clone(), shutdown_grace: secs(10) }
         );
-        assert_eq!(
-            c.control,
-            Control {
-                socket: "/run/outpost/control.sock".into(),
-                socket_mode: 0o660
-            }
-        );
+        assert_eq!(c.control, Control { socket: "/run/outpost/control.sock".into(), socket_mode: 0o660 });
         assert_eq!(
             c.journal,
             Journal {
@@ -2395,34 +1974,22 @@ to = ["lis"]
                     max_age: None,
                 },
                 transforms: vec![
-                    Transform::Set {
-                        path: p("MSH-5"),
-                        value: "LIS".into()
-                    },
-                    Transform::Copy {
-                        from: p("MSH-4"),
-                        to: p("MSH-6")
-                    },
+                    Transform::Set { path: p("MSH-5"), value: "LIS".into() },
+                    Transform::Copy { from: p("MSH-4"), to: p("MSH-6") },
                     Transform::Clear { path: p("PID-19") },
                 ],
             }
         );
         assert_eq!(
             c.destinations[1].kind,
-            DestinationKind::File(FileDestination {
-                dir: "/var/lib/outpost/archive".into(),
-                extension: "hl7".into()
-            })
+            DestinationKind::File(FileDestination { dir: "/var/lib/outpost/archive".into(), extension: "hl7".into() })
         );
         assert_eq!(
             c.routes,
             vec![Route {
                 name: "everything".into(),
                 from: vec!["ehr-feed".into()],
-                when: vec![Condition {
-                    path: p("MSH-9.1"),
-                    matcher: Matcher::Exact(vec!["ORU".into()])
-                }],
+                when: vec![Condition { path: p("MSH-9.1"), matcher: Matcher::Exact(vec!["ORU".into()]) }],
                 to: vec!["lis".into(), "archive".into()],
             }]
         );
@@ -2453,22 +2020,12 @@ to = ["lis"]
         assert_eq!(s.max_connections, 64);
         assert_eq!(s.charset, None);
         let d = &c.destinations[0];
-        let DestinationKind::Mllp(m) = &d.kind else {
-            panic!()
-        };
+        let DestinationKind::Mllp(m) = &d.kind else { panic!() };
         assert_eq!((m.connect_timeout, m.ack_timeout), (secs(10), secs(30)));
-        assert_eq!(
-            (m.on_ae, m.on_ar),
-            (NakAction::DeadLetter, NakAction::Retry)
-        );
+        assert_eq!((m.on_ae, m.on_ar), (NakAction::DeadLetter, NakAction::Retry));
         assert_eq!(
             d.retry,
-            RetryPolicy {
-                initial_backoff: secs(1),
-                max_backoff: secs(300),
-                max_attempts: None,
-                max_age: None
-            }
+            RetryPolicy { initial_backoff: secs(1), max_backoff: secs(300), max_attempts: None, max_age: None }
         );
         assert!(d.transforms.is_empty());
         assert!(c.routes[0].when.is_empty());
@@ -2489,10 +2046,7 @@ to = ["lis"]
         assert_eq!(s.idle_timeout, None);
         assert_eq!(s.listen.port(), 0);
 
-        let text = edit(
-            14,
-            "connect = \"10.0.0.7:6661\"\nretry = { max_attempts = 5, max_age = \"2d\" }",
-        );
+        let text = edit(14, "connect = \"10.0.0.7:6661\"\nretry = { max_attempts = 5, max_age = \"2d\" }");
         let c = parse(&text, "t").unwrap();
         assert_eq!(c.destinations[0].retry.max_attempts, Some(5));
         assert_eq!(c.destinations[0].retry.max_age, Some(secs(2 * 86_400)));
@@ -2534,26 +2088,19 @@ to = ["lis"]
 
     #[test]
     fn star_means_every_source() {
-        let text = edit(9, "listen = \"0.0.0.0:2575\"\n[[source]]\nname = \"lab-in\"\nkind = \"mllp\"\nlisten = \"0.0.0.0:2576\"")
-            .replace("from = [\"ehr-feed\"]", "from = [\"*\"]");
+        let text = edit(
+            9,
+            "listen = \"0.0.0.0:2575\"\n[[source]]\nname = \"lab-in\"\nkind = \"mllp\"\nlisten = \"0.0.0.0:2576\"",
+        )
+        .replace("from = [\"ehr-feed\"]", "from = [\"*\"]");
         let c = parse(&text, "t").unwrap();
-        assert_eq!(
-            c.routes[0].from,
-            vec!["ehr-feed".to_string(), "lab-in".to_string()]
-        );
+        assert_eq!(c.routes[0].from, vec!["ehr-feed".to_string(), "lab-in".to_string()]);
     }
 
     #[test]
     fn routing_mode_first_match_and_socket_mode_forms() {
-        for (mode, expected) in [
-            ("0o640", 0o640),
-            ("\"0640\"", 0o640),
-            ("\"750\"", 0o750),
-            ("416", 0o640),
-        ] {
-            let text = format!(
-                "{BASE}[control]\nsocket_mode = {mode}\n[routing]\nmode = \"first-match\"\n"
-            );
+        for (mode, expected) in [("0o640", 0o640), ("\"0640\"", 0o640), ("\"750\"", 0o750), ("416", 0o640)] {
+            let text = format!("{BASE}[control]\nsocket_mode = {mode}\n[routing]\nmode = \"first-match\"\n");
             let c = parse(&text, "t").unwrap();
             assert_eq!(c.control.socket_mode, expected, "{mode}");
             assert_eq!(c.routing.mode, RoutingMode::FirstMatch);
@@ -2562,9 +2109,7 @@ to = ["lis"]
 
     #[test]
     fn relative_paths_resolve_against_state_dir() {
-        let text = format!(
-            "{BASE}[control]\nsocket = \"run/ctl.sock\"\n[journal]\npath = \"/data/j.db\"\n"
-        );
+        let text = format!("{BASE}[control]\nsocket = \"run/ctl.sock\"\n[journal]\npath = \"/data/j.db\"\n");
         let c = parse(&text, "t").unwrap();
         assert_eq!(c.control.socket, PathBuf::from("/srv/outpost/run/ctl.sock"));
         assert_eq!(c.journal.path, PathBuf::from("/data/j.db"));
@@ -2584,11 +2129,7 @@ to = ["lis"]
         let errs = errors(&edit(3, "id = \"gw-01\"\nsite = \"southfield\""));
         assert_eq!(errs.len(), 1, "{errs}");
         let e = &errs.errors[0];
-        assert_eq!(
-            (e.kind, e.line, e.column),
-            (ConfigErrorKind::Syntax, 4, 1),
-            "{errs}"
-        );
+        assert_eq!((e.kind, e.line, e.column), (ConfigErrorKind::Syntax, 4, 1), "{errs}");
         assert!(e.message.contains("site is set a second time"), "{errs}");
     }
 
@@ -2603,33 +2144,19 @@ to = ["lis"]
             (ConfigErrorKind::MissingKey, 6, "source[0].listen")
         );
         let unknown = &errs.errors[1];
-        assert_eq!(
-            (unknown.kind, unknown.line, unknown.column),
-            (ConfigErrorKind::UnknownKey, 9, 1)
-        );
+        assert_eq!((unknown.kind, unknown.line, unknown.column), (ConfigErrorKind::UnknownKey, 9, 1));
         assert_eq!(unknown.key, "source[0].listn");
-        assert!(
-            unknown.message.contains("did you mean \"listen\"?"),
-            "{errs}"
-        );
+        assert!(unknown.message.contains("did you mean \"listen\"?"), "{errs}");
         assert!(unknown.message.contains("max_connections"), "{errs}");
     }
 
     #[test]
     fn unknown_key_at_top_level_and_in_sections() {
-        let errs = errors(&format!(
-            "{BASE}[[sources]]\nname = \"x\"\n[journal]\nmax_size = 5\n"
-        ));
+        let errs = errors(&format!("{BASE}[[sources]]\nname = \"x\"\n[journal]\nmax_size = 5\n"));
         assert_eq!(errs.len(), 2, "{errs}");
-        assert_eq!(
-            (errs.errors[0].line, errs.errors[0].key.as_str()),
-            (20, "sources")
-        );
+        assert_eq!((errs.errors[0].line, errs.errors[0].key.as_str()), (20, "sources"));
         assert!(errs.errors[0].message.contains("did you mean \"source\"?"));
-        assert_eq!(
-            (errs.errors[1].line, errs.errors[1].key.as_str()),
-            (23, "journal.max_size")
-        );
+        assert_eq!((errs.errors[1].line, errs.errors[1].key.as_str()), (23, "journal.max_size"));
     }
 
     #[test]
@@ -2645,64 +2172,25 @@ to = ["lis"]
 
     #[test]
     fn missing_required_key_points_at_its_table() {
-        let e = one_error(
-            &edit(3, "# no id"),
-            ConfigErrorKind::MissingKey,
-            1,
-            "node.id",
-            "add it, e.g. id = ",
-        );
+        let e = one_error(&edit(3, "# no id"), ConfigErrorKind::MissingKey, 1, "node.id", "add it, e.g. id = ");
         assert_eq!(e.column, 1);
-        one_error(
-            &edit(14, ""),
-            ConfigErrorKind::MissingKey,
-            11,
-            "destination[0].connect",
-            "connect",
-        );
-        one_error(
-            &edit(19, ""),
-            ConfigErrorKind::MissingKey,
-            16,
-            "route[0].to",
-            "\"to\"",
-        );
+        one_error(&edit(14, ""), ConfigErrorKind::MissingKey, 11, "destination[0].connect", "connect");
+        one_error(&edit(19, ""), ConfigErrorKind::MissingKey, 16, "route[0].to", "\"to\"");
     }
 
     #[test]
     fn missing_node_section() {
-        let text = BASE.replacen(
-            "[node]\nsite = \"northfield\"\nid = \"gw-01\"\nstate_dir = \"/srv/outpost\"\n",
-            "",
-            1,
-        );
-        let e = one_error(
-            &text,
-            ConfigErrorKind::MissingKey,
-            1,
-            "node",
-            "[node] section is missing",
-        );
+        let text =
+            BASE.replacen("[node]\nsite = \"northfield\"\nid = \"gw-01\"\nstate_dir = \"/srv/outpost\"\n", "", 1);
+        let e = one_error(&text, ConfigErrorKind::MissingKey, 1, "node", "[node] section is missing");
         assert_eq!(e.column, 1);
     }
 
     #[test]
     fn wrong_type() {
-        let e = one_error(
-            &edit(2, "site = 5"),
-            ConfigErrorKind::WrongType,
-            2,
-            "node.site",
-            "expected a string",
-        );
+        let e = one_error(&edit(2, "site = 5"), ConfigErrorKind::WrongType, 2, "node.site", "expected a string");
         assert_eq!(e.column, 8);
-        one_error(
-            &edit(18, "from = \"ehr-feed\""),
-            ConfigErrorKind::WrongType,
-            18,
-            "route[0].from",
-            "[\"ehr-feed\"]",
-        );
+        one_error(&edit(18, "from = \"ehr-feed\""), ConfigErrorKind::WrongType, 18, "route[0].from", "[\"ehr-feed\"]");
         one_error(
             &format!("{BASE}[escalation]\non_unrouted = \"yes\"\n"),
             ConfigErrorKind::WrongType,
@@ -2710,13 +2198,7 @@ to = ["lis"]
             "escalation.on_unrouted",
             "true or false",
         );
-        one_error(
-            &BASE.replacen("[[source]]", "[source]", 1),
-            ConfigErrorKind::WrongType,
-            6,
-            "source",
-            "[[source]]",
-        );
+        one_error(&BASE.replacen("[[source]]", "[source]", 1), ConfigErrorKind::WrongType, 6, "source", "[[source]]");
         one_error(
             &format!("{BASE}[escalation]\ncheck_interval = 30\n"),
             ConfigErrorKind::WrongType,
@@ -2741,10 +2223,7 @@ to = ["lis"]
     #[test]
     fn bad_size() {
         one_error(
-            &edit(
-                9,
-                "listen = \"0.0.0.0:2575\"\nmax_message_size = \"16 megs\"",
-            ),
+            &edit(9, "listen = \"0.0.0.0:2575\"\nmax_message_size = \"16 megs\""),
             ConfigErrorKind::InvalidValue,
             10,
             "source[0].max_message_size",
@@ -2765,7 +2244,7 @@ to = ["lis"]
         assert_eq!(
             errors(&edit(9, "listen = \"0.0.0.0:99999\"")).to_string(),
             "test.toml:9:10: source[0].listen: \"0.0.0.0:99999\" is not an address: the port \
-             \"99999\" is not a number from 1 to 65535; write it as IP:PORT, e.g. 0.0.0.0:2575"
+             \"99999\" is not a number from 1 to 65535; write it as IP:PORT, e.g. 0.0.0.0:2575\n"
         );
         one_error(
             &edit(9, "listen = \"ehr.local:2575\""),
@@ -2774,14 +2253,7 @@ to = ["lis"]
             "source[0].listen",
             "is not an IP address",
         );
-        for bad in [
-            "10.0.0.7",
-            "10.0.0.7:0",
-            "10.0.0.300:6661",
-            "fd00::7:6661",
-            "lis lab:6661",
-            ":6661",
-        ] {
+        for bad in ["10.0.0.7", "10.0.0.7:0", "10.0.0.300:6661", "fd00::7:6661", "lis lab:6661", ":6661"] {
             one_error(
                 &edit(14, &format!("connect = \"{bad}\"")),
                 ConfigErrorKind::InvalidValue,
@@ -2790,12 +2262,7 @@ to = ["lis"]
                 "HOST:PORT",
             );
         }
-        for good in [
-            "lis.lab.local:6661",
-            "[fd00::7]:6661",
-            "10.0.0.7:1",
-            "LIS-01:65535",
-        ] {
+        for good in ["lis.lab.local:6661", "[fd00::7]:6661", "10.0.0.7:1", "LIS-01:65535"] {
             parse(&edit(14, &format!("connect = \"{good}\"")), "t").unwrap();
         }
     }
@@ -2822,20 +2289,14 @@ to = ["lis"]
         );
         assert_eq!(e.column, 10);
         one_error(
-            &edit(
-                14,
-                "connect = \"10.0.0.7:6661\"\ntransform = [{ set = \"MSH-0\", value = \"X\" }]",
-            ),
+            &edit(14, "connect = \"10.0.0.7:6661\"\ntransform = [{ set = \"MSH-0\", value = \"X\" }]"),
             ConfigErrorKind::InvalidValue,
             15,
             "destination[0].transform[0].set",
             "not a field path",
         );
         one_error(
-            &edit(
-                14,
-                "connect = \"10.0.0.7:6661\"\ntransform = [{ clear = \"MSH-2\" }]",
-            ),
+            &edit(14, "connect = \"10.0.0.7:6661\"\ntransform = [{ clear = \"MSH-2\" }]"),
             ConfigErrorKind::InvalidValue,
             15,
             "destination[0].transform[0].clear",
@@ -2857,10 +2318,7 @@ to = ["lis"]
     #[test]
     fn bad_regex_and_glob() {
         let e = one_error(
-            &edit(
-                19,
-                "to = [\"lis\"]\nwhen = { \"MSH-9.2\" = { regex = \"^A0[1-4$\" } }",
-            ),
+            &edit(19, "to = [\"lis\"]\nwhen = { \"MSH-9.2\" = { regex = \"^A0[1-4$\" } }"),
             ConfigErrorKind::InvalidValue,
             20,
             "route[0].when.\"MSH-9.2\".regex",
@@ -2868,20 +2326,14 @@ to = ["lis"]
         );
         assert!(!e.message.contains('\n'), "{}", e.message);
         one_error(
-            &edit(
-                19,
-                "to = [\"lis\"]\nwhen = { \"MSH-9.2\" = { glob = \"A0[\" } }",
-            ),
+            &edit(19, "to = [\"lis\"]\nwhen = { \"MSH-9.2\" = { glob = \"A0[\" } }"),
             ConfigErrorKind::InvalidValue,
             20,
             "route[0].when.\"MSH-9.2\".glob",
             "is not a glob",
         );
         one_error(
-            &edit(
-                19,
-                "to = [\"lis\"]\nwhen = { \"MSH-9.2\" = { like = \"A0%\" } }",
-            ),
+            &edit(19, "to = [\"lis\"]\nwhen = { \"MSH-9.2\" = { like = \"A0%\" } }"),
             ConfigErrorKind::UnknownKey,
             20,
             "route[0].when.\"MSH-9.2\".like",
@@ -2891,42 +2343,16 @@ to = ["lis"]
 
     #[test]
     fn bad_identifier() {
-        one_error(
-            &edit(2, "site = \"North Field\""),
-            ConfigErrorKind::InvalidValue,
-            2,
-            "node.site",
-            "\"north-field\"",
-        );
-        one_error(
-            &edit(17, "name = \"every thing\""),
-            ConfigErrorKind::InvalidValue,
-            17,
-            "route[0].name",
-            "' '",
-        );
+        one_error(&edit(2, "site = \"North Field\""), ConfigErrorKind::InvalidValue, 2, "node.site", "\"north-field\"");
+        one_error(&edit(17, "name = \"every thing\""), ConfigErrorKind::InvalidValue, 17, "route[0].name", "' '");
     }
 
     #[test]
     fn duplicate_names_point_at_the_second_and_name_the_first() {
-        let text =
-            format!("{BASE}\n[[destination]]\nname = \"lis\"\nkind = \"file\"\ndir = \"out\"\n");
-        one_error(
-            &text,
-            ConfigErrorKind::Duplicate,
-            22,
-            "destination[1].name",
-            "destination[0] on line 12",
-        );
-        let text =
-            format!("{BASE}\n[[route]]\nname = \"everything\"\nfrom = [\"*\"]\nto = [\"lis\"]\n");
-        one_error(
-            &text,
-            ConfigErrorKind::Duplicate,
-            22,
-            "route[1].name",
-            "line 17",
-        );
+        let text = format!("{BASE}\n[[destination]]\nname = \"lis\"\nkind = \"file\"\ndir = \"out\"\n");
+        one_error(&text, ConfigErrorKind::Duplicate, 22, "destination[1].name", "destination[0] on line 12");
+        let text = format!("{BASE}\n[[route]]\nname = \"everything\"\nfrom = [\"*\"]\nto = [\"lis\"]\n");
+        one_error(&text, ConfigErrorKind::Duplicate, 22, "route[1].name", "line 17");
     }
 
     #[test]
@@ -2950,28 +2376,11 @@ to = ["lis"]
 
     #[test]
     fn route_needs_destinations_and_no_repeats() {
-        one_error(
-            &edit(19, "to = []"),
-            ConfigErrorKind::MissingKey,
-            19,
-            "route[0].to",
-            "at least one destination",
-        );
-        let e = one_error(
-            &edit(19, "to = [\"lis\", \"lis\"]"),
-            ConfigErrorKind::Duplicate,
-            19,
-            "route[0].to[1]",
-            "twice",
-        );
+        one_error(&edit(19, "to = []"), ConfigErrorKind::MissingKey, 19, "route[0].to", "at least one destination");
+        let e =
+            one_error(&edit(19, "to = [\"lis\", \"lis\"]"), ConfigErrorKind::Duplicate, 19, "route[0].to[1]", "twice");
         assert_eq!(e.column, 14);
-        one_error(
-            &edit(18, "from = []"),
-            ConfigErrorKind::MissingKey,
-            18,
-            "route[0].from",
-            "at least one source",
-        );
+        one_error(&edit(18, "from = []"), ConfigErrorKind::MissingKey, 18, "route[0].from", "at least one source");
         one_error(
             &edit(18, "from = [\"*\", \"ehr-feed\"]"),
             ConfigErrorKind::InvalidValue,
@@ -3002,72 +2411,21 @@ to = ["lis"]
     #[test]
     fn out_of_range_values() {
         let cases: &[(&str, usize, &str, &str)] = &[
-            (
-                "[journal]\nhigh_water = 1.5",
-                21,
-                "journal.high_water",
-                "at most 1",
-            ),
-            (
-                "[journal]\nhigh_water = 0",
-                21,
-                "journal.high_water",
-                "above 0",
-            ),
-            (
-                "[control]\nsocket_mode = 0o1777",
-                21,
-                "control.socket_mode",
-                "0o777",
-            ),
-            (
-                "[control]\nsocket_mode = 660",
-                21,
-                "control.socket_mode",
-                "0o660",
-            ),
-            (
-                "[escalation]\ncheck_interval = \"0s\"",
-                21,
-                "escalation.check_interval",
-                "zero",
-            ),
+            ("[journal]\nhigh_water = 1.5", 21, "journal.high_water", "at most 1"),
+            ("[journal]\nhigh_water = 0", 21, "journal.high_water", "above 0"),
+            ("[control]\nsocket_mode = 0o1777", 21, "control.socket_mode", "0o777"),
+            ("[control]\nsocket_mode = 660", 21, "control.socket_mode", "0o660"),
+            ("[escalation]\ncheck_interval = \"0s\"", 21, "escalation.check_interval", "zero"),
         ];
         for (extra, line, key, needle) in cases {
-            one_error(
-                &format!("{BASE}{extra}\n"),
-                ConfigErrorKind::OutOfRange,
-                *line,
-                key,
-                needle,
-            );
+            one_error(&format!("{BASE}{extra}\n"), ConfigErrorKind::OutOfRange, *line, key, needle);
         }
         let source_cases: &[(&str, &str, &str)] = &[
-            (
-                "max_connections = 0",
-                "source[0].max_connections",
-                "from 1 to 65535",
-            ),
-            (
-                "max_message_size = \"512B\"",
-                "source[0].max_message_size",
-                "below the minimum 1KiB",
-            ),
-            (
-                "max_message_size = 512",
-                "source[0].max_message_size",
-                "below the minimum 1KiB",
-            ),
-            (
-                "max_message_size = \"2GiB\"",
-                "source[0].max_message_size",
-                "above the maximum 1GiB",
-            ),
-            (
-                "max_connections = -1",
-                "source[0].max_connections",
-                "negative",
-            ),
+            ("max_connections = 0", "source[0].max_connections", "from 1 to 65535"),
+            ("max_message_size = \"512B\"", "source[0].max_message_size", "below the minimum 1KiB"),
+            ("max_message_size = 512", "source[0].max_message_size", "below the minimum 1KiB"),
+            ("max_message_size = \"2GiB\"", "source[0].max_message_size", "above the maximum 1GiB"),
+            ("max_connections = -1", "source[0].max_connections", "negative"),
         ];
         for (extra, key, needle) in source_cases {
             one_error(
@@ -3079,10 +2437,7 @@ to = ["lis"]
             );
         }
         one_error(
-            &edit(
-                14,
-                "connect = \"10.0.0.7:6661\"\nretry = { initial_backoff = \"10m\", max_backoff = \"5m\" }",
-            ),
+            &edit(14, "connect = \"10.0.0.7:6661\"\nretry = { initial_backoff = \"10m\", max_backoff = \"5m\" }"),
             ConfigErrorKind::OutOfRange,
             15,
             "destination[0].retry.initial_backoff",
@@ -3114,10 +2469,7 @@ from = ["ehr-feed"]
 to = ["lis", "archive"]
 "#;
         let errs = errors(text);
-        let got: Vec<(usize, ConfigErrorKind, &str)> = errs
-            .iter()
-            .map(|e| (e.line, e.kind, e.key.as_str()))
-            .collect();
+        let got: Vec<(usize, ConfigErrorKind, &str)> = errs.iter().map(|e| (e.line, e.kind, e.key.as_str())).collect();
         assert_eq!(
             got,
             vec![
@@ -3138,15 +2490,9 @@ to = ["lis", "archive"]
 
     #[test]
     fn display_of_an_error_without_a_place() {
-        let e = ConfigErrors::single(
-            "/etc/outpost.toml",
-            "cannot read config file: not found".into(),
-        );
+        let e = ConfigErrors::single("/etc/outpost.toml", "cannot read config file: not found".into());
         assert_eq!(e.len(), 1);
-        assert_eq!(
-            e.to_string(),
-            "/etc/outpost.toml: cannot read config file: not found"
-        );
+        assert_eq!(e.to_string(), "/etc/outpost.toml: cannot read config file: not found\n");
     }
 
     #[test]
