@@ -10,8 +10,8 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use outpost::mllp;
@@ -104,13 +104,23 @@ to = ["lis"]
     println!("| measure | value |");
     println!("|---|---|");
     println!("| disk fsync rate (4 KiB write + fdatasync, one thread) | {fsync_rate:.0} /s |");
-    println!("| 1 connection, sequential send/ACK ({seq_n} msgs) | {seq_rate:.0} msg/s ({:.0}% of fsync rate) |", seq_rate * 100.0 / fsync_rate);
+    println!(
+        "| 1 connection, sequential send/ACK ({seq_n} msgs) | {seq_rate:.0} msg/s ({:.0}% of fsync rate) |",
+        seq_rate * 100.0 / fsync_rate
+    );
     println!("| 1 connection ACK latency p50 / p99 | {:.2} ms / {:.2} ms |", pct(&seq_lat, 50.0), pct(&seq_lat, 99.0));
     println!("| {conns} connections ({} msgs) | {par_rate:.0} msg/s |", conns * per_conn);
-    println!("| {conns} connections ACK latency p50 / p99 | {:.2} ms / {:.2} ms |", pct(&par_lat, 50.0), pct(&par_lat, 99.0));
+    println!(
+        "| {conns} connections ACK latency p50 / p99 | {:.2} ms / {:.2} ms |",
+        pct(&par_lat, 50.0),
+        pct(&par_lat, 99.0)
+    );
     println!("| idle RSS after start | {:.1} MiB |", idle_rss as f64 / 1024.0);
     println!("| peak RSS during intake | {:.1} MiB |", peak_rss as f64 / 1024.0);
-    println!("| drain of {total} msgs to an MLLP destination | {:.0} msg/s ({drain_secs:.1} s) |", total as f64 / drain_secs);
+    println!(
+        "| drain of {total} msgs to an MLLP destination | {:.0} msg/s ({drain_secs:.1} s) |",
+        total as f64 / drain_secs
+    );
     println!("| peak RSS including drain | {:.1} MiB |", peak_rss_all as f64 / 1024.0);
 }
 
@@ -118,7 +128,11 @@ fn machine() -> String {
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
     format!("{cpus} cores, {model}")
 }
@@ -159,7 +173,10 @@ fn rss_kib(child: &Child, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{}/status", child.id()))
         .ok()
         .and_then(|s| {
-            s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok())
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
 }

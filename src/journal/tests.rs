@@ -85,9 +85,7 @@ fn size_cap_evicts_delivered_items_but_refuses_rather_than_drop_undelivered() {
         let lim = Limits { max_bytes: 1000, ..limits() };
         let j = Journal::open(&dir.path().join("j.db"), lim).unwrap();
         let body = vec![b'x'; 400];
-        let Inserted::Stored { seq: s1, .. } = j.insert(envelope("1", &body, &["a"])).await.unwrap() else {
-            panic!()
-        };
+        let Inserted::Stored { seq: s1, .. } = j.insert(envelope("1", &body, &["a"])).await.unwrap() else { panic!() };
         j.insert(envelope("2", &body, &["a"])).await.unwrap();
         // Third does not fit and nothing is delivered: refused.
         let err = j.insert(envelope("3", &body, &["a"])).await.unwrap_err();

@@ -119,7 +119,12 @@ fn kill_9_during_a_stream_loses_nothing_acknowledged() {
     let delivered = sink.messages();
     let distinct: HashSet<String> = delivered.iter().map(|m| field(m, 10)).collect();
     let duplicates = delivered.len() - distinct.len();
-    eprintln!("kill -9 x5: {} acknowledged, {} delivered, {} duplicate deliveries", acked.len(), delivered.len(), duplicates);
+    eprintln!(
+        "kill -9 x5: {} acknowledged, {} delivered, {} duplicate deliveries",
+        acked.len(),
+        delivered.len(),
+        duplicates
+    );
     // Duplicates can only come from deliveries whose record was lost in a crash: at most a few per crash.
     assert!(duplicates <= 5 * 4, "{duplicates} duplicates");
 }

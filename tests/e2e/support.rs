@@ -244,7 +244,12 @@ impl Drop for Sink {
     }
 }
 
-fn serve_sink(mut stream: TcpStream, received: Arc<Mutex<Vec<Vec<u8>>>>, mode: Arc<Mutex<SinkMode>>, stop: Arc<AtomicBool>) {
+fn serve_sink(
+    mut stream: TcpStream,
+    received: Arc<Mutex<Vec<Vec<u8>>>>,
+    mode: Arc<Mutex<SinkMode>>,
+    stop: Arc<AtomicBool>,
+) {
     stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     let mut decoder = mllp::Decoder::new(64 << 20);
     let mut buf = vec![0u8; 65536];
@@ -270,7 +275,9 @@ fn serve_sink(mut stream: TcpStream, received: Arc<Mutex<Vec<Vec<u8>>>>, mode: A
                     SinkMode::Silent => None,
                 };
                 if let Some(code) = reply {
-                    let ack = format!("MSH|^~\\&|SINK|TEST|||20260101000000||ACK|A{control_id}|P|2.5\rMSA|{code}|{control_id}|test sink says {code}\r");
+                    let ack = format!(
+                        "MSH|^~\\&|SINK|TEST|||20260101000000||ACK|A{control_id}|P|2.5\rMSA|{code}|{control_id}|test sink says {code}\r"
+                    );
                     if stream.write_all(&mllp::encode(ack.as_bytes())).is_err() {
                         return;
                     }
@@ -359,7 +366,12 @@ pub fn oru(control_id: &str, flag: &str) -> Vec<u8> {
 
 pub fn files_in(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.')).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v

@@ -1,0 +1,230 @@
+//! Bad input gets the documented answer, and nothing acknowledged is lost.
+
+use crate::support::*;
+
+fn one_source_to_sink(sink: std::net::SocketAddr, extra_source: &str, extra_dest: &str) -> String {
+    format!(
+        r#"
+[[source]]
+name = "ehr"
+kind = "mllp"
+listen = "127.0.0.1:0"
+{extra_source}
+
+[[destination]]
+name = "lis"
+kind = "mllp"
+connect = "{sink}"
+connect_timeout = "1s"
+ack_timeout = "1s"
+retry = {{ initial_backoff = "50ms", max_backoff = "200ms" }}
+{extra_dest}
+
+[[route]]
+name = "all"
+from = ["ehr"]
+to = ["lis"]
+"#
+    )
+}
+
+#[test]
+fn garbage_between_frames_is_dropped_and_the_stream_continues() {
+    let sink = Sink::start(SinkMode::Accept);
+    let daemon = Daemon::start(&one_source_to_sink(sink.addr, "", ""));
+    let mut client = Client::connect(daemon.addr("ehr"));
+    client.send_raw(b"GET / HTTP/1.0\r\n\r\n");
+    let ack = client.send(&adt("G-1"));
+    assert_eq!(ack_code(&ack), "AA");
+    client.send_raw(b"\r\n\x00\xff garbage");
+    let ack = client.send(&adt("G-2"));
+    assert_eq!(ack_code(&ack), "AA");
+    wait_for("both delivered", DEADLINE, || (sink.count() == 2).then_some(()));
+    let discarded = daemon.status()["sources"][0]["discarded_bytes"].as_u64().unwrap();
+    assert_eq!(discarded, 18 + 11, "garbage is counted");
+    assert!(!daemon.log().contains("GET / HTTP"), "garbage content must not be logged");
+}
+
+#[test]
+fn a_frame_without_an_end_is_not_acknowledged_and_does_not_block_the_next() {
+    let sink = Sink::start(SinkMode::Accept);
+    let daemon = Daemon::start(&one_source_to_sink(sink.addr, "", ""));
+    let mut client = Client::connect(daemon.addr("ehr"));
+    // A start block and half a message, then a proper message: the half is dropped unacknowledged.
+    let mut half = vec![0x0b];
+    half.extend_from_slice(&adt("H-LOST")[..40]);
+    client.send_raw(&half);
+    let ack = client.send(&adt("H-OK"));
+    assert_eq!(ack_code(&ack), "AA");
+    assert_eq!(ack_control_id(&ack), "H-OK");
+    wait_for("delivery", DEADLINE, || (sink.count() == 1).then_some(()));
+    assert_eq!(field(&sink.messages()[0], 10), "H-OK");
+    // A connection that closes inside a frame: nothing stored, nothing acknowledged.
+    let mut c2 = Client::connect(daemon.addr("ehr"));
+    c2.send_raw(&half);
+    drop(c2);
+    let out = daemon.cli(&["queue", "ls", "--state", "all", "--json"]);
+    let items: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(items.as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn an_oversized_message_gets_ae_and_the_connection_stays_usable() {
+    let sink = Sink::start(SinkMode::Accept);
+    let daemon = Daemon::start(&one_source_to_sink(sink.addr, "max_message_size = \"4KiB\"", ""));
+    let mut client = Client::connect(daemon.addr("ehr"));
+    let mut big = adt("BIG-1");
+    big.extend(std::iter::repeat_n(b'X', 10_000));
+    big.push(b'\r');
+    let ack = client.send(&big);
+    assert_eq!(ack_code(&ack), "AE", "{ack}");
+    assert_eq!(ack_control_id(&ack), "BIG-1", "the ACK names the oversized message: {ack}");
+    assert!(ack.contains("max_message_size"), "{ack}");
+    let ack = client.send(&adt("SMALL-1"));
+    assert_eq!(ack_code(&ack), "AA");
+    wait_for("delivery of the small one", DEADLINE, || (sink.count() == 1).then_some(()));
+    assert_eq!(daemon.status()["sources"][0]["oversized"], 1);
+}
+
+#[test]
+fn non_hl7_bytes_get_ae_and_are_kept_as_rejected() {
+    let sink = Sink::start(SinkMode::Accept);
+    let daemon = Daemon::start(&one_source_to_sink(sink.addr, "", ""));
+    let mut client = Client::connect(daemon.addr("ehr"));
+    let payload = b"this is not HL7 \xff\xfe at all".to_vec();
+    let ack = client.send(&payload);
+    assert_eq!(ack_code(&ack), "AE", "{ack}");
+    let status = daemon.status();
+    assert_eq!(status["journal"]["rejected"], 1);
+    let out = daemon.cli(&["queue", "ls", "--state", "rejected", "--json"]);
+    assert!(out.status.success());
+    let items: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = items[0]["id"].as_str().unwrap().to_string();
+    let out = daemon.cli(&["queue", "show", &id, "--body", "--json"]);
+    let item: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    use base64::Engine;
+    let body = base64::engine::general_purpose::STANDARD.decode(item["body_b64"].as_str().unwrap()).unwrap();
+    assert_eq!(body, payload, "the exact bytes are kept");
+    assert!(item["note"].as_str().unwrap().contains("MSH"), "{item}");
+    // Nothing went to the destination, and the escalation is visible in the log.
+    assert_eq!(sink.count(), 0);
+    assert!(daemon.log().contains("escalation"), "rejected items are escalated");
+}
+
+#[test]
+fn latin1_bytes_are_stored_exactly_and_routed_by_their_value() {
+    let sink = Sink::start(SinkMode::Accept);
+    let config = format!(
+        r#"
+[[source]]
+name = "ehr"
+kind = "mllp"
+listen = "127.0.0.1:0"
+
+[[destination]]
+name = "lis"
+kind = "mllp"
+connect = "{}"
+
+[[route]]
+name = "only-mueller"
+from = ["ehr"]
+when = {{ "PID-5.1" = "Müller" }}
+to = ["lis"]
+"#,
+        sink.addr
+    );
+    let daemon = Daemon::start(&config);
+    let mut client = Client::connect(daemon.addr("ehr"));
+    let msg =
+        b"MSH|^~\\&|EHR|CLINIC|LIS|LAB|20261123||ADT^A08|L1-1|P|2.5|||||DE|8859/1\rPID|1||77||M\xfcller^J\xfcrgen\r"
+            .to_vec();
+    let ack = client.send(&msg);
+    assert_eq!(ack_code(&ack), "AA", "{ack}");
+    wait_for("delivery", DEADLINE, || (sink.count() == 1).then_some(()));
+    assert_eq!(sink.messages()[0], msg, "byte-identical latin-1");
+    let other =
+        b"MSH|^~\\&|EHR|CLINIC|LIS|LAB|20261123||ADT^A08|L1-2|P|2.5|||||DE|8859/1\rPID|1||78||M\xe9ller\r".to_vec();
+    assert_eq!(ack_code(&client.send(&other)), "AA");
+    assert_eq!(daemon.status()["journal"]["unrouted"], 1);
+}
+
+#[test]
+fn a_destination_that_answers_ae_dead_letters_and_ar_retries() {
+    let sink = Sink::start(SinkMode::Nak("AE"));
+    let daemon = Daemon::start(&one_source_to_sink(sink.addr, "", "on_ae = \"dead-letter\"\non_ar = \"retry\""));
+    let mut client = Client::connect(daemon.addr("ehr"));
+    assert_eq!(ack_code(&client.send(&adt("N-1"))), "AA");
+    wait_for("the AE'd item to be failed", DEADLINE, || (daemon.destination("lis")["failed"] == 1).then_some(()));
+    // AR: retried until the sink accepts.
+    sink.set_mode(SinkMode::Nak("AR"));
+    assert_eq!(ack_code(&client.send(&adt("N-2"))), "AA");
+    wait_for("AR retries recorded", DEADLINE, || {
+        let out = daemon.cli(&["queue", "ls", "--state", "pending", "--json"]);
+        let items: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let attempts = items.as_array()?.first()?["deliveries"][0]["attempts"].as_u64()?;
+        (attempts >= 2).then_some(())
+    });
+    sink.set_mode(SinkMode::Accept);
+    wait_for("N-2 delivered after AR retries", DEADLINE, || (sink.count() == 1).then_some(()));
+    assert_eq!(field(&sink.messages()[0], 10), "N-2");
+    // The failed one comes back with `queue retry --failed`.
+    let out = daemon.cli(&["queue", "retry", "--failed"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_for("N-1 delivered after retry", DEADLINE, || (sink.count() == 2).then_some(()));
+    assert_eq!(field(&sink.messages()[1], 10), "N-1");
+}
+
+#[test]
+fn a_destination_that_never_answers_keeps_items_pending_in_order() {
+    let sink = Sink::start(SinkMode::Silent);
+    let daemon = Daemon::start(&one_source_to_sink(sink.addr, "", ""));
+    let mut client = Client::connect(daemon.addr("ehr"));
+    for i in 0..3 {
+        assert_eq!(ack_code(&client.send(&adt(&format!("S-{i}")))), "AA");
+    }
+    wait_for("the link to be reported down", DEADLINE, || {
+        let d = daemon.destination("lis");
+        (d["unreachable_since"].is_i64() && d["last_error"].as_str()?.contains("ack_timeout")).then_some(())
+    });
+    assert_eq!(daemon.destination("lis")["pending"], 3);
+    sink.set_mode(SinkMode::Accept);
+    wait_for("all delivered", DEADLINE, || (sink.count() == 3).then_some(()));
+    let ids: Vec<String> = sink.messages().iter().map(|m| field(m, 10)).collect();
+    assert_eq!(ids, vec!["S-0", "S-1", "S-2"], "strict FIFO after recovery");
+}
+
+#[test]
+fn a_full_journal_answers_ar_and_keeps_what_it_acknowledged() {
+    // The destination is down, so nothing can be evicted; the cap is tiny.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut config = one_source_to_sink(dead, "", "");
+    config.push_str("\n[journal]\nmax_bytes = \"2KiB\"\n");
+    let mut daemon = Daemon::start(&config);
+    let mut client = Client::connect(daemon.addr("ehr"));
+    let mut acked = Vec::new();
+    let mut refused = None;
+    for i in 0..50 {
+        let id = format!("F-{i}");
+        let ack = client.send(&adt(&id));
+        match ack_code(&ack).as_str() {
+            "AA" => acked.push(id),
+            "AR" => {
+                refused = Some(ack);
+                break;
+            }
+            other => panic!("unexpected {other}: {ack}"),
+        }
+    }
+    let refused = refused.expect("the cap is reached");
+    assert!(refused.contains("journal full"), "{refused}");
+    assert!(!acked.is_empty());
+    assert!(daemon.log().contains("journal_full"), "escalated");
+    // Everything acknowledged is still there after a restart, and goes out once the destination is up.
+    daemon.kill9();
+    let sink = Sink::start_on(&dead.to_string(), SinkMode::Accept);
+    daemon.spawn();
+    wait_for("acknowledged items delivered", DEADLINE, || (sink.count() >= acked.len()).then_some(()));
+    let got: Vec<String> = sink.messages().iter().map(|m| field(m, 10)).collect();
+    assert_eq!(got, acked);
+}
