@@ -3,7 +3,9 @@
 //! A path names a segment, optionally which occurrence of it (`[n]`, 1-based), a field number,
 //! optionally which repetition (`(n)`, 1-based), then optionally a component and subcomponent.
 //! With no occurrence or repetition given, a *condition* considers every occurrence and every
-//! repetition, and a *transform* acts on the first.
+//! repetition, and a *transform* acts on the first occurrence; a transform of a whole field
+//! (`PID-3`) replaces or clears every repetition, one of a component (`PID-3.1`) acts on the
+//! first repetition.
 
 use std::fmt;
 use std::str::FromStr;
@@ -17,7 +19,8 @@ pub struct FieldPath {
     pub occurrence: Option<usize>,
     /// Field number. For MSH, `MSH-1` is the field separator and `MSH-2` the encoding characters.
     pub field: usize,
-    /// Which repetition of the field; `None` means any (conditions) or the first (transforms).
+    /// Which repetition of the field; `None` means any (conditions), or for transforms the whole
+    /// field if no component is given and the first repetition otherwise.
     pub repetition: Option<usize>,
     pub component: Option<usize>,
     pub subcomponent: Option<usize>,
@@ -28,7 +31,9 @@ impl FromStr for FieldPath {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = |why: &str| {
-            format!("`{s}` is not a field path ({why}); write it like `PID-3.1`, `OBX[2]-5` or `PID-3(2).1`")
+            format!(
+                "`{s}` is not a field path ({why}); write it like `PID-3.1`, `OBX[2]-5` or `PID-3(2).1`"
+            )
         };
         let s_trim = s.trim();
         let (seg_part, rest) = s_trim
@@ -39,19 +44,31 @@ impl FromStr for FieldPath {
                 let occ = occ
                     .strip_suffix(']')
                     .ok_or_else(|| bad("`[` without `]`"))?;
-                (name, Some(parse_index(occ).ok_or_else(|| bad("occurrence must be a number ≥ 1"))?))
+                (
+                    name,
+                    Some(parse_index(occ).ok_or_else(|| bad("occurrence must be a number ≥ 1"))?),
+                )
             }
             None => (seg_part, None),
         };
-        if segment.len() != 3 || !segment.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()) {
-            return Err(bad("the segment id must be three upper-case letters or digits"));
+        if segment.len() != 3
+            || !segment
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        {
+            return Err(bad(
+                "the segment id must be three upper-case letters or digits",
+            ));
         }
         let mut parts = rest.split('.');
         let field_part = parts.next().unwrap_or_default();
         let (field, repetition) = match field_part.split_once('(') {
             Some((f, r)) => {
                 let r = r.strip_suffix(')').ok_or_else(|| bad("`(` without `)`"))?;
-                (f, Some(parse_index(r).ok_or_else(|| bad("repetition must be a number ≥ 1"))?))
+                (
+                    f,
+                    Some(parse_index(r).ok_or_else(|| bad("repetition must be a number ≥ 1"))?),
+                )
             }
             None => (field_part, None),
         };
@@ -61,7 +78,9 @@ impl FromStr for FieldPath {
             None => None,
         };
         let subcomponent = match parts.next() {
-            Some(c) => Some(parse_index(c).ok_or_else(|| bad("subcomponent must be a number ≥ 1"))?),
+            Some(c) => {
+                Some(parse_index(c).ok_or_else(|| bad("subcomponent must be a number ≥ 1"))?)
+            }
             None => None,
         };
         if parts.next().is_some() {
@@ -126,7 +145,16 @@ mod tests {
 
     #[test]
     fn rejects_bad_paths_with_a_hint() {
-        for p in ["MSH", "msh-9", "MSH-0", "MSH-9.0", "PID-3(x)", "OBX[2-5", "PID-3.1.2.3", "PIDX-1"] {
+        for p in [
+            "MSH",
+            "msh-9",
+            "MSH-0",
+            "MSH-9.0",
+            "PID-3(x)",
+            "OBX[2-5",
+            "PID-3.1.2.3",
+            "PIDX-1",
+        ] {
             let err = p.parse::<FieldPath>().unwrap_err();
             assert!(err.contains("PID-3.1"), "{p}: {err}");
         }
