@@ -26,11 +26,15 @@ impl Charset {
         let upper = l.to_ascii_uppercase();
         match upper.as_str() {
             "" => None,
-            "ASCII" | "US-ASCII" => Some(Charset::Ascii),
+            "ASCII" | "US-ASCII" | "ISO IR6" => Some(Charset::Ascii),
             "8859/1" | "ISO-8859-1" | "ISO8859-1" | "ISO_8859-1" | "LATIN1" | "LATIN-1" | "ISO-IR100" | "ISO IR100" => {
                 Some(Charset::Latin1)
             }
-            "UNICODE UTF-8" | "UTF-8" | "UTF8" | "UNICODE" => Some(Charset::Utf8),
+            "UNICODE UTF-8" | "UTF-8" | "UTF8" | "UNICODE" | "ISO IR192" => Some(Charset::Utf8),
+            // HL7 table 0211 names that are not encoding_rs labels.
+            "GB 18030-2000" => Some(Charset::Other(encoding_rs::GB18030)),
+            "BIG-5" => Some(Charset::Other(encoding_rs::BIG5)),
+            "KS X 1001" => Some(Charset::Other(encoding_rs::EUC_KR)),
             _ => {
                 if let Some(n) = upper.strip_prefix("8859/") {
                     return encoding_rs::Encoding::for_label(format!("iso-8859-{n}").as_bytes()).map(Charset::Other);
@@ -67,14 +71,33 @@ impl Charset {
     }
 
     /// Encodes text back into this charset. Characters the charset cannot hold are written as
-    /// `?` (only possible for text a transform inserted).
+    /// `?` (only possible for text a transform inserted). Never as `&#NNNN;`, which is what
+    /// `encoding_rs` writes by default and which would put HL7 separators (`&`) into a value.
     pub fn encode(&self, text: &str) -> Vec<u8> {
         match self {
             Charset::Ascii | Charset::Latin1 => {
                 text.chars().map(|c| if (c as u32) <= 0xFF { c as u32 as u8 } else { b'?' }).collect()
             }
             Charset::Utf8 => text.as_bytes().to_vec(),
-            Charset::Other(enc) => enc.encode(text).0.into_owned(),
+            Charset::Other(enc) => encode_with_question_marks(enc, text),
+        }
+    }
+}
+
+fn encode_with_question_marks(enc: &'static encoding_rs::Encoding, text: &str) -> Vec<u8> {
+    use encoding_rs::EncoderResult;
+    let mut encoder = enc.new_encoder();
+    let mut out = Vec::with_capacity(text.len() + 16);
+    let mut rest = text;
+    loop {
+        // `None` only on usize overflow; then reserve something and let OutputFull loop.
+        out.reserve(encoder.max_buffer_length_from_utf8_without_replacement(rest.len()).unwrap_or(1024));
+        let (result, read) = encoder.encode_from_utf8_to_vec_without_replacement(rest, &mut out, true);
+        rest = &rest[read..];
+        match result {
+            EncoderResult::InputEmpty => return out,
+            EncoderResult::OutputFull => {}
+            EncoderResult::Unmappable(_) => out.push(b'?'),
         }
     }
 }
@@ -99,6 +122,10 @@ mod tests {
         assert_eq!(Charset::from_label("ascii"), Some(Charset::Ascii));
         assert!(matches!(Charset::from_label("8859/2"), Some(Charset::Other(_))));
         assert_eq!(Charset::from_label("klingon"), None);
+        assert_eq!(Charset::from_label("8859/15").map(|c| c.name()), Some("ISO-8859-15"));
+        assert_eq!(Charset::from_label("BIG-5").map(|c| c.name()), Some("Big5"));
+        assert_eq!(Charset::from_label("ISO IR6"), Some(Charset::Ascii));
+        assert_eq!(Charset::from_label("ISO IR192"), Some(Charset::Utf8));
     }
 
     #[test]
@@ -115,5 +142,12 @@ mod tests {
         assert!(fell_back);
         assert_eq!(text, "Müller");
         assert_eq!(Charset::Latin1.encode(&text), bytes);
+    }
+
+    #[test]
+    fn unmappable_characters_become_question_marks() {
+        let sjis = Charset::from_label("shift_jis").unwrap();
+        assert_eq!(sjis.encode("a\u{e24b}é日"), b"a??\x93\xfa");
+        assert_eq!(Charset::Latin1.encode("a日"), b"a?");
     }
 }

@@ -3,7 +3,9 @@
 //! A path names a segment, optionally which occurrence of it (`[n]`, 1-based), a field number,
 //! optionally which repetition (`(n)`, 1-based), then optionally a component and subcomponent.
 //! With no occurrence or repetition given, a *condition* considers every occurrence and every
-//! repetition, and a *transform* acts on the first.
+//! repetition, and a *transform* acts on the first occurrence; a transform of a whole field
+//! (`PID-3`) replaces or clears every repetition, one of a component (`PID-3.1`) acts on the
+//! first repetition.
 
 use std::fmt;
 use std::str::FromStr;
@@ -17,7 +19,8 @@ pub struct FieldPath {
     pub occurrence: Option<usize>,
     /// Field number. For MSH, `MSH-1` is the field separator and `MSH-2` the encoding characters.
     pub field: usize,
-    /// Which repetition of the field; `None` means any (conditions) or the first (transforms).
+    /// Which repetition of the field; `None` means any (conditions), or for transforms the whole
+    /// field if no component is given and the first repetition otherwise.
     pub repetition: Option<usize>,
     pub component: Option<usize>,
     pub subcomponent: Option<usize>,
