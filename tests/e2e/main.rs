@@ -3,4 +3,8 @@
 mod support;
 
 mod bad_input;
+mod cli;
+mod config;
 mod intake;
+mod lifecycle;
+mod protocol;

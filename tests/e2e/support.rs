@@ -406,3 +406,120 @@ to = ["lis", "archive"]
 "#
     )
 }
+
+/// Runs the `outpost` binary with `args` and no daemon-finding environment (no
+/// $OUTPOST_CONFIG/$OUTPOST_SOCKET leaking in from the caller).
+pub fn outpost(args: &[&str]) -> Output {
+    outpost_command(args).output().expect("run outpost")
+}
+
+pub fn outpost_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.args(args).env_remove("OUTPOST_CONFIG").env_remove("OUTPOST_SOCKET").env_remove("JOURNAL_STREAM");
+    cmd
+}
+
+/// Runs a command that is expected to exit by itself, killing it (and failing) if it is still
+/// running at the deadline.
+pub fn output_within(mut cmd: Command, deadline: Duration) -> Output {
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let start = Instant::now();
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "still running after {deadline:?}; stdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn stdout_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts a command succeeded, showing its output when it did not.
+pub fn assert_success(out: &Output) {
+    assert!(out.status.success(), "exit {:?}\nstdout:\n{}\nstderr:\n{}", out.status, stdout_of(out), stderr_of(out));
+}
+
+/// The directory of the shared HL7 sample files (`../shared/samples/hl7` from the repository).
+pub fn sample(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/samples/hl7").join(name)
+}
+
+/// An address nobody listens on: bound to an ephemeral port, then released.
+pub fn dead_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+impl Daemon {
+    /// Runs a CLI command that must succeed and print JSON; returns the parsed JSON.
+    pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.cli(args);
+        assert_success(&out);
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("`outpost {}` did not print JSON: {e}\n{}", args.join(" "), stdout_of(&out)))
+    }
+
+    /// Every item in the journal (`queue ls --state all --json`), newest first.
+    pub fn items(&self) -> Vec<serde_json::Value> {
+        self.cli_json(&["queue", "ls", "--state", "all", "--json"]).as_array().cloned().unwrap_or_default()
+    }
+
+    /// The journal item whose MSH-10 is `control_id`, once it is there.
+    pub fn item(&self, control_id: &str) -> serde_json::Value {
+        wait_for(&format!("item {control_id} in the journal"), DEADLINE, || {
+            self.items().into_iter().find(|it| it["summary"]["control_id"] == control_id)
+        })
+    }
+
+    /// `queue show ID --json` (with the body when `body`).
+    pub fn show(&self, id: &str, body: bool) -> serde_json::Value {
+        let mut args = vec!["queue", "show", id, "--json"];
+        if body {
+            args.push("--body");
+        }
+        self.cli_json(&args)
+    }
+
+    /// The stored bytes of an item (`queue show --body`).
+    pub fn body(&self, id: &str) -> Vec<u8> {
+        use base64::Engine;
+        let item = self.show(id, true);
+        base64::engine::general_purpose::STANDARD.decode(item["body_b64"].as_str().expect("body_b64")).unwrap()
+    }
+
+    /// Waits until the item with MSH-10 `control_id` is delivered to `destination`.
+    pub fn wait_delivered(&self, control_id: &str, destination: &str) {
+        wait_for(&format!("{control_id} delivered to {destination}"), DEADLINE, || {
+            let item = self.items().into_iter().find(|it| it["summary"]["control_id"] == control_id)?;
+            item["deliveries"]
+                .as_array()?
+                .iter()
+                .any(|d| d["destination"] == destination && d["state"] == "delivered")
+                .then_some(())
+        });
+    }
+}
+
+impl Daemon {
+    /// Waits until the daemon's main loop runs. `spawn` returns once the listeners are bound,
+    /// a moment before the signal handlers are installed; an `outpost reload` is answered by the
+    /// main loop itself, so its answer proves SIGTERM/SIGHUP are handled from then on.
+    pub fn wait_for_main_loop(&self) {
+        let out = self.cli(&["reload"]);
+        assert_success(&out);
+    }
+}
