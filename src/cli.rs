@@ -206,7 +206,7 @@ fn run_daemon(config_path: Option<PathBuf>) -> ExitCode {
             Ok(c) => (c, ConfigOrigin::File(p)),
             Err(e) => {
                 eprint!("{e}");
-                tracing::error!("invalid configuration; nothing started:\n{e}");
+                eprintln!("{} error(s); outpost did not start (check with `outpost config check FILE`)", e.len());
                 return ExitCode::from(EX_USAGE);
             }
         },

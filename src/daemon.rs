@@ -57,7 +57,11 @@ impl ConfigOrigin {
 
 struct RunningSource {
     config: Source,
-    cancel: CancellationToken,
+    /// Stops accepting; the task then returns the listener.
+    accept_cancel: CancellationToken,
+    /// Closes the source's open connections.
+    conn_cancel: CancellationToken,
+    task: tokio::task::JoinHandle<tokio::net::TcpListener>,
 }
 
 struct RunningDestination {
@@ -90,6 +94,10 @@ fn limits(config: &Config) -> Limits {
 /// Runs the daemon until SIGTERM/SIGINT. Returns an error (for exit code 69/70) when it cannot
 /// start.
 pub async fn run(config: Config, origin: ConfigOrigin) -> anyhow::Result<()> {
+    // Installed first: a SIGHUP or SIGTERM during start-up must not kill the process outright.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     if matches!(origin, ConfigOrigin::Embedded) {
         tracing::info!(
             state_dir = %config.node.state_dir.display(),
@@ -180,9 +188,6 @@ pub async fn run(config: Config, origin: ConfigOrigin) -> anyhow::Result<()> {
         "outpost ready"
     );
 
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
@@ -237,6 +242,12 @@ pub async fn run(config: Config, origin: ConfigOrigin) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn listen_address(s: &Source) -> std::net::SocketAddr {
+    match &s.kind {
+        SourceKind::Mllp(m) => m.listen,
+    }
+}
+
 async fn bind_source(s: &Source) -> Result<tokio::net::TcpListener, String> {
     match &s.kind {
         SourceKind::Mllp(m) => ingress::mllp::bind(&s.name, m).await,
@@ -264,21 +275,34 @@ async fn purge_loop(config: Arc<RwLock<Arc<Config>>>, journal: Journal, cancel: 
 
 impl Daemon {
     fn start_source(&mut self, config: Source, listener: tokio::net::TcpListener) {
-        let cancel = self.ingress_cancel.child_token();
-        match &config.kind {
-            SourceKind::Mllp(m) => {
-                self.ingress_tasks.spawn(ingress::mllp::serve(
-                    config.name.clone(),
-                    m.clone(),
-                    listener,
-                    self.intake.clone(),
-                    self.stats.clone(),
-                    cancel.clone(),
-                    self.ingress_tasks.clone(),
-                ));
+        let accept_cancel = self.ingress_cancel.child_token();
+        let conn_cancel = self.ingress_cancel.child_token();
+        let task = match &config.kind {
+            SourceKind::Mllp(m) => self.ingress_tasks.spawn(ingress::mllp::serve(
+                config.name.clone(),
+                m.clone(),
+                listener,
+                self.intake.clone(),
+                self.stats.clone(),
+                accept_cancel.clone(),
+                conn_cancel.clone(),
+                self.ingress_tasks.clone(),
+            )),
+        };
+        self.sources.insert(config.name.clone(), RunningSource { config, accept_cancel, conn_cancel, task });
+    }
+
+    /// Stops a source's accept loop and returns its listener (None if its task died).
+    async fn stop_accepting(&mut self, name: &str) -> Option<(RunningSource, tokio::net::TcpListener)> {
+        let mut running = self.sources.remove(name)?;
+        running.accept_cancel.cancel();
+        match (&mut running.task).await {
+            Ok(listener) => Some((running, listener)),
+            Err(e) => {
+                tracing::error!(source = %name, error = %e, "listener task ended abnormally");
+                None
             }
         }
-        self.sources.insert(config.name.clone(), RunningSource { config, cancel });
     }
 
     fn start_destination(&mut self, config: Destination) {
@@ -312,52 +336,43 @@ impl Daemon {
             notes.push("changes to [node], [control] and journal.path take effect at the next restart".to_string());
         }
 
-        // Bind every new or changed listener first; a changed one on the same address must be
-        // stopped before its replacement can bind, so those are swapped one by one with a way back.
-        let mut fresh = Vec::new();
+        // Phase 1, which may fail and then changes nothing: bind every listener on an address
+        // not yet listened on. A source whose settings change but whose address does not keeps
+        // its socket.
+        let mut bound = BTreeMap::new();
         for s in &new.sources {
-            if !self.sources.contains_key(&s.name) {
+            let same_address =
+                self.sources.get(&s.name).is_some_and(|r| listen_address(&r.config) == listen_address(s));
+            if !same_address {
+                bound.insert(s.name.clone(), bind_source(s).await?);
+            }
+        }
+
+        // Phase 2: switch. Connections already open finish on the settings they started with;
+        // those of removed sources are closed.
+        for name in self.sources.keys().cloned().collect::<Vec<_>>() {
+            let keep = new.source(&name).is_some_and(|s| self.sources.get(&name).is_some_and(|r| r.config == *s));
+            if keep {
+                continue;
+            }
+            let removed = new.source(&name).is_none();
+            if let Some((old, listener)) = self.stop_accepting(&name).await {
+                if removed {
+                    old.conn_cancel.cancel();
+                } else {
+                    bound.entry(name.clone()).or_insert(listener);
+                }
+            }
+        }
+        for s in &new.sources {
+            if let Some(listener) = bound.remove(&s.name) {
+                self.start_source(s.clone(), listener);
+            } else if !self.sources.contains_key(&s.name) {
+                // The old listener could not be handed over (its task died): bind afresh.
                 match bind_source(s).await {
-                    Ok(l) => fresh.push((s.clone(), l)),
-                    Err(e) => return Err(e),
+                    Ok(l) => self.start_source(s.clone(), l),
+                    Err(e) => notes.push(e),
                 }
-            }
-        }
-        let changed: Vec<Source> = new
-            .sources
-            .iter()
-            .filter(|s| self.sources.get(&s.name).is_some_and(|r| r.config != **s))
-            .cloned()
-            .collect();
-        for s in &changed {
-            let Some(old_run) = self.sources.remove(&s.name) else { continue };
-            old_run.cancel.cancel();
-            // Give the old listener a moment to release its port.
-            let mut bound = Err(String::new());
-            for _ in 0..50 {
-                bound = bind_source(s).await;
-                if bound.is_ok() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            match bound {
-                Ok(l) => self.start_source(s.clone(), l),
-                Err(e) => {
-                    if let Ok(l) = bind_source(&old_run.config).await {
-                        self.start_source(old_run.config.clone(), l);
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        for (s, l) in fresh {
-            self.start_source(s, l);
-        }
-        let removed: Vec<String> = self.sources.keys().filter(|n| new.source(n).is_none()).cloned().collect();
-        for name in removed {
-            if let Some(r) = self.sources.remove(&name) {
-                r.cancel.cancel();
             }
         }
 

@@ -53,7 +53,7 @@ pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, String> {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(format!(
                 "another outpost is already running with control socket {}; stop it first (systemctl stop outpost) \
-                 or give this one its own node.state_dir / control.socket",
+                 or give this one its own node.state_dir and control.socket",
                 path.display()
             ));
         }

@@ -36,17 +36,21 @@ pub async fn bind(name: &str, cfg: &MllpSource) -> Result<TcpListener, String> {
     })
 }
 
-/// Accepts connections until cancelled. Connection tasks are tracked so shutdown can wait for
+/// Accepts connections until `accept_cancel` fires, then hands the listener back (a reload
+/// that changes a source's settings but not its address keeps the same socket). Connections
+/// run until `conn_cancel` fires or they close; they are tracked so that shutdown can wait for
 /// them to finish the message they are on.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     name: String,
     cfg: MllpSource,
     listener: TcpListener,
     intake: Arc<Intake>,
     stats: Arc<Stats>,
-    cancel: CancellationToken,
+    accept_cancel: CancellationToken,
+    conn_cancel: CancellationToken,
     tracker: TaskTracker,
-) {
+) -> TcpListener {
     let source_stats = stats.source(&name);
     if let Ok(addr) = listener.local_addr() {
         if let Ok(mut b) = source_stats.bound.lock() {
@@ -58,7 +62,7 @@ pub async fn serve(
     let cfg = Arc::new(cfg);
     loop {
         let accepted = tokio::select! {
-            _ = cancel.cancelled() => break,
+            _ = accept_cancel.cancelled() => break,
             a = listener.accept() => a,
         };
         let (stream, peer) = match accepted {
@@ -84,7 +88,7 @@ pub async fn serve(
             stats: source_stats.clone(),
             peer,
         };
-        let cancel = cancel.clone();
+        let cancel = conn_cancel.clone();
         tracker.spawn(async move {
             stats::inc_conn(&conn.stats, 1);
             tracing::debug!(source = %conn.source, peer = %conn.peer, "connection opened");
@@ -94,6 +98,7 @@ pub async fn serve(
         });
     }
     tracing::info!(source = %name, "listener stopped");
+    listener
 }
 
 mod stats {

@@ -49,6 +49,11 @@ pub enum JournalError {
     NewerSchema { found: i64, supported: i64 },
     #[error("cannot open journal {path}: {reason}")]
     Open { path: String, reason: String },
+    #[error(
+        "another outpost is already running on journal {path} ({holder}); stop it first \
+         (systemctl stop outpost), or give this one its own node.state_dir"
+    )]
+    InUse { path: String, holder: String },
     #[error("journal is shutting down")]
     Closed,
 }
@@ -187,6 +192,8 @@ impl Journal {
                 ))
             })?;
         }
+        // One process per journal: two writers would deliver every item twice.
+        let lock = lock_journal(path)?;
         let mut conn = open_connection(path, false).map_err(|e| open_err(e.to_string()))?;
         schema::migrate(&mut conn).map_err(|e| match e {
             JournalError::NewerSchema { found, supported } => JournalError::NewerSchema { found, supported },
@@ -202,7 +209,7 @@ impl Journal {
         shared.max_bytes.store(limits.max_bytes, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(OP_QUEUE);
         let (head_tx, head_rx) = watch::channel(Head { seq: head_seq, rescan: 0 });
-        let writer = writer::Writer::new(conn, path.to_path_buf(), limits, shared.clone(), head_tx);
+        let writer = writer::Writer::new(conn, path.to_path_buf(), limits, shared.clone(), head_tx, lock);
         let thread = std::thread::Builder::new()
             .name("journal-writer".into())
             .spawn(move || writer.run(rx))
@@ -287,6 +294,37 @@ impl Journal {
             if Arc::strong_count(&self.thread) == 1 {
                 let _ = t.join();
             }
+        }
+    }
+}
+
+/// Takes the journal's lock file (`<journal>.lock`, holding the owner's pid) for the life of the
+/// writer.
+fn lock_journal(path: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, JournalError> {
+    use std::io::{Read, Seek, Write};
+    let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|e| JournalError::Open { path: lock_path.display().to_string(), reason: e.to_string() })?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(mut lock) => {
+            let _ = lock.set_len(0);
+            let _ = lock.rewind();
+            let _ = write!(lock, "{}", std::process::id());
+            Ok(lock)
+        }
+        Err((mut file, _)) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let holder = match pid.trim() {
+                "" => "unknown pid".to_string(),
+                p => format!("pid {p}"),
+            };
+            Err(JournalError::InUse { path: path.display().to_string(), holder })
         }
     }
 }

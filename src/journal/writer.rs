@@ -25,6 +25,8 @@ pub(super) struct Writer {
     head: watch::Sender<Head>,
     ids: ulid::Generator,
     free_disk: Option<(Instant, u64)>,
+    /// Held while the writer lives; released when the thread ends.
+    _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
 /// An operation's outcome, held until its batch commits.
@@ -41,9 +43,10 @@ impl Writer {
         limits: Limits,
         shared: Arc<Shared>,
         head: watch::Sender<Head>,
+        lock: nix::fcntl::Flock<std::fs::File>,
     ) -> Self {
         let dir = path.parent().map(|p| p.to_path_buf()).unwrap_or_else(|| PathBuf::from("."));
-        Writer { conn, dir, limits, shared, head, ids: ulid::Generator::new(), free_disk: None }
+        Writer { conn, dir, limits, shared, head, ids: ulid::Generator::new(), free_disk: None, _lock: lock }
     }
 
     pub(super) fn run(mut self, mut rx: mpsc::Receiver<Request>) {
@@ -423,6 +426,7 @@ fn clone_error(e: &JournalError) -> JournalError {
             JournalError::NewerSchema { found: *found, supported: *supported }
         }
         JournalError::Open { path, reason } => JournalError::Open { path: path.clone(), reason: reason.clone() },
+        JournalError::InUse { path, holder } => JournalError::InUse { path: path.clone(), holder: holder.clone() },
         JournalError::Closed => JournalError::Closed,
     }
 }
