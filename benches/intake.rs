@@ -5,7 +5,7 @@
 //! messages/s and ACK latency percentiles, the daemon's idle and peak RSS, and how fast the
 //! backlog then drains to an MLLP destination. Environment: OUTPOST_BENCH_SEQ (messages on one
 //! connection, default 3000), OUTPOST_BENCH_CONNS (default 32), OUTPOST_BENCH_PER_CONN
-//! (default 1000).
+//! (default 1000), OUTPOST_BENCH_BIN (the outpost binary to run, default this build's).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -59,7 +59,9 @@ to = ["lis"]
     );
     let config_path = dir.path().join("bench.toml");
     std::fs::write(&config_path, config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_outpost"))
+    // OUTPOST_BENCH_BIN runs another build (e.g. one with debug symbols, for profiling).
+    let bin = std::env::var("OUTPOST_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_outpost").to_string());
+    let mut child = Command::new(bin)
         .args(["run", "--config"])
         .arg(&config_path)
         .env("OUTPOST_LOG", "warn")

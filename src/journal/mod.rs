@@ -164,6 +164,9 @@ pub struct Shared {
     pub inserts: AtomicU64,
     pub duplicates: AtomicU64,
     pub refused: AtomicU64,
+    pub checkpoints: AtomicU64,
+    /// Set when the writer has stopped; the checkpointer then stops too.
+    pub closed: std::sync::atomic::AtomicBool,
 }
 
 /// Handle to the journal. Cheap to clone; the writer thread stops when the last handle is
@@ -209,6 +212,15 @@ impl Journal {
         shared.max_bytes.store(limits.max_bytes, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(OP_QUEUE);
         let (head_tx, head_rx) = watch::channel(Head { seq: head_seq, rescan: 0 });
+        // Checkpoints copy the WAL into the database; they run on a thread of their own so that
+        // a commit (and so an ACK) never waits behind one.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpoint_conn = open_connection(path, false).map_err(|e| open_err(e.to_string()))?;
+        let (checkpoint_shared, checkpoint_path) = (shared.clone(), path.to_path_buf());
+        std::thread::Builder::new()
+            .name("journal-ckpt".into())
+            .spawn(move || checkpointer(checkpoint_conn, checkpoint_path, checkpoint_shared))
+            .map_err(|e| open_err(format!("cannot start checkpoint thread: {e}")))?;
         let writer = writer::Writer::new(conn, path.to_path_buf(), limits, shared.clone(), head_tx, lock);
         let thread = std::thread::Builder::new()
             .name("journal-writer".into())
@@ -294,6 +306,28 @@ impl Journal {
             if Arc::strong_count(&self.thread) == 1 {
                 let _ = t.join();
             }
+        }
+    }
+}
+
+/// WAL size above which a checkpoint runs.
+const CHECKPOINT_WAL_BYTES: u64 = 4 << 20;
+
+/// Copies committed WAL frames into the database (PASSIVE: never blocks the writer), whenever
+/// the WAL has grown past [`CHECKPOINT_WAL_BYTES`].
+fn checkpointer(conn: rusqlite::Connection, path: PathBuf, shared: Arc<Shared>) {
+    let wal = PathBuf::from(format!("{}-wal", path.display()));
+    while !shared.closed.load(Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        if size < CHECKPOINT_WAL_BYTES {
+            continue;
+        }
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            Ok(()) => {
+                shared.checkpoints.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => tracing::warn!(error = %e, "journal checkpoint failed; will retry"),
         }
     }
 }

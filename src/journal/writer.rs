@@ -62,7 +62,8 @@ impl Writer {
             self.commit_batch(std::mem::take(&mut batch));
         }
         // Every handle is gone: leave the WAL checkpointed so the next start is quick.
-        let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+        self.shared.closed.store(true, Ordering::Relaxed);
+        let _ = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
     }
 
     fn commit_batch(&mut self, batch: Vec<Request>) {

@@ -5,6 +5,7 @@ mod support;
 mod bad_input;
 mod cli;
 mod config;
+mod escalation;
 mod intake;
 mod lifecycle;
 mod protocol;

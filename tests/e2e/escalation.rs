@@ -1,0 +1,129 @@
+//! Escalations: thresholds raise an event once (log at warn, `status`, `tail`) and clear it.
+
+use crate::support::*;
+
+fn escalations(daemon: &Daemon) -> Vec<serde_json::Value> {
+    daemon.status()["escalations"].as_array().cloned().unwrap_or_default()
+}
+
+fn has(daemon: &Daemon, code: &str, subject: &str) -> bool {
+    escalations(daemon).iter().any(|e| e["code"] == code && e["subject"] == subject)
+}
+
+#[test]
+fn a_stalled_destination_raises_undelivered_and_unreachable_then_clears() {
+    let dead = dead_addr();
+    let config = format!(
+        r#"
+[escalation]
+undelivered_after = "1s"
+unreachable_after = "1s"
+check_interval = "1s"
+
+[[source]]
+name = "ehr"
+kind = "mllp"
+listen = "127.0.0.1:0"
+
+[[destination]]
+name = "lis"
+kind = "mllp"
+connect = "{dead}"
+connect_timeout = "1s"
+retry = {{ initial_backoff = "100ms", max_backoff = "300ms" }}
+
+[[route]]
+name = "all"
+from = ["ehr"]
+to = ["lis"]
+"#
+    );
+    let daemon = Daemon::start(&config);
+    let mut client = Client::connect(daemon.addr("ehr"));
+    assert_eq!(ack_code(&client.send(&adt("E-1"))), "AA");
+    wait_for("both escalations", DEADLINE, || {
+        (has(&daemon, "undelivered", "lis") && has(&daemon, "unreachable", "lis")).then_some(())
+    });
+    let log = daemon.log();
+    assert!(log.contains("WARN") && log.contains("escalation"), "escalations are logged at warn");
+    assert!(!log.contains("TEST^PATIENT"), "no patient data in the log");
+    // Once the destination comes up, both clear.
+    let sink = Sink::start_on(&dead.to_string(), SinkMode::Accept);
+    wait_for("delivery", DEADLINE, || (sink.count() == 1).then_some(()));
+    wait_for("both escalations to clear", DEADLINE, || escalations(&daemon).is_empty().then_some(()));
+    assert!(daemon.log().contains("cleared"));
+}
+
+#[test]
+fn the_journal_above_its_high_water_mark_is_escalated() {
+    let dead = dead_addr();
+    let config = format!(
+        r#"
+[journal]
+max_bytes = "4KiB"
+high_water = 0.5
+
+[escalation]
+check_interval = "1s"
+
+[[source]]
+name = "ehr"
+kind = "mllp"
+listen = "127.0.0.1:0"
+
+[[destination]]
+name = "lis"
+kind = "mllp"
+connect = "{dead}"
+
+[[route]]
+name = "all"
+from = ["ehr"]
+to = ["lis"]
+"#
+    );
+    let daemon = Daemon::start(&config);
+    let mut client = Client::connect(daemon.addr("ehr"));
+    let mut sent = 0;
+    while daemon.status()["journal"]["stored_bytes"].as_u64().unwrap() <= 2048 {
+        assert_eq!(ack_code(&client.send(&adt(&format!("HW-{sent}")))), "AA");
+        sent += 1;
+    }
+    wait_for("the high-water escalation", DEADLINE, || has(&daemon, "high_water", "journal").then_some(()));
+}
+
+#[test]
+fn too_little_free_disk_answers_ar_and_says_why() {
+    // A free-space floor no disk can meet: the real statvfs check refuses every item.
+    let dead = dead_addr();
+    let config = format!(
+        r#"
+[journal]
+min_free_disk = "1000000TiB"
+
+[[source]]
+name = "ehr"
+kind = "mllp"
+listen = "127.0.0.1:0"
+
+[[destination]]
+name = "lis"
+kind = "mllp"
+connect = "{dead}"
+
+[[route]]
+name = "all"
+from = ["ehr"]
+to = ["lis"]
+"#
+    );
+    let daemon = Daemon::start(&config);
+    let mut client = Client::connect(daemon.addr("ehr"));
+    let ack = client.send(&adt("DF-1"));
+    assert_eq!(ack_code(&ack), "AR", "{ack}");
+    assert!(ack.contains("disk nearly full"), "{ack}");
+    let status = daemon.status();
+    assert_eq!(status["journal"]["items"], 0, "nothing stored");
+    assert_eq!(status["sources"][0]["refused"], 1);
+    assert!(has(&daemon, "journal_full", "journal") || daemon.log().contains("journal_full"));
+}
