@@ -59,11 +59,19 @@ pub(super) struct Segment<'a> {
     pub range: Range<usize>,
     /// MSH, FHS or BHS: `fields[0]` is field 2 (field 1 is the separator and has no entry).
     pub is_header: bool,
-    /// As split by hl7-parser; ranges are relative to `range.start`.
-    pub fields: Vec<Field<'a>>,
+    line: &'a str,
+    separators: hl7_parser::message::Separators,
+    /// As split by hl7-parser, on first use (most segments of most messages are never looked
+    /// into: routing reads a few fields, the journal keeps bytes); ranges are relative to
+    /// `range.start`.
+    fields: std::cell::OnceCell<Vec<Field<'a>>>,
 }
 
 impl<'a> Segment<'a> {
+    pub fn fields(&self) -> &[Field<'a>] {
+        self.fields.get_or_init(|| parse_fields(self.line, self.separators).unwrap_or_default())
+    }
+
     /// Index into `fields` of HL7 field `n` (1-based); `None` for field 1 of a header segment,
     /// which has no entry.
     pub fn field_index(&self, n: usize) -> Option<usize> {
@@ -74,7 +82,7 @@ impl<'a> Segment<'a> {
     }
 
     pub fn field(&self, n: usize) -> Option<&Field<'a>> {
-        self.fields.get(self.field_index(n)?)
+        self.fields().get(self.field_index(n)?)
     }
 
     /// Whether `n` is field 1 or 2 of a header segment, which are the delimiters themselves.
@@ -264,7 +272,7 @@ impl<'a> Message<'a> {
         let line = &self.text[segment.range.clone()];
         match n {
             1 => line.get(3..4).unwrap_or_default(),
-            _ => segment.fields.first().map_or("", |f| f.raw_value()),
+            _ => segment.fields().first().map_or("", |f| f.raw_value()),
         }
     }
 
@@ -325,12 +333,14 @@ fn split_segments(text: &str, from: usize, delimiters: Delimiters) -> (Vec<Segme
             continue;
         }
         let start = piece_start + (piece.len() - line.len());
-        match read_segment(line, delimiters, separators) {
-            Some((name, fields)) => segments.push(Segment {
+        match segment_id(line, delimiters) {
+            Some(name) => segments.push(Segment {
                 name,
                 range: start..start + line.len(),
                 is_header: matches!(name, "MSH" | "FHS" | "BHS"),
-                fields,
+                line,
+                separators,
+                fields: std::cell::OnceCell::new(),
             }),
             None => skipped += 1,
         }
@@ -338,22 +348,25 @@ fn split_segments(text: &str, from: usize, delimiters: Delimiters) -> (Vec<Segme
     (segments, skipped)
 }
 
-/// A segment's id and fields; `None` if the line is not a segment.
-fn read_segment<'a>(
-    line: &'a str,
-    delimiters: Delimiters,
-    separators: hl7_parser::message::Separators,
-) -> Option<(&'a str, Vec<Field<'a>>)> {
+/// A segment's id; `None` if the line is not a segment (an id, then the field separator or
+/// the end of the line).
+fn segment_id(line: &str, delimiters: Delimiters) -> Option<&str> {
     let id = line.get(..3).filter(|id| is_segment_id(id))?;
     match line[3..].chars().next() {
-        None => Some((id, Vec::new())),
-        Some(c) if c == delimiters.field => {
-            let parsed = hl7_parser::parser::parse_segment_with_separators(line, separators).ok()?;
-            let consumed = parsed.fields.last().map_or(3, |f| f.range.end);
-            (consumed == line.len()).then_some((id, parsed.fields))
-        }
+        None => Some(id),
+        Some(c) if c == delimiters.field => Some(id),
         Some(_) => None,
     }
+}
+
+/// A segment's fields, split by hl7-parser; `None` if it cannot split the whole line.
+fn parse_fields<'a>(line: &'a str, separators: hl7_parser::message::Separators) -> Option<Vec<Field<'a>>> {
+    if line.len() <= 3 {
+        return Some(Vec::new());
+    }
+    let parsed = hl7_parser::parser::parse_segment_with_separators(line, separators).ok()?;
+    let consumed = parsed.fields.last().map_or(3, |f| f.range.end);
+    (consumed == line.len()).then_some(parsed.fields)
 }
 
 fn is_segment_id(id: &str) -> bool {

@@ -110,9 +110,9 @@ fn locate(message: &Message<'_>, path: &FieldPath) -> Result<Spot, Hl7Error> {
         pad(d.component, component.map_or(0, |c| c - 1)) + &pad(d.subcomponent, subcomponent.map_or(0, |s| s - 1));
 
     let index = segment.field_index(field).unwrap_or(0);
-    let Some(f) = segment.fields.get(index) else {
+    let Some(f) = segment.fields().get(index) else {
         let padding =
-            pad(d.field, index + 1 - segment.fields.len()) + &pad(d.repetition, repetition - 1) + &below_repetition;
+            pad(d.field, index + 1 - segment.fields().len()) + &pad(d.repetition, repetition - 1) + &below_repetition;
         return Ok(Spot::Missing { at: segment.range.end, padding });
     };
     if path.repetition.is_none() && component.is_none() {

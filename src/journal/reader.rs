@@ -197,20 +197,11 @@ impl Reader {
         Ok(items)
     }
 
-    /// One item by id (a full ULID, case-insensitive) or by journal seq number.
+    /// One item by id (a full ULID, any case) or by journal seq number.
     pub fn show(&self, id: &str, with_body: bool) -> Result<Option<Item>, JournalError> {
-        let seq: Option<i64> = match id.parse::<i64>() {
-            Ok(seq) => Some(seq),
-            Err(_) => self
-                .conn
-                .prepare_cached("SELECT seq FROM envelopes WHERE id = ?1")?
-                .query_row([id.to_ascii_uppercase()], |r| r.get(0))
-                .optional()?,
-        };
-        match seq {
-            Some(seq) => self.item_by_seq(seq, true, with_body),
-            None => Ok(None),
-        }
+        let Some((seq, id)) = super::resolve_id(id) else { return Ok(None) };
+        let item = self.item_by_seq(seq, true, with_body)?;
+        Ok(item.filter(|item| id.as_ref().is_none_or(|id| *id == item.id)))
     }
 
     fn item_by_seq(&self, seq: i64, with_attempts: bool, with_body: bool) -> Result<Option<Item>, JournalError> {

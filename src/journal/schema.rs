@@ -8,7 +8,7 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE TABLE envelopes (
         seq              INTEGER PRIMARY KEY,     -- journal order
-        id               TEXT NOT NULL UNIQUE,    -- ULID, monotonic with seq
+        id               TEXT NOT NULL,           -- ULID of (journaled-at ms, seq): see envelope_id
         source           TEXT NOT NULL,
         kind             TEXT NOT NULL,
         received_at      INTEGER NOT NULL,        -- unix ms
@@ -25,7 +25,6 @@ const MIGRATIONS: &[&str] = &[
         duplicates       INTEGER NOT NULL DEFAULT 0,  -- retransmissions ACKed without storing
         body             BLOB NOT NULL            -- exact bytes received; last so summaries read cheaply
     );
-    CREATE INDEX envelopes_dedup ON envelopes(source, control_id);
     CREATE INDEX envelopes_received ON envelopes(received_at);
     CREATE INDEX envelopes_problem ON envelopes(status, seq) WHERE status <> 'accepted';
 
@@ -37,10 +36,10 @@ const MIGRATIONS: &[&str] = &[
         next_attempt_at INTEGER NOT NULL DEFAULT 0,
         updated_at      INTEGER NOT NULL,
         last_error      TEXT,
-        PRIMARY KEY (destination, seq)
+        PRIMARY KEY (seq, destination)
     ) WITHOUT ROWID;
-    CREATE INDEX deliveries_open ON deliveries(destination, state, seq) WHERE state <> 'delivered';
-    CREATE INDEX deliveries_by_seq ON deliveries(seq);
+    -- Work queues: only rows not yet delivered, per destination in journal order.
+    CREATE INDEX deliveries_open ON deliveries(destination, seq) WHERE state <> 'delivered';
 
     CREATE TABLE attempts (
         seq         INTEGER NOT NULL REFERENCES envelopes(seq) ON DELETE CASCADE,

@@ -79,6 +79,34 @@ fn retransmission_is_recognised_and_different_bytes_are_not() {
 }
 
 #[test]
+fn a_retransmission_is_recognised_after_a_restart_and_within_one_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.db");
+    rt().block_on(async {
+        let j = Journal::open(&path, limits()).unwrap();
+        // Sent concurrently, likely in one group commit: still stored once.
+        let (a, b) =
+            tokio::join!(j.insert(envelope("7", b"MSH|seven", &["a"])), j.insert(envelope("7", b"MSH|seven", &["a"])));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert!(
+            matches!(
+                (&a, &b),
+                (Inserted::Stored { .. }, Inserted::Duplicate { .. })
+                    | (Inserted::Duplicate { .. }, Inserted::Stored { .. })
+            ),
+            "{a:?} {b:?}"
+        );
+        j.close();
+    });
+    rt().block_on(async {
+        let j = Journal::open(&path, limits()).unwrap();
+        let again = j.insert(envelope("7", b"MSH|seven", &["a"])).await.unwrap();
+        assert!(matches!(again, Inserted::Duplicate { seq: 1, .. }), "{again:?}");
+        j.close();
+    });
+}
+
+#[test]
 fn size_cap_evicts_delivered_items_but_refuses_rather_than_drop_undelivered() {
     let dir = tempfile::tempdir().unwrap();
     rt().block_on(async {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, watch};
 
+use super::recent::{self, Recent};
 use super::{DeliveryUpdate, Head, Inserted, JournalError, Limits, Op, Reply, Request, RetryTarget, Shared};
 use crate::envelope::{NewEnvelope, Status, now_ms};
 
@@ -23,8 +24,16 @@ pub(super) struct Writer {
     limits: Limits,
     shared: Arc<Shared>,
     head: watch::Sender<Head>,
-    ids: ulid::Generator,
+    /// The next envelope's seq. Assigned here, never reused while the process runs (SQLite's
+    /// own rowid could restart at 1 after every row was purged, behind the workers' cursors).
+    next_seq: i64,
+    /// Timestamp of the last id handed out; ids never go back in time.
+    last_id_ms: u64,
     free_disk: Option<(Instant, u64)>,
+    /// Recently stored items, for recognising retransmissions (see `recent.rs`).
+    recent: Recent,
+    /// Items stored in the open transaction; remembered once it commits.
+    pending_recent: Vec<(u64, i64, i64)>,
     /// Held while the writer lives; released when the thread ends.
     _lock: nix::fcntl::Flock<std::fs::File>,
 }
@@ -46,7 +55,21 @@ impl Writer {
         lock: nix::fcntl::Flock<std::fs::File>,
     ) -> Self {
         let dir = path.parent().map(|p| p.to_path_buf()).unwrap_or_else(|| PathBuf::from("."));
-        Writer { conn, dir, limits, shared, head, ids: ulid::Generator::new(), free_disk: None, _lock: lock }
+        let recent = warm_recent(&conn, &limits);
+        let next_seq = head.borrow().seq + 1;
+        Writer {
+            conn,
+            dir,
+            limits,
+            shared,
+            head,
+            next_seq,
+            last_id_ms: 0,
+            free_disk: None,
+            recent,
+            pending_recent: Vec::new(),
+            _lock: lock,
+        }
     }
 
     pub(super) fn run(mut self, mut rx: mpsc::Receiver<Request>) {
@@ -87,6 +110,7 @@ impl Writer {
     /// Applies requests in one transaction and commits. On error everything is rolled back.
     fn apply_all(&mut self, batch: &[Request]) -> Result<(Vec<Outcome>, Head), JournalError> {
         let stored_before = self.shared.stored_bytes.load(Ordering::Relaxed);
+        let next_seq_before = self.next_seq;
         let mut head = *self.head.borrow();
         let now = now_ms();
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
@@ -102,14 +126,19 @@ impl Writer {
             }
         }
         let result = result.and_then(|_| self.conn.execute_batch("COMMIT").map_err(JournalError::from));
+        let stored = std::mem::take(&mut self.pending_recent);
         match result {
             Ok(()) => {
+                for (key, seq, at) in stored {
+                    self.recent.remember(key, seq, at);
+                }
                 self.shared.commits.fetch_add(1, Ordering::Relaxed);
                 Ok((outcomes, head))
             }
             Err(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 self.shared.stored_bytes.store(stored_before, Ordering::Relaxed);
+                self.next_seq = next_seq_before;
                 Err(e)
             }
         }
@@ -200,23 +229,33 @@ impl Writer {
     }
 
     fn insert(&mut self, env: &NewEnvelope, now: i64) -> Result<Inserted, JournalError> {
-        if env.status != Status::Rejected && !env.summary.control_id.is_empty() {
-            let since = env.received_at - self.limits.dedup_window_ms;
-            let dup: Option<(i64, String)> = self
-                .conn
-                .prepare_cached(
-                    "SELECT seq, id FROM envelopes
-                     WHERE source = ?1 AND control_id = ?2 AND received_at >= ?3 AND body = ?4
-                     ORDER BY seq DESC LIMIT 1",
-                )?
-                .query_row(params![env.source, env.summary.control_id, since, env.body], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
-            if let Some((seq, id)) = dup {
-                self.conn
-                    .prepare_cached("UPDATE envelopes SET duplicates = duplicates + 1 WHERE seq = ?1")?
-                    .execute([seq])?;
-                self.shared.duplicates.fetch_add(1, Ordering::Relaxed);
-                return Ok(Inserted::Duplicate { seq, id });
+        let dedup_key = (env.status != Status::Rejected && !env.summary.control_id.is_empty())
+            .then(|| recent::key(&env.source, &env.summary.control_id));
+        if let Some(key) = dedup_key {
+            self.recent.expire(env.received_at - self.limits.dedup_window_ms);
+            // The newest first: an item earlier in this same transaction, then one committed.
+            let candidate = self
+                .pending_recent
+                .iter()
+                .rev()
+                .find(|(k, _, _)| *k == key)
+                .map(|(_, seq, _)| *seq)
+                .or_else(|| self.recent.candidate(key, env.received_at - self.limits.dedup_window_ms));
+            if let Some(seq) = candidate {
+                let same: Option<String> = self
+                    .conn
+                    .prepare_cached(
+                        "SELECT id FROM envelopes WHERE seq = ?1 AND source = ?2 AND control_id = ?3 AND body = ?4",
+                    )?
+                    .query_row(params![seq, env.source, env.summary.control_id, env.body], |r| r.get(0))
+                    .optional()?;
+                if let Some(id) = same {
+                    self.conn
+                        .prepare_cached("UPDATE envelopes SET duplicates = duplicates + 1 WHERE seq = ?1")?
+                        .execute([seq])?;
+                    self.shared.duplicates.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Inserted::Duplicate { seq, id });
+                }
             }
         }
 
@@ -233,16 +272,15 @@ impl Writer {
             }
         }
 
-        let id = match self.ids.generate() {
-            Ok(id) => id.to_string(),
-            Err(_) => ulid::Ulid::generate().to_string(),
-        };
+        let seq = self.next_seq;
+        self.last_id_ms = self.last_id_ms.max(now.max(0) as u64);
+        let id = super::envelope_id(self.last_id_ms, seq);
         let routes = serde_json::to_string(&env.routes).unwrap_or_else(|_| "[]".into());
         self.conn
             .prepare_cached(
                 "INSERT INTO envelopes (id, source, kind, received_at, status, size, message_type,
-                    control_id, sending_app, sending_facility, version, charset, routes, note, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                    control_id, sending_app, sending_facility, version, charset, routes, note, body, seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             )?
             .execute(params![
                 id,
@@ -260,8 +298,9 @@ impl Writer {
                 routes,
                 env.note,
                 env.body,
+                seq,
             ])?;
-        let seq = self.conn.last_insert_rowid();
+        self.next_seq += 1;
         {
             let mut stmt = self.conn.prepare_cached(
                 "INSERT INTO deliveries (destination, seq, state, updated_at) VALUES (?1, ?2, 'pending', ?3)",
@@ -269,6 +308,9 @@ impl Writer {
             for dest in &env.destinations {
                 stmt.execute(params![dest, seq, now])?;
             }
+        }
+        if let Some(key) = dedup_key {
+            self.pending_recent.push((key, seq, env.received_at));
         }
         self.shared.stored_bytes.fetch_add(size, Ordering::Relaxed);
         self.shared.inserts.fetch_add(1, Ordering::Relaxed);
@@ -336,15 +378,22 @@ impl Writer {
     }
 
     fn retry(&mut self, target: &RetryTarget, now: i64) -> Result<usize, JournalError> {
+        let (seq, id) = match &target.id {
+            Some(text) => match super::resolve_id(text) {
+                Some((seq, id)) => (Some(seq), id),
+                None => return Ok(0),
+            },
+            None => (None, None),
+        };
         let n = self
             .conn
             .prepare_cached(
                 "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = 0, updated_at = ?1
                  WHERE state = 'failed'
-                   AND (?2 IS NULL OR seq = (SELECT seq FROM envelopes WHERE id = ?2))
-                   AND (?3 IS NULL OR destination = ?3)",
+                   AND (?2 IS NULL OR seq = ?2 AND EXISTS (SELECT 1 FROM envelopes WHERE seq = ?2 AND id = ?3))
+                   AND (?4 IS NULL OR destination = ?4)",
             )?
-            .execute(params![now, target.id, target.destination])?;
+            .execute(params![now, seq, id, target.destination])?;
         Ok(n)
     }
 
@@ -409,6 +458,36 @@ impl Writer {
             .stored_bytes
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(bytes)));
     }
+}
+
+/// Rebuilds the memory of recent items from the journal's newest rows.
+fn warm_recent(conn: &Connection, limits: &Limits) -> Recent {
+    let mut recent = Recent::default();
+    let since = now_ms() - limits.dedup_window_ms;
+    let rows = conn
+        .prepare(
+            "SELECT seq, source, control_id, received_at FROM envelopes
+             WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM envelopes) - ?1
+               AND status <> 'rejected' AND control_id <> '' AND received_at >= ?2
+             ORDER BY seq",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_map(params![recent::CAPACITY as i64, since], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()
+        });
+    match rows {
+        Ok(rows) => {
+            for (seq, source, control_id, at) in rows {
+                recent.remember(recent::key(&source, &control_id), seq, at);
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read recent items; retransmissions from before this start may be stored twice")
+        }
+    }
+    recent
 }
 
 /// `JournalError` holds a non-Clone rusqlite error; replies to several waiters each need one.
