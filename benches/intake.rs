@@ -27,7 +27,10 @@ fn main() {
     let per_conn = env_usize("OUTPOST_BENCH_PER_CONN", 1000);
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let fsync_rate = measure_fsync_rate(dir.path());
+    let fsync_rate = measure_fsync_rate(dir.path(), 4096);
+    // A one-message commit appends about four WAL frames (envelope, time index, delivery,
+    // delivery queue index: 4 × (24 + 4096) bytes).
+    let commit_fsync_rate = measure_fsync_rate(dir.path(), 4 * (24 + 4096));
 
     // The destination starts out unreachable (nobody listens on its port) so that intake is
     // measured alone; it is started afterwards to measure the drain.
@@ -139,10 +142,10 @@ fn machine() -> String {
     format!("{cpus} cores, {model}")
 }
 
-fn measure_fsync_rate(dir: &std::path::Path) -> f64 {
+fn measure_fsync_rate(dir: &std::path::Path, size: usize) -> f64 {
     let path = dir.join("fsync-probe");
     let mut f = std::fs::File::create(&path).unwrap();
-    let block = vec![0u8; 4096];
+    let block = vec![0u8; size];
     let start = Instant::now();
     let mut n = 0u64;
     while start.elapsed() < Duration::from_secs(2) {

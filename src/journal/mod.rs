@@ -334,8 +334,9 @@ pub(crate) fn resolve_id(text: &str) -> Option<(i64, Option<String>)> {
 /// WAL size above which the checkpoint thread runs a checkpoint.
 const CHECKPOINT_WAL_BYTES: u64 = 1 << 20;
 
-/// WAL pages (4 KiB) above which the writer checkpoints after a commit.
-const WRITER_CHECKPOINT_PAGES: i64 = 2048;
+/// WAL pages (4 KiB; 64 MiB in all) above which the writer checkpoints after a commit. Rare,
+/// since the checkpoint thread has usually copied all but the last ~100 ms of frames.
+const WRITER_CHECKPOINT_PAGES: i64 = 16384;
 
 /// Copies committed WAL frames into the database (PASSIVE: never blocks the writer), whenever
 /// the WAL has grown past [`CHECKPOINT_WAL_BYTES`].
