@@ -2,36 +2,10 @@
 
 use crate::support::*;
 
-fn one_source_to_sink(sink: std::net::SocketAddr, extra_source: &str, extra_dest: &str) -> String {
-    format!(
-        r#"
-[[source]]
-name = "ehr"
-kind = "mllp"
-listen = "127.0.0.1:0"
-{extra_source}
-
-[[destination]]
-name = "lis"
-kind = "mllp"
-connect = "{sink}"
-connect_timeout = "1s"
-ack_timeout = "1s"
-retry = {{ initial_backoff = "50ms", max_backoff = "200ms" }}
-{extra_dest}
-
-[[route]]
-name = "all"
-from = ["ehr"]
-to = ["lis"]
-"#
-    )
-}
-
 #[test]
 fn garbage_between_frames_is_dropped_and_the_stream_continues() {
     let sink = Sink::start(SinkMode::Accept);
-    let daemon = Daemon::start(&one_source_to_sink(sink.addr, "", ""));
+    let daemon = Daemon::start(&single_route_config("", sink.addr, "", ""));
     let mut client = Client::connect(daemon.addr("ehr"));
     client.send_raw(b"GET / HTTP/1.0\r\n\r\n");
     let ack = client.send(&adt("G-1"));
@@ -48,7 +22,7 @@ fn garbage_between_frames_is_dropped_and_the_stream_continues() {
 #[test]
 fn a_frame_without_an_end_is_not_acknowledged_and_does_not_block_the_next() {
     let sink = Sink::start(SinkMode::Accept);
-    let daemon = Daemon::start(&one_source_to_sink(sink.addr, "", ""));
+    let daemon = Daemon::start(&single_route_config("", sink.addr, "", ""));
     let mut client = Client::connect(daemon.addr("ehr"));
     // A start block and half a message, then a proper message: the half is dropped unacknowledged.
     let mut half = vec![0x0b];
@@ -71,7 +45,7 @@ fn a_frame_without_an_end_is_not_acknowledged_and_does_not_block_the_next() {
 #[test]
 fn an_oversized_message_gets_ae_and_the_connection_stays_usable() {
     let sink = Sink::start(SinkMode::Accept);
-    let daemon = Daemon::start(&one_source_to_sink(sink.addr, "max_message_size = \"4KiB\"", ""));
+    let daemon = Daemon::start(&single_route_config("", sink.addr, "max_message_size = \"4KiB\"", ""));
     let mut client = Client::connect(daemon.addr("ehr"));
     let mut big = adt("BIG-1");
     big.extend(std::iter::repeat_n(b'X', 10_000));
@@ -89,7 +63,7 @@ fn an_oversized_message_gets_ae_and_the_connection_stays_usable() {
 #[test]
 fn non_hl7_bytes_get_ae_and_are_kept_as_rejected() {
     let sink = Sink::start(SinkMode::Accept);
-    let daemon = Daemon::start(&one_source_to_sink(sink.addr, "", ""));
+    let daemon = Daemon::start(&single_route_config("", sink.addr, "", ""));
     let mut client = Client::connect(daemon.addr("ehr"));
     let payload = b"this is not HL7 \xff\xfe at all".to_vec();
     let ack = client.send(&payload);
@@ -152,7 +126,7 @@ to = ["lis"]
 #[test]
 fn a_destination_that_answers_ae_dead_letters_and_ar_retries() {
     let sink = Sink::start(SinkMode::Nak("AE"));
-    let daemon = Daemon::start(&one_source_to_sink(sink.addr, "", "on_ae = \"dead-letter\"\non_ar = \"retry\""));
+    let daemon = Daemon::start(&single_route_config("", sink.addr, "", "on_ae = \"dead-letter\"\non_ar = \"retry\""));
     let mut client = Client::connect(daemon.addr("ehr"));
     assert_eq!(ack_code(&client.send(&adt("N-1"))), "AA");
     wait_for("the AE'd item to be failed", DEADLINE, || (daemon.destination("lis")["failed"] == 1).then_some(()));
@@ -178,7 +152,7 @@ fn a_destination_that_answers_ae_dead_letters_and_ar_retries() {
 #[test]
 fn a_destination_that_never_answers_keeps_items_pending_in_order() {
     let sink = Sink::start(SinkMode::Silent);
-    let daemon = Daemon::start(&one_source_to_sink(sink.addr, "", ""));
+    let daemon = Daemon::start(&single_route_config("", sink.addr, "", ""));
     let mut client = Client::connect(daemon.addr("ehr"));
     for i in 0..3 {
         assert_eq!(ack_code(&client.send(&adt(&format!("S-{i}")))), "AA");
@@ -198,7 +172,7 @@ fn a_destination_that_never_answers_keeps_items_pending_in_order() {
 fn a_full_journal_answers_ar_and_keeps_what_it_acknowledged() {
     // The destination is down, so nothing can be evicted; the cap is tiny.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let mut config = one_source_to_sink(dead, "", "");
+    let mut config = single_route_config("", dead, "", "");
     config.push_str("\n[journal]\nmax_bytes = \"2KiB\"\n");
     let mut daemon = Daemon::start(&config);
     let mut client = Client::connect(daemon.addr("ehr"));

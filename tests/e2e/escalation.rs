@@ -13,30 +13,14 @@ fn has(daemon: &Daemon, code: &str, subject: &str) -> bool {
 #[test]
 fn a_stalled_destination_raises_undelivered_and_unreachable_then_clears() {
     let dead = dead_addr();
-    let config = format!(
-        r#"
-[escalation]
-undelivered_after = "1s"
-unreachable_after = "1s"
-check_interval = "1s"
-
-[[source]]
-name = "ehr"
-kind = "mllp"
-listen = "127.0.0.1:0"
-
-[[destination]]
-name = "lis"
-kind = "mllp"
-connect = "{dead}"
-connect_timeout = "1s"
-retry = {{ initial_backoff = "100ms", max_backoff = "300ms" }}
-
-[[route]]
-name = "all"
-from = ["ehr"]
-to = ["lis"]
-"#
+    let config = single_route_config(
+        "[escalation]
+undelivered_after = \"1s\"
+unreachable_after = \"1s\"
+check_interval = \"1s\"",
+        dead,
+        "",
+        "",
     );
     let daemon = Daemon::start(&config);
     let mut client = Client::connect(daemon.addr("ehr"));
@@ -57,30 +41,16 @@ to = ["lis"]
 #[test]
 fn the_journal_above_its_high_water_mark_is_escalated() {
     let dead = dead_addr();
-    let config = format!(
-        r#"
-[journal]
-max_bytes = "4KiB"
+    let config = single_route_config(
+        "[journal]
+max_bytes = \"4KiB\"
 high_water = 0.5
 
 [escalation]
-check_interval = "1s"
-
-[[source]]
-name = "ehr"
-kind = "mllp"
-listen = "127.0.0.1:0"
-
-[[destination]]
-name = "lis"
-kind = "mllp"
-connect = "{dead}"
-
-[[route]]
-name = "all"
-from = ["ehr"]
-to = ["lis"]
-"#
+check_interval = \"1s\"",
+        dead,
+        "",
+        "",
     );
     let daemon = Daemon::start(&config);
     let mut client = Client::connect(daemon.addr("ehr"));
@@ -96,26 +66,12 @@ to = ["lis"]
 fn too_little_free_disk_answers_ar_and_says_why() {
     // A free-space floor no disk can meet: the real statvfs check refuses every item.
     let dead = dead_addr();
-    let config = format!(
-        r#"
-[journal]
-min_free_disk = "1000000TiB"
-
-[[source]]
-name = "ehr"
-kind = "mllp"
-listen = "127.0.0.1:0"
-
-[[destination]]
-name = "lis"
-kind = "mllp"
-connect = "{dead}"
-
-[[route]]
-name = "all"
-from = ["ehr"]
-to = ["lis"]
-"#
+    let config = single_route_config(
+        "[journal]
+min_free_disk = \"1000000TiB\"",
+        dead,
+        "",
+        "",
     );
     let daemon = Daemon::start(&config);
     let mut client = Client::connect(daemon.addr("ehr"));

@@ -377,6 +377,37 @@ pub fn files_in(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// One MLLP source `ehr` routed to one MLLP destination `lis` at `dest`, with fast retries.
+/// `top` goes before the source (e.g. a `[journal]` section); `extra_source` and `extra_dest`
+/// are appended to the source's and the destination's tables.
+pub fn single_route_config(top: &str, dest: SocketAddr, extra_source: &str, extra_dest: &str) -> String {
+    format!(
+        r#"
+{top}
+
+[[source]]
+name = "ehr"
+kind = "mllp"
+listen = "127.0.0.1:0"
+{extra_source}
+
+[[destination]]
+name = "lis"
+kind = "mllp"
+connect = "{dest}"
+connect_timeout = "1s"
+ack_timeout = "1s"
+retry = {{ initial_backoff = "50ms", max_backoff = "200ms" }}
+{extra_dest}
+
+[[route]]
+name = "all"
+from = ["ehr"]
+to = ["lis"]
+"#
+    )
+}
+
 /// The standard test config: one MLLP source, a sink destination and a file destination.
 pub fn basic_config(sink: SocketAddr) -> String {
     format!(
