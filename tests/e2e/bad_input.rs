@@ -202,3 +202,33 @@ fn a_full_journal_answers_ar_and_keeps_what_it_acknowledged() {
     let got: Vec<String> = sink.messages().iter().map(|m| field(m, 10)).collect();
     assert_eq!(got, acked);
 }
+
+#[test]
+fn an_idle_connection_is_closed_after_idle_timeout() {
+    let sink = Sink::start(SinkMode::Accept);
+    let daemon = Daemon::start(&single_route_config("", sink.addr, "idle_timeout = \"1s\"", ""));
+    let mut client = Client::connect(daemon.addr("ehr"));
+    assert_eq!(ack_code(&client.send(&adt("IDLE-1"))), "AA");
+    // Nothing more is sent: the daemon closes the connection (the read sees EOF, not a timeout).
+    assert_eq!(client.read_ack(), None, "closed by the daemon");
+    assert!(daemon.log().contains("idle_timeout"));
+}
+
+#[test]
+fn connections_beyond_max_connections_are_refused_and_the_others_keep_working() {
+    let sink = Sink::start(SinkMode::Accept);
+    let daemon = Daemon::start(&single_route_config("", sink.addr, "max_connections = 1", ""));
+    let addr = daemon.addr("ehr");
+    let mut first = Client::connect(addr);
+    assert_eq!(ack_code(&first.send(&adt("MAX-1"))), "AA");
+    let mut second = Client::connect(addr);
+    assert_eq!(second.try_send(&adt("MAX-2")), None, "the second connection is closed unanswered");
+    assert!(daemon.log().contains("max_connections"));
+    assert_eq!(ack_code(&first.send(&adt("MAX-3"))), "AA");
+    // Once the first goes away, a new connection is taken.
+    drop(first);
+    wait_for("a new connection to be served", DEADLINE, || {
+        let mut c = Client::connect(addr);
+        c.try_send(&adt("MAX-4")).filter(|ack| ack_code(ack) == "AA")
+    });
+}
