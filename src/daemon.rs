@@ -120,15 +120,16 @@ pub async fn run(config: Config, origin: ConfigOrigin) -> anyhow::Result<()> {
 
     let bus = Bus::new();
     let stats = Arc::new(Stats::default());
+    let escalations = ActiveEscalations::default();
     let intake = Arc::new(Intake::new(
         journal.clone(),
         Router::new(&config),
         bus.clone(),
         stats.clone(),
         (config.escalation.on_unrouted, config.escalation.on_rejected),
+        escalations.clone(),
     ));
     let shared_config = Arc::new(RwLock::new(Arc::new(config.clone())));
-    let escalations = ActiveEscalations::default();
     let background = CancellationToken::new();
 
     let control_listener =

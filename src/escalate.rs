@@ -23,8 +23,8 @@ impl ActiveEscalations {
         self.0.lock().map(|m| m.values().cloned().collect()).unwrap_or_default()
     }
 
-    /// Raises or clears; emits only on change.
-    fn set(&self, bus: &Bus, code: &'static str, severity: Severity, subject: &str, message: Option<String>) {
+    /// Raises (with a message) or clears (`None`); emits only on change.
+    pub fn set(&self, bus: &Bus, code: &'static str, severity: Severity, subject: &str, message: Option<String>) {
         let key = format!("{code}:{subject}");
         let Ok(mut map) = self.0.lock() else { return };
         match message {

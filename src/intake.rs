@@ -5,6 +5,7 @@
 use std::sync::{Arc, RwLock};
 
 use crate::envelope::{Kind, NewEnvelope, Status, now_ms};
+use crate::escalate::ActiveEscalations;
 use crate::events::{Bus, Escalation, EventKind, Severity};
 use crate::hl7::{self, Charset, Header, Outcome};
 use crate::journal::{Inserted, Journal, JournalError};
@@ -29,11 +30,35 @@ pub struct Intake {
     bus: Bus,
     stats: Arc<Stats>,
     on_unrouted: RwLock<(bool, bool)>,
+    /// "Journal full" is raised once while items are refused, and cleared by the next item
+    /// stored, rather than repeated for every refusal.
+    escalations: ActiveEscalations,
+    refusing: std::sync::atomic::AtomicBool,
 }
 
 impl Intake {
-    pub fn new(journal: Journal, router: Router, bus: Bus, stats: Arc<Stats>, escalate: (bool, bool)) -> Intake {
-        Intake { journal, router: RwLock::new(Arc::new(router)), bus, stats, on_unrouted: RwLock::new(escalate) }
+    pub fn new(
+        journal: Journal,
+        router: Router,
+        bus: Bus,
+        stats: Arc<Stats>,
+        escalate: (bool, bool),
+        escalations: ActiveEscalations,
+    ) -> Intake {
+        Intake {
+            journal,
+            router: RwLock::new(Arc::new(router)),
+            bus,
+            stats,
+            on_unrouted: RwLock::new(escalate),
+            escalations,
+            refusing: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn journal_full(&self, reason: Option<String>) {
+        self.refusing.store(reason.is_some(), std::sync::atomic::Ordering::Relaxed);
+        self.escalations.set(&self.bus, "journal_full", Severity::Critical, "journal", reason);
     }
 
     /// Swaps the routing rules (config reload). Items already journaled keep their decision.
@@ -82,7 +107,11 @@ impl Intake {
             destinations: decision.destinations.clone(),
             note: note.clone(),
         };
-        match self.journal.insert(envelope).await {
+        let inserted = self.journal.insert(envelope).await;
+        if inserted.is_ok() && self.refusing.load(std::sync::atomic::Ordering::Relaxed) {
+            self.journal_full(None);
+        }
+        match inserted {
             Ok(Inserted::Stored { id, .. }) => {
                 inc(&stats.received);
                 tracing::info!(source, %id, message_type = %summary.message_type, size, status = status.as_str(), "received");
@@ -151,7 +180,7 @@ impl Intake {
                 tracing::error!(source, error = %reason, "cannot store a received item; the sender is told to resend later");
                 self.bus.emit(EventKind::Refused { source: source.to_string(), reason: reason.clone() });
                 if e.is_capacity() {
-                    self.escalate_with("journal_full", Severity::Critical, "journal", reason.clone());
+                    self.journal_full(Some(reason.clone()));
                 }
                 let error = match e {
                     JournalError::Closed => "outpost is shutting down; resend later".to_string(),

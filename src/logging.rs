@@ -2,6 +2,8 @@
 //! The level comes from $OUTPOST_LOG (or $RUST_LOG), default `info`. Nothing logged at info
 //! carries message content: ids, types, counts and names only.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
 
@@ -18,9 +20,17 @@ pub fn init_daemon() {
         let _ = tracing_subscriber::registry().with(filter("info")).with(layer).try_init();
         return;
     }
-    let _ = tracing_subscriber::fmt().with_env_filter(filter("info")).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter("info"))
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 pub fn init_cli() {
-    let _ = tracing_subscriber::fmt().with_env_filter(filter("warn")).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter("warn"))
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
 }

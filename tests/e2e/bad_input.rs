@@ -191,9 +191,17 @@ fn a_full_journal_answers_ar_and_keeps_what_it_acknowledged() {
         }
     }
     let refused = refused.expect("the cap is reached");
+    for i in 0..3 {
+        let ack = client.send(&adt(&format!("F-again-{i}")));
+        assert_eq!(ack_code(&ack), "AR", "still full: {ack}");
+    }
     assert!(refused.contains("journal full"), "{refused}");
     assert!(!acked.is_empty());
     assert!(daemon.log().contains("journal_full"), "escalated");
+    let active = daemon.status()["escalations"].clone();
+    assert!(active.as_array().unwrap().iter().any(|e| e["code"] == "journal_full"), "{active}");
+    let raised = daemon.log().matches("escalation: journal full").count();
+    assert_eq!(raised, 1, "raised once, not at every refusal");
     // Everything acknowledged is still there after a restart, and goes out once the destination is up.
     daemon.kill9();
     let sink = Sink::start_on(&dead.to_string(), SinkMode::Accept);
