@@ -133,14 +133,19 @@ enum QueueCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Put failed deliveries back in the queue.
+    /// Put failed deliveries back in the queue, or route unrouted items again with the current
+    /// rules (after fixing them: `outpost reload`, then `outpost queue retry --unrouted`).
     Retry {
-        /// Item id; or use --failed for every failed item.
-        #[arg(required_unless_present = "failed", conflicts_with = "failed")]
+        /// Item id: its failed deliveries are retried, or, if it is unrouted, it is routed again.
+        #[arg(required_unless_present_any = ["failed", "unrouted"], conflicts_with_all = ["failed", "unrouted"])]
         id: Option<String>,
-        #[arg(long)]
+        /// Every failed delivery.
+        #[arg(long, conflicts_with = "unrouted")]
         failed: bool,
-        /// Only this destination.
+        /// Every unrouted item, routed again with the current rules.
+        #[arg(long)]
+        unrouted: bool,
+        /// Only this destination (failed deliveries).
         #[arg(long)]
         destination: Option<String>,
     },
@@ -423,12 +428,27 @@ fn queue(command: QueueCommand, socket: &Path) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        QueueCommand::Retry { id, failed: _, destination } => {
+        QueueCommand::Retry { id, failed: _, unrouted, destination } => {
+            if unrouted {
+                return reroute(socket, None);
+            }
             let data = client::request(socket, &Request::QueueRetry { id: id.clone(), destination })?;
             let n = data["retried"].as_u64().unwrap_or(0);
             match (&id, n) {
                 (Some(id), 0) => {
-                    println!("item {id} has no failed delivery to retry (see `outpost queue show {id}`)");
+                    let again = client::request(socket, &Request::QueueReroute { id: Some(id.clone()) })?;
+                    if again["routed"].as_u64().unwrap_or(0) > 0 {
+                        println!("unrouted item {id} routed again with the current rules");
+                        return Ok(0);
+                    }
+                    if again["still_unrouted"].as_u64().unwrap_or(0) > 0 {
+                        println!(
+                            "item {id} is unrouted and the current rules still match no route; \
+                             check them with `outpost rules test`, then `outpost reload`"
+                        );
+                    } else {
+                        println!("item {id} has no failed delivery to retry (see `outpost queue show {id}`)");
+                    }
                     Ok(1)
                 }
                 _ => {
@@ -438,6 +458,14 @@ fn queue(command: QueueCommand, socket: &Path) -> anyhow::Result<u8> {
             }
         }
     }
+}
+
+fn reroute(socket: &Path, id: Option<String>) -> anyhow::Result<u8> {
+    let data = client::request(socket, &Request::QueueReroute { id })?;
+    let routed = data["routed"].as_u64().unwrap_or(0);
+    let still = data["still_unrouted"].as_u64().unwrap_or(0);
+    println!("{routed} unrouted item(s) routed again; {still} still match no route");
+    Ok(0)
 }
 
 fn human_duration(secs: u64) -> String {

@@ -143,6 +143,7 @@ pub async fn run(config: Config, origin: ConfigOrigin) -> anyhow::Result<()> {
         config_origin: origin.describe(),
         reload: reload_tx,
         escalations: escalations.clone(),
+        intake: intake.clone(),
     };
     let control_task =
         tokio::spawn(control::serve(control_listener, config.control.socket.clone(), ctx, background.clone()));

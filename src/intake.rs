@@ -191,6 +191,43 @@ impl Intake {
         }
     }
 
+    /// Routes unrouted items again with the current rules (after a tech fixed them): one item
+    /// by id, or every unrouted item. Returns (routed now, still unrouted).
+    pub async fn reroute(&self, id: Option<String>) -> Result<(usize, usize), JournalError> {
+        let journal = self.journal.clone();
+        let items = tokio::task::spawn_blocking(move || journal.reader()?.unrouted(id.as_deref(), 100_000))
+            .await
+            .map_err(|_| JournalError::Closed)??;
+        let router = self.router();
+        let mut decisions = Vec::new();
+        let mut still = 0;
+        for item in &items {
+            let charset = item.charset.as_deref().and_then(Charset::from_label);
+            let decoded = hl7::decode(&item.body, charset);
+            let decision = match hl7::Message::parse(&decoded.text) {
+                Ok(msg) => router.route(&item.source, &msg),
+                Err(_) => Default::default(),
+            };
+            if decision.is_unrouted() {
+                still += 1;
+                continue;
+            }
+            self.bus.emit(EventKind::Routed {
+                id: item.id.clone(),
+                routes: decision.routes.clone(),
+                destinations: decision.destinations.clone(),
+            });
+            decisions.push(crate::journal::Rerouted {
+                seq: item.seq,
+                routes: decision.routes,
+                destinations: decision.destinations,
+            });
+        }
+        let routed = if decisions.is_empty() { 0 } else { self.journal.reroute(decisions).await? };
+        tracing::info!(routed, still_unrouted = still, "unrouted items routed again with the current rules");
+        Ok((routed, still))
+    }
+
     /// Reports an item the adapter could not take whole (too large): nothing is stored, the
     /// sender gets a negative ACK, and ops hear of it.
     pub fn refuse(&self, source: &str, reason: String) {

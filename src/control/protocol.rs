@@ -25,6 +25,11 @@ pub enum Request {
         #[serde(default)]
         destination: Option<String>,
     },
+    /// Route unrouted items again with the current rules (one by id, or all).
+    QueueReroute {
+        #[serde(default)]
+        id: Option<String>,
+    },
     Tail,
     Reload,
 }

@@ -31,6 +31,8 @@ pub struct ControlContext {
     pub config_origin: String,
     pub reload: mpsc::Sender<ReloadRequest>,
     pub escalations: ActiveEscalations,
+    /// For routing unrouted items again.
+    pub intake: std::sync::Arc<crate::intake::Intake>,
 }
 
 impl ControlContext {
@@ -172,6 +174,10 @@ async fn answer(req: Request, ctx: &ControlContext) -> Response {
                 Err(e) => Response::err(e.to_string()),
             }
         }
+        Request::QueueReroute { id } => match ctx.intake.reroute(id).await {
+            Ok((routed, still)) => Response::ok(serde_json::json!({ "routed": routed, "still_unrouted": still })),
+            Err(e) => Response::err(e.to_string()),
+        },
         Request::Reload => {
             let (tx, rx) = oneshot::channel();
             if ctx.reload.send(tx).await.is_err() {

@@ -17,7 +17,7 @@ mod recent;
 mod schema;
 mod writer;
 
-pub use reader::{AttemptRow, DeliveryRow, Item, ItemFilter, PendingItem, Reader, StatusCounts};
+pub use reader::{AttemptRow, DeliveryRow, Item, ItemFilter, PendingItem, Reader, StatusCounts, UnroutedItem};
 pub use schema::VERSION as SCHEMA_VERSION;
 
 use std::path::{Path, PathBuf};
@@ -117,6 +117,14 @@ pub struct RetryTarget {
     pub destination: Option<String>,
 }
 
+/// A new routing decision for an unrouted item (after the rules changed).
+#[derive(Debug, Clone)]
+pub struct Rerouted {
+    pub seq: i64,
+    pub routes: Vec<String>,
+    pub destinations: Vec<String>,
+}
+
 /// The committed head: delivery workers wait on it for new work.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Head {
@@ -138,6 +146,7 @@ enum Op {
     Insert(Box<NewEnvelope>),
     Delivery(DeliveryUpdate),
     Retry(RetryTarget),
+    Reroute(Vec<Rerouted>),
     Purge { delivered_before: i64, problems_before: i64 },
     SetLimits(Limits),
     Barrier,
@@ -256,6 +265,14 @@ impl Journal {
     pub async fn retry(&self, target: RetryTarget) -> Result<usize, JournalError> {
         let (reply, rx) = oneshot::channel();
         self.send(Op::Retry(target), Reply::Count(reply)).await?;
+        rx.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Gives unrouted items the routing decisions made for them now; returns how many were
+    /// still unrouted and so changed.
+    pub async fn reroute(&self, decisions: Vec<Rerouted>) -> Result<usize, JournalError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::Reroute(decisions), Reply::Count(reply)).await?;
         rx.await.map_err(|_| JournalError::Closed)?
     }
 

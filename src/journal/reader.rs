@@ -20,6 +20,16 @@ pub struct PendingItem {
     pub next_attempt_at: i64,
 }
 
+/// An unrouted item, with what routing needs to look at it again.
+#[derive(Debug, Clone)]
+pub struct UnroutedItem {
+    pub seq: i64,
+    pub id: String,
+    pub source: String,
+    pub charset: Option<String>,
+    pub body: Vec<u8>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct DeliveryRow {
     pub destination: String,
@@ -113,6 +123,26 @@ impl Reader {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Unrouted items: one (by id or seq) or the oldest `limit`.
+    pub fn unrouted(&self, id: Option<&str>, limit: usize) -> Result<Vec<UnroutedItem>, JournalError> {
+        let map = |r: &Row<'_>| {
+            Ok(UnroutedItem { seq: r.get(0)?, id: r.get(1)?, source: r.get(2)?, charset: r.get(3)?, body: r.get(4)? })
+        };
+        let sql = "SELECT seq, id, source, charset, body FROM envelopes WHERE status = 'unrouted'";
+        match id {
+            Some(text) => {
+                let Some((seq, id)) = super::resolve_id(text) else { return Ok(Vec::new()) };
+                let mut stmt = self.conn.prepare_cached(&format!("{sql} AND seq = ?1"))?;
+                let items: Vec<UnroutedItem> = stmt.query_map([seq], map)?.collect::<Result<_, _>>()?;
+                Ok(items.into_iter().filter(|i| id.as_ref().is_none_or(|id| *id == i.id)).collect())
+            }
+            None => {
+                let mut stmt = self.conn.prepare_cached(&format!("{sql} ORDER BY seq LIMIT ?1"))?;
+                Ok(stmt.query_map([limit as i64], map)?.collect::<Result<_, _>>()?)
+            }
+        }
     }
 
     pub fn status_counts(&self) -> Result<StatusCounts, JournalError> {

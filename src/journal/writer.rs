@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, watch};
 
 use super::recent::{self, Recent};
-use super::{DeliveryUpdate, Head, Inserted, JournalError, Limits, Op, Reply, Request, RetryTarget, Shared};
+use super::{DeliveryUpdate, Head, Inserted, JournalError, Limits, Op, Reply, Request, Rerouted, RetryTarget, Shared};
 use crate::envelope::{NewEnvelope, Status, now_ms};
 
 /// Most operations committed in one transaction; bounds the latency of a batch's last member.
@@ -217,6 +217,13 @@ impl Writer {
                 }
                 Ok(Outcome::Count(n))
             }
+            Op::Reroute(decisions) => {
+                let n = self.reroute(decisions, now)?;
+                if n > 0 {
+                    head.rescan += 1;
+                }
+                Ok(Outcome::Count(n))
+            }
             Op::Purge { delivered_before, problems_before } => {
                 Ok(Outcome::Count(self.purge(*delivered_before, *problems_before, usize::MAX)?))
             }
@@ -395,6 +402,30 @@ impl Writer {
             )?
             .execute(params![now, seq, id, target.destination])?;
         Ok(n)
+    }
+
+    fn reroute(&mut self, decisions: &[Rerouted], now: i64) -> Result<usize, JournalError> {
+        let mut changed = 0;
+        for d in decisions.iter().filter(|d| !d.destinations.is_empty()) {
+            let routes = serde_json::to_string(&d.routes).unwrap_or_else(|_| "[]".into());
+            let n = self
+                .conn
+                .prepare_cached(
+                    "UPDATE envelopes SET status = 'accepted', routes = ?2 WHERE seq = ?1 AND status = 'unrouted'",
+                )?
+                .execute(params![d.seq, routes])?;
+            if n == 0 {
+                continue;
+            }
+            let mut stmt = self.conn.prepare_cached(
+                "INSERT OR IGNORE INTO deliveries (destination, seq, state, updated_at) VALUES (?1, ?2, 'pending', ?3)",
+            )?;
+            for dest in &d.destinations {
+                stmt.execute(params![dest, d.seq, now])?;
+            }
+            changed += 1;
+        }
+        Ok(changed)
     }
 
     /// Deletes delivered and expired items, oldest first, at most `limit` of each kind.

@@ -512,3 +512,59 @@ fn rules_test_json_has_routes_destinations_and_outputs() {
     assert_eq!(v["unrouted"], true);
     assert_eq!(v["destinations"], serde_json::json!([]));
 }
+
+#[test]
+fn unrouted_items_are_routed_again_after_the_rules_are_fixed() {
+    let sink = Sink::start(SinkMode::Accept);
+    let only_oru = |extra_route: &str| {
+        format!(
+            r#"
+[[source]]
+name = "ehr"
+kind = "mllp"
+listen = "127.0.0.1:0"
+
+[[destination]]
+name = "lis"
+kind = "mllp"
+connect = "{}"
+
+[[route]]
+name = "results"
+from = ["ehr"]
+when = {{ "MSH-9.1" = "ORU" }}
+to = ["lis"]
+{extra_route}
+"#,
+            sink.addr
+        )
+    };
+    let daemon = Daemon::start(&only_oru(""));
+    let mut client = Client::connect(daemon.addr("ehr"));
+    assert_eq!(ack_code(&client.send(&adt("UR-1"))), "AA");
+    assert_eq!(ack_code(&client.send(&adt("UR-2"))), "AA");
+    assert_eq!(daemon.status()["journal"]["unrouted"], 2);
+    let id = daemon.item("UR-1")["id"].as_str().unwrap().to_string();
+
+    // Rules unchanged: nothing to route, and the CLI says what to do.
+    let out = daemon.cli(&["queue", "retry", &id]);
+    assert!(!out.status.success());
+    assert!(stdout_of(&out).contains("rules test"), "{}", stdout_of(&out));
+
+    // Fix the rules, reload, route the unrouted items again.
+    daemon.rewrite_config(&only_oru(
+        "\n[[route]]\nname = \"adt\"\nfrom = [\"ehr\"]\nwhen = { \"MSH-9.1\" = \"ADT\" }\nto = [\"lis\"]\n",
+    ));
+    assert_success(&daemon.cli(&["reload"]));
+    let out = daemon.cli(&["queue", "retry", "--unrouted"]);
+    assert_success(&out);
+    assert!(stdout_of(&out).contains("2 unrouted item(s) routed again"), "{}", stdout_of(&out));
+    wait_for("both delivered", DEADLINE, || (sink.count() == 2).then_some(()));
+    let ids: Vec<String> = sink.messages().iter().map(|m| field(m, 10)).collect();
+    assert_eq!(ids, vec!["UR-1", "UR-2"], "in journal order");
+    let status = daemon.status();
+    assert_eq!(status["journal"]["unrouted"], 0);
+    let item = daemon.show(&id, false);
+    assert_eq!(item["status"], "accepted");
+    assert_eq!(item["routes"][0], "adt");
+}
