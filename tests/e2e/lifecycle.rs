@@ -355,3 +355,37 @@ fn a_second_daemon_that_refuses_to_start_leaves_the_running_daemons_journal_alon
     let items = in_flight();
     assert_eq!(items.as_array().unwrap().len(), 1, "the running daemon's delivery is still in flight: {items:#}");
 }
+
+#[test]
+fn sigterm_during_a_stream_drains_and_loses_nothing_acknowledged() {
+    let sink = Sink::start(SinkMode::Accept);
+    let mut daemon = Daemon::start(&basic_config(sink.addr));
+    daemon.wait_for_main_loop();
+    let addr = daemon.addr("ehr");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let sender = std::thread::spawn(move || {
+        let mut client = Client::connect(addr);
+        for i in 0.. {
+            let id = format!("TERM-{i:05}");
+            match client.try_send(&adt(&id)) {
+                Some(ack) if ack_code(&ack) == "AA" => {
+                    if tx.send(id).is_err() {
+                        return;
+                    }
+                }
+                // Refused while stopping, or the connection closed: the sender keeps the message.
+                _ => return,
+            }
+        }
+    });
+    let mut acked: Vec<String> = (0..100).map(|_| rx.recv_timeout(DEADLINE).expect("acks")).collect();
+    let status = daemon.terminate();
+    assert!(status.success(), "graceful exit: {status}");
+    sender.join().unwrap();
+    acked.extend(rx.try_iter());
+    daemon.spawn();
+    wait_for("every acknowledged message delivered", DEADLINE, || {
+        let seen: std::collections::HashSet<String> = sink.messages().iter().map(|m| field(m, 10)).collect();
+        acked.iter().all(|id| seen.contains(id)).then_some(())
+    });
+}
