@@ -485,9 +485,9 @@ pub fn assert_success(out: &Output) {
     assert!(out.status.success(), "exit {:?}\nstdout:\n{}\nstderr:\n{}", out.status, stdout_of(out), stderr_of(out));
 }
 
-/// The directory of the shared HL7 sample files (`../shared/samples/hl7` from the repository).
+/// A public HL7 sample file kept in the repository (`src/hl7/testdata`, see its README).
 pub fn sample(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/samples/hl7").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src/hl7/testdata").join(name)
 }
 
 /// An address nobody listens on: bound to an ephemeral port, then released.
