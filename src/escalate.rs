@@ -23,6 +23,14 @@ impl ActiveEscalations {
         self.0.lock().map(|m| m.values().cloned().collect()).unwrap_or_default()
     }
 
+    /// Subjects with an active escalation of this code.
+    fn subjects(&self, code: &str) -> Vec<String> {
+        self.0
+            .lock()
+            .map(|m| m.values().filter(|e| e.code == code).map(|e| e.subject.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// Raises (with a message) or clears (`None`); emits only on change.
     pub fn set(&self, bus: &Bus, code: &'static str, severity: Severity, subject: &str, message: Option<String>) {
         let key = format!("{code}:{subject}");
@@ -103,6 +111,27 @@ pub async fn monitor(
                     )
                 });
             active.set(&bus, "unreachable", Severity::Critical, &dest.name, msg);
+        }
+        // Items waiting for a destination that is no longer configured would wait forever, and
+        // `status` (which lists configured destinations) would not show them.
+        if let Some(counts) = &counts {
+            let mut orphaned = Vec::new();
+            for (dest, pending, failed, _) in &counts.destinations {
+                if config.destination(dest).is_none() && pending + failed > 0 {
+                    let msg = format!(
+                        "{} item(s) wait for destination {dest}, which is no longer in the config; \
+                         add it back to deliver them",
+                        pending + failed
+                    );
+                    active.set(&bus, "orphaned", Severity::Critical, dest, Some(msg));
+                    orphaned.push(dest.clone());
+                }
+            }
+            for dest in active.subjects("orphaned") {
+                if !orphaned.contains(&dest) {
+                    active.set(&bus, "orphaned", Severity::Critical, &dest, None);
+                }
+            }
         }
         let shared = journal.shared();
         let (stored, max) = (get(&shared.stored_bytes), get(&shared.max_bytes));

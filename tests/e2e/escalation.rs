@@ -83,3 +83,22 @@ min_free_disk = \"1000000TiB\"",
     assert_eq!(status["sources"][0]["refused"], 1);
     assert!(has(&daemon, "journal_full", "journal") || daemon.log().contains("journal_full"));
 }
+
+#[test]
+fn items_left_for_a_removed_destination_are_escalated_until_it_is_back() {
+    let dead = dead_addr();
+    let top = "[escalation]\ncheck_interval = \"1s\"";
+    let daemon = Daemon::start(&single_route_config(top, dead, "", ""));
+    let mut client = Client::connect(daemon.addr("ehr"));
+    assert_eq!(ack_code(&client.send(&adt("ORPH-1"))), "AA");
+    // The destination is renamed: the item still waits for the old name.
+    let renamed = single_route_config(top, dead, "", "")
+        .replace("name = \"lis\"", "name = \"lis2\"")
+        .replace("to = [\"lis\"]", "to = [\"lis2\"]");
+    daemon.rewrite_config(&renamed);
+    assert_success(&daemon.cli(&["reload"]));
+    wait_for("the orphaned escalation", DEADLINE, || has(&daemon, "orphaned", "lis").then_some(()));
+    daemon.rewrite_config(&single_route_config(top, dead, "", ""));
+    assert_success(&daemon.cli(&["reload"]));
+    wait_for("the orphaned escalation to clear", DEADLINE, || (!has(&daemon, "orphaned", "lis")).then_some(()));
+}
