@@ -87,6 +87,13 @@ impl Intake {
         let parsed = hl7::Message::parse(&decoded.text);
         let (header, summary, status, decision, note) = match &parsed {
             Ok(msg) => {
+                if msg.skipped_lines() > 0 {
+                    tracing::info!(
+                        source,
+                        lines = msg.skipped_lines(),
+                        "message has lines that are not segments (kept as received; routing cannot see them)"
+                    );
+                }
                 let decision = self.router().route(source, msg);
                 let status = if decision.is_unrouted() { Status::Unrouted } else { Status::Accepted };
                 (Some(msg.header()), msg.summary(), status, decision, None)

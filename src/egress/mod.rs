@@ -102,8 +102,11 @@ impl Worker {
         loop {
             let now_rescan = head.borrow_and_update().rescan;
             if now_rescan != rescan {
+                // Failed items were put back: start from the beginning, once our own progress
+                // is committed (or what was just delivered would look pending again).
                 rescan = now_rescan;
                 cursor = 0;
+                let _ = self.journal.barrier().await;
             }
             let items = match fetch(&reader, &self.dest.name, cursor).await {
                 Ok(items) => items,
