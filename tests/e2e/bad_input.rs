@@ -240,3 +240,51 @@ fn connections_beyond_max_connections_are_refused_and_the_others_keep_working() 
         c.try_send(&adt("MAX-4")).filter(|ack| ack_code(ack) == "AA")
     });
 }
+
+#[test]
+fn random_and_mangled_messages_never_take_the_daemon_down() {
+    let sink = Sink::start(SinkMode::Accept);
+    let daemon = Daemon::start(&single_route_config("", sink.addr, "", ""));
+    let mut client = Client::connect(daemon.addr("ehr"));
+    let base = adt("FUZZ");
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for i in 0..300 {
+        // Start from a real message and damage it: cut it, flip bytes, insert separators and
+        // high bytes, or replace it with noise. Framing bytes are kept out of the payload so
+        // that every frame is complete and must be answered.
+        let mut msg = base.clone();
+        match next() % 4 {
+            0 => msg.truncate((next() % msg.len() as u64) as usize),
+            1 => {
+                for _ in 0..8 {
+                    let at = (next() % msg.len() as u64) as usize;
+                    msg[at] = (next() % 256) as u8;
+                }
+            }
+            2 => {
+                for _ in 0..8 {
+                    let at = (next() % msg.len() as u64) as usize;
+                    msg.insert(at, b"|^~\\&\r\xe9\xff"[(next() % 8) as usize]);
+                }
+            }
+            _ => msg = (0..(next() % 200)).map(|_| (next() % 256) as u8).collect(),
+        }
+        msg.retain(|b| *b != 0x0b && *b != 0x1c);
+        let ack = client.send(&msg);
+        let code = ack_code(&ack);
+        assert!(code == "AA" || code == "AE", "frame {i}: unexpected answer {ack:?}");
+    }
+    // Still alive, still taking good messages, and everything answered is accounted for.
+    assert_eq!(ack_code(&client.send(&adt("AFTER-FUZZ"))), "AA");
+    let status = daemon.status();
+    let journal = &status["journal"];
+    let (items, duplicates) = (journal["items"].as_u64().unwrap(), journal["duplicates"].as_u64().unwrap());
+    assert_eq!(items + duplicates, 301, "every answered frame is stored once (or recognised as a retransmission)");
+    assert!(!daemon.log().contains("panicked"));
+}
