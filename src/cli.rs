@@ -546,7 +546,7 @@ fn print_status(r: &StatusReport) {
             "{:<16} {:<5} {:<28} {:>8} {:>7} {:>8}  {}",
             d.name,
             d.kind,
-            d.target,
+            fit(&d.target, 28),
             d.pending,
             d.failed,
             d.oldest_pending_age_s.map(human_duration).unwrap_or_else(|| "-".into()),
@@ -564,6 +564,16 @@ fn print_status(r: &StatusReport) {
             );
         }
     }
+}
+
+/// Shortens `s` to `width` characters, keeping its end (the informative part of a path).
+fn fit(s: &str, width: usize) -> String {
+    let n = s.chars().count();
+    if n <= width {
+        return s.to_string();
+    }
+    let tail: String = s.chars().skip(n - (width - 1)).collect();
+    format!("…{tail}")
 }
 
 fn format_event(line: &str) -> String {
