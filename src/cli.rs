@@ -175,17 +175,15 @@ enum RulesCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Run { config } => run_daemon(config),
-        other => {
-            crate::logging::init_cli();
-            match tools(other) {
-                Ok(code) => ExitCode::from(code),
-                Err(e) => {
-                    eprintln!("outpost: {e:#}");
-                    ExitCode::from(exit_code_for(&e))
-                }
-            }
+    // The daemon sets up its own logging (journald under systemd).
+    if !matches!(cli.command, Command::Run { .. }) {
+        crate::logging::init_cli();
+    }
+    match command(cli.command) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("outpost: {e:#}");
+            ExitCode::from(exit_code_for(&e))
         }
     }
 }
@@ -204,7 +202,7 @@ fn exit_code_for(e: &anyhow::Error) -> u8 {
     1
 }
 
-fn run_daemon(config_path: Option<PathBuf>) -> ExitCode {
+fn run_daemon(config_path: Option<PathBuf>) -> u8 {
     crate::logging::init_daemon();
     let (config, origin) = match config_path {
         Some(p) => match Config::load(&p) {
@@ -212,7 +210,7 @@ fn run_daemon(config_path: Option<PathBuf>) -> ExitCode {
             Err(e) => {
                 eprint!("{e}");
                 eprintln!("{} error(s); outpost did not start (check with `outpost config check FILE`)", e.len());
-                return ExitCode::from(EX_USAGE);
+                return EX_USAGE;
             }
         },
         None => (Config::embedded_default(), ConfigOrigin::Embedded),
@@ -227,15 +225,15 @@ fn run_daemon(config_path: Option<PathBuf>) -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");
-            return ExitCode::from(EX_SOFTWARE);
+            return EX_SOFTWARE;
         }
     };
     match runtime.block_on(crate::daemon::run(config, origin)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => 0,
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("outpost: {e:#}");
-            ExitCode::from(EX_UNAVAILABLE)
+            EX_UNAVAILABLE
         }
     }
 }
@@ -260,9 +258,9 @@ fn socket_of(target: &Target) -> anyhow::Result<PathBuf> {
     Ok(tool_config(target.config.as_deref())?.control.socket)
 }
 
-fn tools(command: Command) -> anyhow::Result<u8> {
+fn command(command: Command) -> anyhow::Result<u8> {
     match command {
-        Command::Run { .. } => unreachable_run(),
+        Command::Run { config } => Ok(run_daemon(config)),
         Command::Status { json, target } => {
             let data = client::request(&socket_of(&target)?, &Request::Status)?;
             if json {
@@ -316,10 +314,6 @@ fn tools(command: Command) -> anyhow::Result<u8> {
         }
         Command::Send { address, files, timeout, raw } => send(&address, &files, Duration::from_secs(timeout), raw),
     }
-}
-
-fn unreachable_run() -> anyhow::Result<u8> {
-    anyhow::bail!("`run` is handled before the tools")
 }
 
 fn queue(command: QueueCommand, socket: &Path) -> anyhow::Result<u8> {
@@ -750,12 +744,10 @@ fn rules_test(file: &Path, config: Option<&Path>, source: Option<&str>, json: bo
 }
 
 fn send(address: &str, files: &[PathBuf], timeout: Duration, raw: bool) -> anyhow::Result<u8> {
-    let mut stream = std::net::TcpStream::connect(address)
-        .map_err(|e| anyhow::anyhow!("cannot connect to {address}: {e}; is the listener running and the port right?"));
-    let mut stream = match stream.as_mut() {
-        Ok(s) => s.try_clone()?,
+    let mut stream = match std::net::TcpStream::connect(address) {
+        Ok(s) => s,
         Err(e) => {
-            eprintln!("outpost: {e}");
+            eprintln!("outpost: cannot connect to {address}: {e}; is the listener running and the port right?");
             return Ok(EX_UNAVAILABLE);
         }
     };

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
@@ -20,13 +20,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, Destination, Source, SourceKind};
 use crate::control::{self, ControlContext};
+use crate::current::Current;
 use crate::envelope::now_ms;
 use crate::escalate::{self, ActiveEscalations};
 use crate::events::Bus;
 use crate::ingress;
-use crate::intake::Intake;
+use crate::intake::{Intake, Rules};
 use crate::journal::{Journal, Limits};
-use crate::router::Router;
 use crate::stats::Stats;
 
 /// How often retention purges run.
@@ -71,7 +71,7 @@ struct RunningDestination {
 }
 
 struct Daemon {
-    config: Arc<RwLock<Arc<Config>>>,
+    config: Arc<Current<Config>>,
     origin: ConfigOrigin,
     journal: Journal,
     intake: Arc<Intake>,
@@ -123,13 +123,12 @@ pub async fn run(config: Config, origin: ConfigOrigin) -> anyhow::Result<()> {
     let escalations = ActiveEscalations::default();
     let intake = Arc::new(Intake::new(
         journal.clone(),
-        Router::new(&config),
+        Rules::from_config(&config),
         bus.clone(),
         stats.clone(),
-        (config.escalation.on_unrouted, config.escalation.on_rejected),
         escalations.clone(),
     ));
-    let shared_config = Arc::new(RwLock::new(Arc::new(config.clone())));
+    let shared_config = Arc::new(Current::new(config.clone()));
     let background = CancellationToken::new();
 
     let control_listener =
@@ -256,11 +255,11 @@ async fn bind_source(s: &Source) -> Result<tokio::net::TcpListener, String> {
     }
 }
 
-async fn purge_loop(config: Arc<RwLock<Arc<Config>>>, journal: Journal, cancel: CancellationToken) {
+async fn purge_loop(config: Arc<Current<Config>>, journal: Journal, cancel: CancellationToken) {
     loop {
-        let (retention, rejected) = match config.read() {
-            Ok(c) => (c.journal.retention, c.journal.rejected_retention),
-            Err(_) => return,
+        let (retention, rejected) = {
+            let c = config.get();
+            (c.journal.retention, c.journal.rejected_retention)
         };
         let now = now_ms();
         match journal.purge(now - retention.as_millis() as i64, now - rejected.as_millis() as i64).await {
@@ -329,10 +328,7 @@ impl Daemon {
     /// Reloads the config. Either everything applies or nothing changes.
     async fn reload(&mut self) -> Result<String, String> {
         let new = self.origin.load()?;
-        let old = match self.config.read() {
-            Ok(c) => c.clone(),
-            Err(p) => p.into_inner().clone(),
-        };
+        let old = self.config.get();
         let mut notes = Vec::new();
         if new.node != old.node || new.control != old.control || new.journal.path != old.journal.path {
             notes.push("changes to [node], [control] and journal.path take effect at the next restart".to_string());
@@ -390,7 +386,7 @@ impl Daemon {
             }
         }
 
-        self.intake.set_router(Router::new(&new), (new.escalation.on_unrouted, new.escalation.on_rejected));
+        self.intake.set_rules(Rules::from_config(&new));
         let _ = self.journal.set_limits(limits(&new)).await;
         self.stats.retain(
             &new.sources.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
@@ -403,9 +399,7 @@ impl Daemon {
             new.destinations.len(),
             new.routes.len()
         );
-        if let Ok(mut c) = self.config.write() {
-            *c = Arc::new(new);
-        }
+        self.config.set(new);
         notes.insert(0, summary);
         Ok(notes.join("; "))
     }

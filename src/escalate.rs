@@ -4,7 +4,7 @@
 //! intake as they arrive.) Each condition is raised once and cleared once, not every check.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
@@ -54,7 +54,7 @@ impl ActiveEscalations {
 }
 
 pub async fn monitor(
-    config: Arc<RwLock<Arc<Config>>>,
+    config: Arc<crate::current::Current<Config>>,
     journal: Journal,
     stats: Arc<Stats>,
     bus: Bus,
@@ -69,10 +69,7 @@ pub async fn monitor(
         }
     };
     loop {
-        let config = match config.read() {
-            Ok(c) => c.clone(),
-            Err(p) => p.into_inner().clone(),
-        };
+        let config = config.get();
         let interval = config.escalation.check_interval;
         let r = reader.clone();
         let counts = tokio::task::spawn_blocking(move || {

@@ -2,8 +2,9 @@
 //! Read it (charset, parse, summary), route it, journal it durably, announce it, and tell the
 //! adapter how to answer the sender. Adapters own sockets and framing; this owns the rest.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
+use crate::current::Current;
 use crate::envelope::{Kind, NewEnvelope, Status, now_ms};
 use crate::escalate::ActiveEscalations;
 use crate::events::{Bus, Escalation, EventKind, Severity};
@@ -24,33 +25,41 @@ pub struct Receipt {
     pub error: Option<String>,
 }
 
+/// What a reload replaces: the routes, and which problems escalate per item.
+pub struct Rules {
+    pub router: Router,
+    pub escalate_unrouted: bool,
+    pub escalate_rejected: bool,
+}
+
 pub struct Intake {
     journal: Journal,
-    router: RwLock<Arc<Router>>,
+    rules: Current<Rules>,
     bus: Bus,
     stats: Arc<Stats>,
-    on_unrouted: RwLock<(bool, bool)>,
     /// "Journal full" is raised once while items are refused, and cleared by the next item
     /// stored, rather than repeated for every refusal.
     escalations: ActiveEscalations,
     refusing: std::sync::atomic::AtomicBool,
 }
 
+impl Rules {
+    pub fn from_config(config: &crate::config::Config) -> Rules {
+        Rules {
+            router: Router::new(config),
+            escalate_unrouted: config.escalation.on_unrouted,
+            escalate_rejected: config.escalation.on_rejected,
+        }
+    }
+}
+
 impl Intake {
-    pub fn new(
-        journal: Journal,
-        router: Router,
-        bus: Bus,
-        stats: Arc<Stats>,
-        escalate: (bool, bool),
-        escalations: ActiveEscalations,
-    ) -> Intake {
+    pub fn new(journal: Journal, rules: Rules, bus: Bus, stats: Arc<Stats>, escalations: ActiveEscalations) -> Intake {
         Intake {
             journal,
-            router: RwLock::new(Arc::new(router)),
+            rules: Current::new(rules),
             bus,
             stats,
-            on_unrouted: RwLock::new(escalate),
             escalations,
             refusing: std::sync::atomic::AtomicBool::new(false),
         }
@@ -62,20 +71,8 @@ impl Intake {
     }
 
     /// Swaps the routing rules (config reload). Items already journaled keep their decision.
-    pub fn set_router(&self, router: Router, escalate: (bool, bool)) {
-        if let Ok(mut r) = self.router.write() {
-            *r = Arc::new(router);
-        }
-        if let Ok(mut e) = self.on_unrouted.write() {
-            *e = escalate;
-        }
-    }
-
-    pub fn router(&self) -> Arc<Router> {
-        match self.router.read() {
-            Ok(r) => r.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+    pub fn set_rules(&self, rules: Rules) {
+        self.rules.set(rules);
     }
 
     /// Takes one HL7 v2 message as received from `source`.
@@ -85,6 +82,7 @@ impl Intake {
         let decoded = hl7::decode(&body, charset);
         let charset_name = decoded.charset.name().to_string();
         let parsed = hl7::Message::parse(&decoded.text);
+        let rules = self.rules.get();
         let (header, summary, status, decision, note) = match &parsed {
             Ok(msg) => {
                 if msg.skipped_lines() > 0 {
@@ -94,7 +92,7 @@ impl Intake {
                         "message has lines that are not segments (kept as received; routing cannot see them)"
                     );
                 }
-                let decision = self.router().route(source, msg);
+                let decision = rules.router.route(source, msg);
                 let status = if decision.is_unrouted() { Status::Unrouted } else { Status::Accepted };
                 (Some(msg.header()), msg.summary(), status, decision, None)
             }
@@ -130,7 +128,6 @@ impl Intake {
                     control_id: summary.control_id.clone(),
                     size,
                 });
-                let (esc_unrouted, esc_rejected) = self.on_unrouted.read().map(|e| *e).unwrap_or((true, true));
                 match status {
                     Status::Accepted => self.bus.emit(EventKind::Routed {
                         id: id.clone(),
@@ -143,7 +140,7 @@ impl Intake {
                             source: source.to_string(),
                             message_type: summary.message_type.clone(),
                         });
-                        if esc_unrouted {
+                        if rules.escalate_unrouted {
                             self.escalate("unrouted", &id, format!(
                                 "item {id} ({}) from {source} matched no route; it is kept (outpost queue ls --state unrouted)",
                                 summary.message_type
@@ -158,7 +155,7 @@ impl Intake {
                             source: source.to_string(),
                             reason: reason.clone(),
                         });
-                        if esc_rejected {
+                        if rules.escalate_rejected {
                             self.escalate("rejected", &id, format!(
                                 "item {id} from {source} is not a readable HL7 message ({reason}); it is kept (outpost queue show {id})"
                             ));
@@ -205,14 +202,14 @@ impl Intake {
         let items = tokio::task::spawn_blocking(move || journal.reader()?.unrouted(id.as_deref(), 100_000))
             .await
             .map_err(|_| JournalError::Closed)??;
-        let router = self.router();
+        let rules = self.rules.get();
         let mut decisions = Vec::new();
         let mut still = 0;
         for item in &items {
             let charset = item.charset.as_deref().and_then(Charset::from_label);
             let decoded = hl7::decode(&item.body, charset);
             let decision = match hl7::Message::parse(&decoded.text) {
-                Ok(msg) => router.route(&item.source, &msg),
+                Ok(msg) => rules.router.route(&item.source, &msg),
                 Err(_) => Default::default(),
             };
             if decision.is_unrouted() {
@@ -240,17 +237,14 @@ impl Intake {
     pub fn refuse(&self, source: &str, reason: String) {
         inc(&self.stats.source(source).refused);
         self.bus.emit(EventKind::Refused { source: source.to_string(), reason: reason.clone() });
-        self.escalate_with("refused", Severity::Warning, source, format!("{source}: {reason}"));
+        self.escalate("refused", source, format!("{source}: {reason}"));
     }
 
+    /// A per-item escalation (an event each time, not a state that is raised and cleared).
     fn escalate(&self, code: &'static str, subject: &str, message: String) {
-        self.escalate_with(code, Severity::Warning, subject, message);
-    }
-
-    fn escalate_with(&self, code: &'static str, severity: Severity, subject: &str, message: String) {
         self.bus.emit(EventKind::Escalation(Escalation {
             code,
-            severity,
+            severity: Severity::Warning,
             subject: subject.to_string(),
             message,
             active: true,

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod current;
 pub mod daemon;
 pub mod egress;
 pub mod envelope;

@@ -2,7 +2,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use base64::Engine;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::protocol::*;
 use crate::config::{Config, DestinationKind, RoutingMode, SourceKind};
+use crate::current::Current;
 use crate::envelope::now_ms;
 use crate::escalate::ActiveEscalations;
 use crate::events::Bus;
@@ -27,21 +28,12 @@ pub struct ControlContext {
     pub journal: Journal,
     pub stats: Arc<Stats>,
     pub bus: Bus,
-    pub config: Arc<RwLock<Arc<Config>>>,
+    pub config: Arc<Current<Config>>,
     pub config_origin: String,
     pub reload: mpsc::Sender<ReloadRequest>,
     pub escalations: ActiveEscalations,
     /// For routing unrouted items again.
     pub intake: std::sync::Arc<crate::intake::Intake>,
-}
-
-impl ControlContext {
-    fn config(&self) -> Arc<Config> {
-        match self.config.read() {
-            Ok(c) => c.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
-    }
 }
 
 /// Binds the control socket. A stale socket file from a previous run is replaced; a live one
@@ -207,7 +199,7 @@ where
 }
 
 async fn status(ctx: &ControlContext) -> Result<StatusReport, String> {
-    let config = ctx.config();
+    let config = ctx.config.get();
     let counts = read(ctx, |r| r.status_counts()).await?;
     let now = now_ms();
     let sources = config

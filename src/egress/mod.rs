@@ -9,10 +9,9 @@
 mod file;
 mod mllp;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Destination, DestinationKind, NakAction, RetryPolicy};
@@ -275,9 +274,12 @@ async fn fetch(
 ) -> Result<Vec<PendingItem>, crate::journal::JournalError> {
     let reader = reader.clone();
     let dest = dest.to_string();
-    tokio::task::spawn_blocking(move || reader.blocking_lock().pending(&dest, cursor, FETCH))
-        .await
-        .unwrap_or_else(|_| Err(crate::journal::JournalError::Closed))
+    tokio::task::spawn_blocking(move || match reader.lock() {
+        Ok(r) => r.pending(&dest, cursor, FETCH),
+        Err(_) => Err(crate::journal::JournalError::Closed),
+    })
+    .await
+    .unwrap_or_else(|_| Err(crate::journal::JournalError::Closed))
 }
 
 /// Sleeps; returns true if cancelled first.

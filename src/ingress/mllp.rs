@@ -90,10 +90,9 @@ pub async fn serve(
         };
         let cancel = conn_cancel.clone();
         tracker.spawn(async move {
-            stats::inc_conn(&conn.stats, 1);
+            let _counted = OpenConnection::new(conn.stats.clone());
             tracing::debug!(source = %conn.source, peer = %conn.peer, "connection opened");
             conn.run(stream, cancel).await;
-            stats::inc_conn(&conn.stats, -1);
             drop(permit);
         });
     }
@@ -101,16 +100,19 @@ pub async fn serve(
     listener
 }
 
-mod stats {
-    use super::SourceStats;
-    use std::sync::atomic::Ordering;
+/// Counts a connection in `status` for as long as it lives.
+struct OpenConnection(Arc<SourceStats>);
 
-    pub fn inc_conn(s: &SourceStats, delta: i64) {
-        if delta > 0 {
-            s.connections.fetch_add(1, Ordering::Relaxed);
-        } else {
-            s.connections.fetch_sub(1, Ordering::Relaxed);
-        }
+impl OpenConnection {
+    fn new(stats: Arc<SourceStats>) -> OpenConnection {
+        crate::stats::inc(&stats.connections);
+        OpenConnection(stats)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

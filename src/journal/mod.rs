@@ -316,16 +316,15 @@ impl Journal {
         [self.path.as_path(), wal.as_path()].iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum()
     }
 
-    /// Stops the writer after it has committed everything queued. Other clones become closed.
+    /// Drops this handle. If it was the last, waits for the writer to commit everything queued,
+    /// checkpoint and stop; otherwise the writer stops when the last handle goes.
     pub fn close(self) {
-        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
-        drop(self.tx);
-        if let Some(t) = thread {
-            // Other clones may still hold senders; the writer exits when all are gone. Join
-            // only if we were the last (otherwise the thread ends when they drop).
-            if Arc::strong_count(&self.thread) == 1 {
-                let _ = t.join();
-            }
+        let Journal { tx, thread, .. } = self;
+        drop(tx);
+        if let Ok(slot) = Arc::try_unwrap(thread)
+            && let Some(t) = slot.into_inner().ok().flatten()
+        {
+            let _ = t.join();
         }
     }
 }

@@ -225,7 +225,7 @@ impl Writer {
                 Ok(Outcome::Count(n))
             }
             Op::Purge { delivered_before, problems_before } => {
-                Ok(Outcome::Count(self.purge(*delivered_before, *problems_before, usize::MAX)?))
+                Ok(Outcome::Count(self.purge(*delivered_before, *problems_before)?))
             }
             Op::SetLimits(limits) => {
                 self.limits = limits.clone();
@@ -428,54 +428,57 @@ impl Writer {
         Ok(changed)
     }
 
-    /// Deletes delivered and expired items, oldest first, at most `limit` of each kind.
-    fn purge(&mut self, delivered_before: i64, problems_before: i64, limit: usize) -> Result<usize, JournalError> {
-        let limit = limit.min(i64::MAX as usize) as i64;
-        let mut removed = 0usize;
-        let mut freed = 0u64;
-        {
-            let mut stmt = self.conn.prepare_cached(
-                "DELETE FROM envelopes WHERE seq IN (
-                    SELECT e.seq FROM envelopes e
-                    WHERE e.received_at < ?1 AND e.status = 'accepted'
-                      AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = e.seq AND d.state <> 'delivered')
-                    ORDER BY e.received_at LIMIT ?2)
-                 RETURNING size",
-            )?;
-            let sizes = stmt.query_map(params![delivered_before, limit], |r| r.get::<_, i64>(0))?;
-            for s in sizes {
-                freed += s? as u64;
-                removed += 1;
-            }
-        }
-        {
-            let mut stmt = self.conn.prepare_cached(
-                "DELETE FROM envelopes WHERE seq IN (
-                    SELECT seq FROM envelopes WHERE status <> 'accepted' AND received_at < ?1
-                    ORDER BY seq LIMIT ?2)
-                 RETURNING size",
-            )?;
-            let sizes = stmt.query_map(params![problems_before, limit], |r| r.get::<_, i64>(0))?;
-            for s in sizes {
-                freed += s? as u64;
-                removed += 1;
-            }
-        }
+    /// Deletes items past their retention: fully delivered ones received before
+    /// `delivered_before`, rejected and unrouted ones received before `problems_before`.
+    fn purge(&mut self, delivered_before: i64, problems_before: i64) -> Result<usize, JournalError> {
+        let (delivered, _) = self.purge_delivered(delivered_before, i64::MAX)?;
+        let (problems, freed) = self.delete_returning_size(
+            "DELETE FROM envelopes WHERE seq IN (
+                SELECT seq FROM envelopes WHERE status <> 'accepted' AND received_at < ?1 ORDER BY seq LIMIT ?2)
+             RETURNING size",
+            problems_before,
+            i64::MAX,
+        )?;
         self.sub_stored(freed);
-        Ok(removed)
+        Ok(delivered + problems)
+    }
+
+    /// Deletes up to `limit` fully delivered items received before `before`, oldest first.
+    /// Returns how many went and the bytes freed.
+    fn purge_delivered(&mut self, before: i64, limit: i64) -> Result<(usize, u64), JournalError> {
+        let (n, freed) = self.delete_returning_size(
+            "DELETE FROM envelopes WHERE seq IN (
+                SELECT e.seq FROM envelopes e
+                WHERE e.received_at < ?1 AND e.status = 'accepted'
+                  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = e.seq AND d.state <> 'delivered')
+                ORDER BY e.received_at LIMIT ?2)
+             RETURNING size",
+            before,
+            limit,
+        )?;
+        self.sub_stored(freed);
+        Ok((n, freed))
+    }
+
+    fn delete_returning_size(&mut self, sql: &str, before: i64, limit: i64) -> Result<(usize, u64), JournalError> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let mut n = 0;
+        let mut freed = 0u64;
+        for size in stmt.query_map(params![before, limit], |r| r.get::<_, i64>(0))? {
+            freed += size? as u64;
+            n += 1;
+        }
+        Ok((n, freed))
     }
 
     /// Purges fully delivered items, oldest first, until `need` bytes are free or none is left.
     fn evict_delivered(&mut self, need: u64) -> Result<(), JournalError> {
         let mut freed = 0u64;
         while freed < need {
-            let before = self.shared.stored_bytes.load(Ordering::Relaxed);
-            let n = self.purge(i64::MAX, i64::MIN, 256)?;
-            let after = self.shared.stored_bytes.load(Ordering::Relaxed);
-            if n == 0 {
-                break;
+            match self.purge_delivered(i64::MAX, 256)? {
+                (0, _) => break,
+                (_, bytes) => freed += bytes,
             }
-            freed += before.saturating_sub(after);
         }
         if freed > 0 {
             tracing::info!(bytes = freed, "journal at its size cap: purged delivered items early");
@@ -526,13 +529,14 @@ fn clone_error(e: &JournalError) -> JournalError {
     match e {
         JournalError::Full { stored, max } => JournalError::Full { stored: *stored, max: *max },
         JournalError::DiskFull { free, min } => JournalError::DiskFull { free: *free, min: *min },
-        JournalError::Sqlite(inner) => match inner.sqlite_error_code() {
-            Some(code) => JournalError::Sqlite(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error { code, extended_code: 0 },
-                Some(inner.to_string()),
-            )),
-            None => JournalError::Open { path: String::new(), reason: inner.to_string() },
-        },
+        // Keeps the code (so a full disk is still recognised as one) and the text.
+        JournalError::Sqlite(inner) => JournalError::Sqlite(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error {
+                code: inner.sqlite_error_code().unwrap_or(rusqlite::ErrorCode::Unknown),
+                extended_code: 0,
+            },
+            Some(inner.to_string()),
+        )),
         JournalError::NewerSchema { found, supported } => {
             JournalError::NewerSchema { found: *found, supported: *supported }
         }

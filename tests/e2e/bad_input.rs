@@ -88,26 +88,7 @@ fn non_hl7_bytes_get_ae_and_are_kept_as_rejected() {
 #[test]
 fn latin1_bytes_are_stored_exactly_and_routed_by_their_value() {
     let sink = Sink::start(SinkMode::Accept);
-    let config = format!(
-        r#"
-[[source]]
-name = "ehr"
-kind = "mllp"
-listen = "127.0.0.1:0"
-
-[[destination]]
-name = "lis"
-kind = "mllp"
-connect = "{}"
-
-[[route]]
-name = "only-mueller"
-from = ["ehr"]
-when = {{ "PID-5.1" = "Müller" }}
-to = ["lis"]
-"#,
-        sink.addr
-    );
+    let config = conditional_route_config(sink.addr, r#""PID-5.1" = "Müller""#);
     let daemon = Daemon::start(&config);
     let mut client = Client::connect(daemon.addr("ehr"));
     let msg =

@@ -516,29 +516,7 @@ fn rules_test_json_has_routes_destinations_and_outputs() {
 #[test]
 fn unrouted_items_are_routed_again_after_the_rules_are_fixed() {
     let sink = Sink::start(SinkMode::Accept);
-    let only_oru = |extra_route: &str| {
-        format!(
-            r#"
-[[source]]
-name = "ehr"
-kind = "mllp"
-listen = "127.0.0.1:0"
-
-[[destination]]
-name = "lis"
-kind = "mllp"
-connect = "{}"
-
-[[route]]
-name = "results"
-from = ["ehr"]
-when = {{ "MSH-9.1" = "ORU" }}
-to = ["lis"]
-{extra_route}
-"#,
-            sink.addr
-        )
-    };
+    let only_oru = |extra_route: &str| conditional_route_config(sink.addr, r#""MSH-9.1" = "ORU""#) + extra_route;
     let daemon = Daemon::start(&only_oru(""));
     let mut client = Client::connect(daemon.addr("ehr"));
     assert_eq!(ack_code(&client.send(&adt("UR-1"))), "AA");

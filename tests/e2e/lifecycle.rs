@@ -389,3 +389,16 @@ fn sigterm_during_a_stream_drains_and_loses_nothing_acknowledged() {
         acked.iter().all(|id| seen.contains(id)).then_some(())
     });
 }
+
+#[test]
+fn sigint_stops_the_daemon_cleanly_after_it_acknowledged_a_message() {
+    let sink = Sink::start(SinkMode::Accept);
+    let mut daemon = Daemon::start(&basic_config(sink.addr));
+    daemon.wait_for_main_loop();
+    let mut client = Client::connect(daemon.addr("ehr"));
+    assert_eq!(ack_code(&client.send(&adt("INT-1"))), "AA");
+    let status = daemon.stop_with("INT");
+    assert!(status.success(), "exit status {status}");
+    assert!(!daemon.socket().exists(), "the control socket is removed");
+    assert!(daemon.log().contains("SIGINT"), "the log says why it stopped");
+}

@@ -148,8 +148,13 @@ impl Daemon {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.stop_with("TERM")
+    }
+
+    /// Sends a signal (e.g. "INT") and waits for the exit status.
+    pub fn stop_with(&mut self, sig: &str) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("running");
-        signal(&c, "TERM");
+        signal(&c, sig);
         wait_for("the daemon to exit", DEADLINE, || c.try_wait().ok().flatten())
     }
 
@@ -403,6 +408,31 @@ retry = {{ initial_backoff = "50ms", max_backoff = "200ms" }}
 [[route]]
 name = "all"
 from = ["ehr"]
+to = ["lis"]
+"#
+    )
+}
+
+/// One MLLP source `ehr` and one MLLP destination `lis` at `dest`, joined by a route named
+/// `conditional` that takes only messages matching `when` (the inside of a TOML inline table,
+/// e.g. `"MSH-9.1" = "ORU"`).
+pub fn conditional_route_config(dest: SocketAddr, when: &str) -> String {
+    format!(
+        r#"
+[[source]]
+name = "ehr"
+kind = "mllp"
+listen = "127.0.0.1:0"
+
+[[destination]]
+name = "lis"
+kind = "mllp"
+connect = "{dest}"
+
+[[route]]
+name = "conditional"
+from = ["ehr"]
+when = {{ {when} }}
 to = ["lis"]
 "#
     )
