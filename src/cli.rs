@@ -520,7 +520,7 @@ fn print_status(r: &StatusReport) {
     }
     println!();
     println!(
-        "{:<16} {:<5} {:<28} {:>8} {:>7} {:>8}  STATE",
+        "{:<16} {:<6} {:<28} {:>8} {:>7} {:>8}  STATE",
         "DESTINATION", "KIND", "TARGET", "PENDING", "FAILED", "OLDEST"
     );
     let now = crate::envelope::now_ms();
@@ -537,7 +537,7 @@ fn print_status(r: &StatusReport) {
             _ => "ok".into(),
         };
         println!(
-            "{:<16} {:<5} {:<28} {:>8} {:>7} {:>8}  {}",
+            "{:<16} {:<6} {:<28} {:>8} {:>7} {:>8}  {}",
             d.name,
             d.kind,
             fit(&d.target, 28),
@@ -545,6 +545,31 @@ fn print_status(r: &StatusReport) {
             d.failed,
             d.oldest_pending_age_s.map(human_duration).unwrap_or_else(|| "-".into()),
             state
+        );
+    }
+    if let Some(u) = &r.uplink {
+        println!();
+        let central = match u.central_online {
+            Some(true) => "central online",
+            Some(false) => "central OFFLINE (items wait)",
+            None => "central state not yet seen",
+        };
+        let since = human_duration(((now - u.since).max(0) / 1000) as u64);
+        let state = match u.state.as_str() {
+            "connected" => format!("connected for {since} · {central}"),
+            "down" => format!("DOWN for {since}: {}", u.last_disconnect.as_deref().unwrap_or("")),
+            other => other.to_string(),
+        };
+        println!("uplink   {} · session {} · {state}", u.broker, u.session);
+        println!(
+            "         backlog {} (oldest {}) · in flight {} · published {} · acknowledged {} · re-sent {} · reconnects {}",
+            u.backlog,
+            u.oldest_pending_age_s.map(human_duration).unwrap_or_else(|| "-".into()),
+            u.in_flight,
+            u.published,
+            u.acked,
+            u.resent,
+            u.reconnects
         );
     }
     if !r.escalations.is_empty() {

@@ -70,8 +70,17 @@ struct RunningDestination {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// The uplink as started: its settings and destination (a change restarts it).
+struct RunningUplink {
+    config: (crate::config::Uplink, Option<String>),
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
 struct Daemon {
     config: Arc<Current<Config>>,
+    control: ControlContext,
+    uplink: Option<RunningUplink>,
     origin: ConfigOrigin,
     journal: Journal,
     intake: Arc<Intake>,
@@ -85,6 +94,7 @@ struct Daemon {
 
 fn limits(config: &Config) -> Limits {
     Limits {
+        uplink_destination: config.uplink_destination().map(str::to_string),
         max_bytes: config.journal.max_bytes,
         min_free_disk: config.journal.min_free_disk,
         dedup_window_ms: config.journal.dedup_window.as_millis() as i64,
@@ -106,6 +116,7 @@ pub async fn run(config: Config, origin: ConfigOrigin) -> anyhow::Result<()> {
             config.destinations.first().map(|d| match &d.kind {
                 crate::config::DestinationKind::File(f) => f.dir.display().to_string(),
                 crate::config::DestinationKind::Mllp(m) => m.connect.clone(),
+                crate::config::DestinationKind::Uplink => "central".into(),
             }).unwrap_or_default()
         );
     }
@@ -145,10 +156,12 @@ pub async fn run(config: Config, origin: ConfigOrigin) -> anyhow::Result<()> {
         intake: intake.clone(),
     };
     let control_task =
-        tokio::spawn(control::serve(control_listener, config.control.socket.clone(), ctx, background.clone()));
+        tokio::spawn(control::serve(control_listener, config.control.socket.clone(), ctx.clone(), background.clone()));
 
     let mut daemon = Daemon {
         config: shared_config.clone(),
+        control: ctx.clone(),
+        uplink: None,
         origin,
         journal: journal.clone(),
         intake,
@@ -162,6 +175,7 @@ pub async fn run(config: Config, origin: ConfigOrigin) -> anyhow::Result<()> {
     for d in &config.destinations {
         daemon.start_destination(d.clone());
     }
+    daemon.start_uplink(&config);
     for s in &config.sources {
         let listener = bind_source(s).await.map_err(anyhow::Error::msg)?;
         daemon.start_source(s.clone(), listener);
@@ -225,8 +239,15 @@ pub async fn run(config: Config, origin: ConfigOrigin) -> anyhow::Result<()> {
     for w in &workers {
         w.cancel.cancel();
     }
+    let uplink = daemon.uplink.take();
+    if let Some(u) = &uplink {
+        u.cancel.cancel();
+    }
     for w in workers {
         let _ = tokio::time::timeout_at(deadline, w.task).await;
+    }
+    if let Some(u) = uplink {
+        let _ = tokio::time::timeout_at(deadline + Duration::from_secs(3), u.task).await;
     }
     background.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
@@ -318,6 +339,21 @@ impl Daemon {
         self.destinations.insert(config.name.clone(), RunningDestination { config, cancel, task });
     }
 
+    fn start_uplink(&mut self, config: &Config) {
+        let Some(u) = &config.uplink else { return };
+        let cancel = CancellationToken::new();
+        let dest = config.uplink_destination().map(str::to_string);
+        let task = tokio::spawn(crate::uplink::run(self.control.clone(), u.clone(), dest.clone(), cancel.clone()));
+        self.uplink = Some(RunningUplink { config: (u.clone(), dest), cancel, task });
+    }
+
+    async fn stop_uplink(&mut self) {
+        if let Some(u) = self.uplink.take() {
+            u.cancel.cancel();
+            let _ = u.task.await;
+        }
+    }
+
     async fn stop_destination(&mut self, name: &str) {
         if let Some(d) = self.destinations.remove(name) {
             d.cancel.cancel();
@@ -386,8 +422,13 @@ impl Daemon {
             }
         }
 
-        self.intake.set_rules(Rules::from_config(&new));
         let _ = self.journal.set_limits(limits(&new)).await;
+        let uplink_now = new.uplink.clone().map(|u| (u, new.uplink_destination().map(str::to_string)));
+        if self.uplink.as_ref().map(|u| &u.config) != uplink_now.as_ref() {
+            self.stop_uplink().await;
+            self.start_uplink(&new);
+        }
+        self.intake.set_rules(Rules::from_config(&new));
         self.stats.retain(
             &new.sources.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
             &new.destinations.iter().map(|d| d.name.clone()).collect::<Vec<_>>(),

@@ -1,5 +1,5 @@
 //! outpost: a clinic's integration edge. See ARCHITECTURE.md for the codemap.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod cli;
 pub mod config;
@@ -18,3 +18,4 @@ pub mod logging;
 pub mod mllp;
 pub mod router;
 pub mod stats;
+pub mod uplink;

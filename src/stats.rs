@@ -47,15 +47,53 @@ impl DestinationStats {
     }
 }
 
+/// The uplink's link state and counters.
+#[derive(Debug, Default)]
+pub struct UplinkStats {
+    pub published: AtomicU64,
+    pub acked: AtomicU64,
+    pub resent: AtomicU64,
+    pub reconnects: AtomicU64,
+    pub events_dropped: AtomicU64,
+    pub in_flight: AtomicU64,
+    pub link: Mutex<UplinkLink>,
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct UplinkLink {
+    /// `connecting`, `connected` or `down`.
+    pub state: &'static str,
+    pub broker: String,
+    /// Central's retained state, once seen this session.
+    pub central_online: Option<bool>,
+    pub session: i64,
+    /// Unix ms of the last change of `state`.
+    pub since: i64,
+    pub last_disconnect: Option<String>,
+}
+
+impl UplinkStats {
+    pub fn link(&self) -> UplinkLink {
+        self.link.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    pub fn set_link(&self, f: impl FnOnce(&mut UplinkLink)) {
+        if let Ok(mut l) = self.link.lock() {
+            f(&mut l);
+        }
+    }
+}
+
 pub struct Stats {
     pub started: Instant,
+    pub uplink: UplinkStats,
     sources: RwLock<BTreeMap<String, Arc<SourceStats>>>,
     destinations: RwLock<BTreeMap<String, Arc<DestinationStats>>>,
 }
 
 impl Default for Stats {
     fn default() -> Self {
-        Stats { started: Instant::now(), sources: RwLock::default(), destinations: RwLock::default() }
+        Stats { started: Instant::now(), uplink: UplinkStats::default(), sources: RwLock::default(), destinations: RwLock::default() }
     }
 }
 

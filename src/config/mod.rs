@@ -31,6 +31,8 @@ pub struct Config {
     pub sources: Vec<Source>,
     pub destinations: Vec<Destination>,
     pub routes: Vec<Route>,
+    /// The link to central (MQTT); `None` when this gateway has no uplink.
+    pub uplink: Option<Uplink>,
     /// The exact text this config was parsed from (for hashing, reporting and rollback).
     pub source_text: String,
 }
@@ -136,6 +138,8 @@ pub struct Destination {
 pub enum DestinationKind {
     Mllp(MllpDestination),
     File(FileDestination),
+    /// Central, over the `[uplink]` MQTT link (at most one per config).
+    Uplink,
 }
 
 impl DestinationKind {
@@ -143,7 +147,57 @@ impl DestinationKind {
         match self {
             DestinationKind::Mllp(_) => "mllp",
             DestinationKind::File(_) => "file",
+            DestinationKind::Uplink => "uplink",
         }
+    }
+}
+
+/// `[uplink]`: the MQTT link to central. See docs/mqtt.md for the contract.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Uplink {
+    pub broker: Broker,
+    /// MQTT client id; `outpost-{site}-{node}` by default.
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// CA certificate(s) (PEM) that the broker's certificate must chain to; required for
+    /// `mqtts://`.
+    pub ca: Option<PathBuf>,
+    /// Client certificate chain and key (PEM) for mutual TLS.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// MQTT keep-alive; a silent broker is detected within about two of these.
+    pub keep_alive: Duration,
+    /// Items sent to central and not yet acknowledged by it, at most.
+    pub max_in_flight: usize,
+    /// An item not acknowledged within this long is sent again.
+    pub ack_timeout: Duration,
+    /// Backlog items replayed per second after an outage (live items are not limited).
+    pub replay_rate: u32,
+    /// Largest MQTT packet sent; larger items are split into chunks.
+    pub max_packet_size: usize,
+    pub telemetry_interval: Duration,
+    /// Reconnect backoff bounds (exponential, with jitter).
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+    /// Send items only while central's retained state says it is online.
+    pub wait_for_central: bool,
+    /// Accept configurations from central on `{root}/config/set`.
+    pub remote_config: bool,
+    /// How long a remotely applied config is watched before it is kept.
+    pub config_rollback_after: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broker {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}:{}", if self.tls { "mqtts" } else { "mqtt" }, self.host, self.port)
     }
 }
 
@@ -267,6 +321,19 @@ impl Config {
 
     pub fn destination(&self, name: &str) -> Option<&Destination> {
         self.destinations.iter().find(|d| d.name == name)
+    }
+
+    /// The name of the destination that sends to central, if any.
+    pub fn uplink_destination(&self) -> Option<&str> {
+        self.destinations.iter().find(|d| d.kind == DestinationKind::Uplink).map(|d| d.name.as_str())
+    }
+
+    /// `sha256:` and the hex SHA-256 of the exact config text.
+    pub fn hash(&self) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(self.source_text.as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        format!("sha256:{hex}")
     }
 }
 

@@ -22,8 +22,8 @@ use toml::de::{DeString, DeTable, DeValue};
 
 use super::{
     Condition, Config, Control, Destination, DestinationKind, Escalation, FileDestination, Journal, Matcher,
-    MllpDestination, MllpSource, NakAction, Node, RetryPolicy, Route, Routing, RoutingMode, Source, SourceKind,
-    default_state_dir,
+    Broker, MllpDestination, MllpSource, NakAction, Node, RetryPolicy, Route, Routing, RoutingMode, Source,
+    SourceKind, Uplink, default_state_dir,
 };
 use crate::hl7::{Charset, FieldPath, Transform};
 
@@ -202,7 +202,8 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
 // ---------------------------------------------------------------------------------------------
 // The schema: which keys each table has.
 
-const ROOT_KEYS: &[&str] = &["node", "control", "journal", "routing", "escalation", "source", "destination", "route"];
+const ROOT_KEYS: &[&str] =
+    &["node", "control", "journal", "routing", "escalation", "uplink", "source", "destination", "route"];
 const NODE_KEYS: &[&str] = &["site", "id", "state_dir", "shutdown_grace"];
 const CONTROL_KEYS: &[&str] = &["socket", "socket_mode"];
 const JOURNAL_KEYS: &[&str] =
@@ -213,7 +214,28 @@ const ESCALATION_KEYS: &[&str] =
 const SOURCE_KINDS: &[&str] = &["mllp"];
 const SOURCE_MLLP_KEYS: &[&str] =
     &["name", "kind", "listen", "max_message_size", "idle_timeout", "max_connections", "charset"];
-const DESTINATION_KINDS: &[&str] = &["mllp", "file"];
+const DESTINATION_KINDS: &[&str] = &["mllp", "file", "uplink"];
+const DESTINATION_UPLINK_KEYS: &[&str] = &["name", "kind"];
+const UPLINK_KEYS: &[&str] = &[
+    "url",
+    "client_id",
+    "username",
+    "password",
+    "ca",
+    "cert",
+    "key",
+    "keep_alive",
+    "max_in_flight",
+    "ack_timeout",
+    "replay_rate",
+    "max_packet_size",
+    "telemetry_interval",
+    "reconnect_min",
+    "reconnect_max",
+    "wait_for_central",
+    "remote_config",
+    "config_rollback_after",
+];
 const DESTINATION_MLLP_KEYS: &[&str] =
     &["name", "kind", "connect", "connect_timeout", "ack_timeout", "on_ae", "on_ar", "retry", "transform"];
 const DESTINATION_FILE_KEYS: &[&str] = &["name", "kind", "dir", "extension", "retry", "transform"];
@@ -244,6 +266,11 @@ fn build<'a, 'i>(ck: &mut Checker, root: &Tbl<'a, 'i>, empty: &'a DeTable<'i>) -
     let journal = root.section(ck, "journal", "[journal]", empty).and_then(|t| journal(ck, &t, &state_dir));
     let routing = root.section(ck, "routing", "[routing]", empty).and_then(|t| routing(ck, &t));
     let escalation = root.section(ck, "escalation", "[escalation]", empty).and_then(|t| escalation(ck, &t));
+    let uplink = match root.table(ck, "uplink", "[uplink]") {
+        Got::Valid(t) => uplink(ck, &t, node.as_ref(), &state_dir).map(Some),
+        Got::Invalid => None,
+        Got::Absent => Some(None),
+    };
 
     let source_tables = root.blocks(ck, "source", "[[source]]");
     let destination_tables = root.blocks(ck, "destination", "[[destination]]");
@@ -270,7 +297,10 @@ fn build<'a, 'i>(ck: &mut Checker, root: &Tbl<'a, 'i>, empty: &'a DeTable<'i>) -
         .map(|(t, name)| route(ck, t, name, &known_sources, &known_destinations))
         .collect();
 
+    uplink_destinations(ck, &destination_tables, &destinations, root.val("uplink").is_some());
+
     Some(Config {
+        uplink: uplink?,
         node: node?,
         control: control?,
         journal: journal?,
@@ -355,6 +385,183 @@ fn escalation(ck: &mut Checker, t: &Tbl<'_, '_>) -> Option<Escalation> {
         on_rejected: on_rejected?,
         check_interval: check_interval?,
     })
+}
+
+fn uplink(ck: &mut Checker, t: &Tbl<'_, '_>, node: Option<&Node>, state_dir: &Path) -> Option<Uplink> {
+    t.check_keys(ck, UPLINK_KEYS, &[]);
+    let broker = t.req(ck, "url", "url = \"mqtts://broker.example.net:8883\"", broker_url);
+    let default_client_id = node.map(|n| format!("outpost-{}-{}", n.site, n.id)).unwrap_or_default();
+    let client_id = t.opt(ck, "client_id", default_client_id, client_id);
+    let username = t.opt(ck, "username", None, |ck, v| string(ck, v).map(Some));
+    let password = t.opt(ck, "password", None, |ck, v| string(ck, v).map(Some));
+    let file = |ck: &mut Checker, v: &Val<'_, '_>| path(ck, v).map(|p| Some(state_dir.join(p)));
+    let ca = t.opt(ck, "ca", None, file);
+    let cert = t.opt(ck, "cert", None, file);
+    let key = t.opt(ck, "key", None, file);
+    let keep_alive = t.opt(ck, "keep_alive", secs(30), duration(false));
+    let max_in_flight = t.opt(ck, "max_in_flight", 500, count_in(1, 65_535));
+    let ack_timeout = t.opt(ck, "ack_timeout", secs(60), duration(false));
+    let replay_rate = t.opt(ck, "replay_rate", 500, count_in(1, 1_000_000));
+    let max_packet_size = t.opt(ck, "max_packet_size", 256 * KIB, size_in(4 * KIB, 256 * MIB));
+    let telemetry_interval = t.opt(ck, "telemetry_interval", secs(60), duration(false));
+    let reconnect_min = t.opt(ck, "reconnect_min", secs(1), duration(false));
+    let reconnect_max = t.opt(ck, "reconnect_max", secs(300), duration(false));
+    let wait_for_central = t.opt(ck, "wait_for_central", true, boolean);
+    let remote_config = t.opt(ck, "remote_config", true, boolean);
+    let config_rollback_after = t.opt(ck, "config_rollback_after", secs(60), duration(false));
+
+    if let (Some(Some(_)), Some(None)) | (Some(None), Some(Some(_))) = (&cert, &key) {
+        let at = t.val("cert").or_else(|| t.val("key"));
+        if let Some(v) = at {
+            ck.report(
+                ConfigErrorKind::MissingKey,
+                &v.span,
+                &v.path,
+                "a client certificate needs its key and a key needs its certificate; set both cert \
+                 and key (PEM files), or neither"
+                    .to_string(),
+            );
+        }
+    }
+    if let Some(b) = &broker {
+        if !b.tls && (matches!(cert, Some(Some(_))) || matches!(ca, Some(Some(_)))) {
+            if let Some(v) = t.val("url") {
+                ck.report(
+                    ConfigErrorKind::InvalidValue,
+                    &v.span,
+                    &v.path,
+                    "certificates are set but the url is mqtt:// (no TLS); use mqtts:// or remove \
+                     ca, cert and key"
+                        .to_string(),
+                );
+            }
+        }
+        if b.tls && matches!(ca, Some(None)) {
+            t.missing(ck, "ca", "ca = \"/etc/outpost/central-ca.pem\" (the CA that signed the broker's certificate)");
+        }
+    }
+    if let (Some(min), Some(max)) = (reconnect_min, reconnect_max)
+        && min > max
+        && let Some(v) = t.val("reconnect_min")
+    {
+        ck.report(
+            ConfigErrorKind::OutOfRange,
+            &v.span,
+            &v.path,
+            format!(
+                "reconnect_min ({}) is longer than reconnect_max ({}); make reconnect_max at least as long",
+                format_duration(min),
+                format_duration(max)
+            ),
+        );
+    }
+    Some(Uplink {
+        broker: broker?,
+        client_id: client_id?,
+        username: username?,
+        password: password?,
+        ca: ca?,
+        cert: cert?,
+        key: key?,
+        keep_alive: keep_alive?,
+        max_in_flight: usize::try_from(max_in_flight?).ok()?,
+        ack_timeout: ack_timeout?,
+        replay_rate: u32::try_from(replay_rate?).ok()?,
+        max_packet_size: usize::try_from(max_packet_size?).ok()?,
+        telemetry_interval: telemetry_interval?,
+        reconnect_min: reconnect_min?,
+        reconnect_max: reconnect_max?,
+        wait_for_central: wait_for_central?,
+        remote_config: remote_config?,
+        config_rollback_after: config_rollback_after?,
+    })
+}
+
+/// At most one `kind = "uplink"` destination, and only with an `[uplink]` section.
+fn uplink_destinations(ck: &mut Checker, tables: &[Tbl<'_, '_>], built: &[Option<Destination>], has_uplink: bool) {
+    let mut seen: Option<String> = None;
+    for (t, d) in tables.iter().zip(built) {
+        let Some(d) = d.as_ref().filter(|d| d.kind == DestinationKind::Uplink) else { continue };
+        let Some(v) = t.val("kind") else { continue };
+        if !has_uplink {
+            ck.report(
+                ConfigErrorKind::MissingKey,
+                &v.span,
+                &v.path,
+                format!(
+                    "destination {:?} sends to central, but there is no [uplink] section; add one \
+                     with the broker's url, e.g. [uplink] url = \"mqtts://broker.example.net:8883\"",
+                    d.name
+                ),
+            );
+        }
+        match &seen {
+            Some(first) => ck.report(
+                ConfigErrorKind::Duplicate,
+                &v.span,
+                &v.path,
+                format!(
+                    "destination {:?} is a second uplink destination; {first:?} already sends to central. \
+                     Route to {first:?} instead",
+                    d.name
+                ),
+            ),
+            None => seen = Some(d.name.clone()),
+        }
+    }
+}
+
+/// `url`: `mqtt://host[:port]` or `mqtts://host[:port]`.
+fn broker_url(ck: &mut Checker, v: &Val<'_, '_>) -> Option<Broker> {
+    let s = string(ck, v)?;
+    let parsed = (|| {
+        let (scheme, rest) = s.split_once("://").ok_or("it has no scheme")?;
+        let (tls, default_port) = match scheme {
+            "mqtt" | "tcp" => (false, 1883),
+            "mqtts" | "ssl" => (true, 8883),
+            _ => return Err(format!("the scheme {scheme:?} is not mqtt or mqtts")),
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains('/') || rest.contains('@') || rest.contains('?') {
+            return Err("it has a path, user or query; give only the host and port (credentials go in \
+                        username and password)"
+                .to_string());
+        }
+        let with_port = if rest.ends_with(']') || !rest.contains(':') { format!("{rest}:{default_port}") } else { rest.to_string() };
+        check_host_port(&with_port)?;
+        let (host, port) = with_port.rsplit_once(':').ok_or("it has no port")?;
+        let port = port.parse::<u16>().map_err(|_| "bad port".to_string())?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        Ok(Broker { tls, host, port })
+    })();
+    match parsed {
+        Ok(b) => Some(b),
+        Err(why) => {
+            ck.report(
+                ConfigErrorKind::InvalidValue,
+                &v.span,
+                &v.path,
+                format!("{s:?} is not a broker url: {why}; write mqtt://HOST:PORT or mqtts://HOST:PORT"),
+            );
+            None
+        }
+    }
+}
+
+/// MQTT client ids: printable ASCII without spaces, at most 128 bytes (brokers accept far
+/// more than the 23 the old spec guaranteed).
+fn client_id(ck: &mut Checker, v: &Val<'_, '_>) -> Option<String> {
+    let s = string(ck, v)?;
+    if s.is_empty() || s.len() > 128 || !s.bytes().all(|b| b.is_ascii_graphic()) || s.contains(['+', '#', '/']) {
+        ck.report(
+            ConfigErrorKind::InvalidValue,
+            &v.span,
+            &v.path,
+            format!("{s:?} is not a usable MQTT client id; use 1 to 128 letters, digits, '-', '_' and '.'"),
+        );
+        return None;
+    }
+    Some(s)
 }
 
 /// Reads the `name` of each block and reports missing, malformed and repeated names. Returns
@@ -462,6 +669,27 @@ fn destination<'a, 'i>(
         Got::Valid(k) if k == "file" => {
             t.check_keys(ck, DESTINATION_FILE_KEYS, &[("kind = \"mllp\" destinations", mllp_only)]);
             file_destination(ck, t, state_dir).map(DestinationKind::File)
+        }
+        Got::Valid(k) if k == "uplink" => {
+            // Central receives the exact bytes, and an uplink delivery waits for central's
+            // acknowledgement for as long as it takes: no transforms, no retry policy.
+            let mut other: Vec<&str> = mllp_only.iter().chain(file_only).copied().collect();
+            other.extend(["retry", "transform"]);
+            let owner = "kind = \"mllp\" and kind = \"file\" destinations (an uplink destination sends \
+                         the exact bytes and waits for central's acknowledgement; the link's settings \
+                         are in [uplink])";
+            t.check_keys(ck, DESTINATION_UPLINK_KEYS, &[(owner, &other)]);
+            return Some(Destination {
+                name: name?,
+                kind: DestinationKind::Uplink,
+                retry: RetryPolicy {
+                    initial_backoff: secs(1),
+                    max_backoff: secs(300),
+                    max_attempts: None,
+                    max_age: None,
+                },
+                transforms: Vec::new(),
+            });
         }
         // An unknown kind: there is no telling which keys it would have.
         Got::Valid(_) | Got::Invalid => None,

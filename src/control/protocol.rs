@@ -65,6 +65,29 @@ pub struct StatusReport {
     pub destinations: Vec<DestinationStatus>,
     pub journal: JournalStatus,
     pub escalations: Vec<serde_json::Value>,
+    /// The link to central, when configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<UplinkStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UplinkStatus {
+    pub broker: String,
+    /// `connecting`, `connected` or `down`.
+    pub state: String,
+    pub central_online: Option<bool>,
+    pub session: i64,
+    pub since: i64,
+    pub last_disconnect: Option<String>,
+    /// Items waiting for central's acknowledgement, and the oldest one's age.
+    pub backlog: u64,
+    pub oldest_pending_age_s: Option<u64>,
+    pub in_flight: u64,
+    pub published: u64,
+    pub acked: u64,
+    pub resent: u64,
+    pub reconnects: u64,
+    pub events_dropped: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -198,7 +198,8 @@ where
     }
 }
 
-async fn status(ctx: &ControlContext) -> Result<StatusReport, String> {
+/// What `outpost status` shows (also the uplink's `status` command and the base of its telemetry).
+pub async fn status(ctx: &ControlContext) -> Result<StatusReport, String> {
     let config = ctx.config.get();
     let counts = read(ctx, |r| r.status_counts()).await?;
     let now = now_ms();
@@ -238,6 +239,9 @@ async fn status(ctx: &ControlContext) -> Result<StatusReport, String> {
                 target: match &d.kind {
                     DestinationKind::Mllp(m) => m.connect.clone(),
                     DestinationKind::File(f) => f.dir.display().to_string(),
+                    DestinationKind::Uplink => {
+                        config.uplink.as_ref().map(|u| u.broker.to_string()).unwrap_or_default()
+                    }
                 },
                 pending: c.map(|c| c.1).unwrap_or(0),
                 failed: c.map(|c| c.2).unwrap_or(0),
@@ -274,5 +278,26 @@ async fn status(ctx: &ControlContext) -> Result<StatusReport, String> {
             schema_version: SCHEMA_VERSION,
         },
         escalations: ctx.escalations.snapshot().into_iter().filter_map(|e| serde_json::to_value(e).ok()).collect(),
+        uplink: config.uplink.as_ref().map(|u| {
+            let st = &ctx.stats.uplink;
+            let link = st.link();
+            let c = config.uplink_destination().and_then(|d| counts.destinations.iter().find(|c| c.0 == d));
+            UplinkStatus {
+                broker: u.broker.to_string(),
+                state: if link.state.is_empty() { "connecting".into() } else { link.state.into() },
+                central_online: link.central_online,
+                session: link.session,
+                since: link.since,
+                last_disconnect: link.last_disconnect,
+                backlog: c.map(|c| c.1).unwrap_or(0),
+                oldest_pending_age_s: c.and_then(|c| c.3).map(|t| ((now - t).max(0) / 1000) as u64),
+                in_flight: get(&st.in_flight),
+                published: get(&st.published),
+                acked: get(&st.acked),
+                resent: get(&st.resent),
+                reconnects: get(&st.reconnects),
+                events_dropped: get(&st.events_dropped),
+            }
+        }),
     })
 }

@@ -75,6 +75,8 @@ pub async fn run_worker(dest: Destination, journal: Journal, bus: Bus, stats: Ar
     let mut sink = match &dest.kind {
         DestinationKind::Mllp(cfg) => Sink::Mllp(mllp::Client::new(cfg.clone())),
         DestinationKind::File(cfg) => Sink::File(file::FileSink::new(cfg.clone())),
+        // The uplink delivers its own (see uplink/): it waits for central's acknowledgement.
+        DestinationKind::Uplink => return,
     };
     let worker = Worker { stats: stats.destination(&dest.name), dest, journal, bus };
     tracing::info!(destination = %worker.dest.name, kind = worker.dest.kind.name(), "delivery worker started");

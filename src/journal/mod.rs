@@ -17,7 +17,9 @@ mod recent;
 mod schema;
 mod writer;
 
-pub use reader::{AttemptRow, DeliveryRow, Item, ItemFilter, PendingItem, Reader, StatusCounts, UnroutedItem};
+pub use reader::{
+    AttemptRow, DeliveryRow, Item, ItemFilter, PendingItem, Reader, StatusCounts, UnroutedItem, UplinkBacklog, UplinkItem,
+};
 pub use schema::VERSION as SCHEMA_VERSION;
 
 use std::path::{Path, PathBuf};
@@ -137,6 +139,8 @@ pub struct Head {
 /// Limits the writer enforces.
 #[derive(Debug, Clone)]
 pub struct Limits {
+    /// The destination that sends to central: its deliveries get uplink sequence numbers.
+    pub uplink_destination: Option<String>,
     pub max_bytes: u64,
     pub min_free_disk: u64,
     pub dedup_window_ms: i64,
@@ -149,12 +153,17 @@ enum Op {
     Reroute(Vec<Rerouted>),
     Purge { delivered_before: i64, problems_before: i64 },
     SetLimits(Limits),
+    /// Central acknowledged these ids for this destination.
+    Acked { destination: String, ids: Vec<String> },
+    /// Increments a persistent counter and returns its new value.
+    Bump(&'static str),
     Barrier,
 }
 
 enum Reply {
     Insert(oneshot::Sender<Result<Inserted, JournalError>>),
     Count(oneshot::Sender<Result<usize, JournalError>>),
+    Value(oneshot::Sender<Result<i64, JournalError>>),
     Unit(oneshot::Sender<()>),
     None,
 }
@@ -287,6 +296,22 @@ impl Journal {
     pub async fn set_limits(&self, limits: Limits) -> Result<(), JournalError> {
         self.shared.max_bytes.store(limits.max_bytes, Ordering::Relaxed);
         self.send(Op::SetLimits(limits), Reply::None).await
+    }
+
+    /// Marks the deliveries to `destination` of the items central acknowledged as delivered;
+    /// returns the seqs released (ids unknown or already released are ignored).
+    pub async fn acked(&self, destination: &str, ids: Vec<String>) -> Result<usize, JournalError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::Acked { destination: destination.to_string(), ids }, Reply::Count(reply)).await?;
+        rx.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Increments the persistent counter `key` (e.g. the uplink session) and returns its new
+    /// value, once committed.
+    pub async fn bump(&self, key: &'static str) -> Result<i64, JournalError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::Bump(key), Reply::Value(reply)).await?;
+        rx.await.map_err(|_| JournalError::Closed)?
     }
 
     /// Waits until everything sent before it is committed.

@@ -20,6 +20,33 @@ pub struct PendingItem {
     pub next_attempt_at: i64,
 }
 
+/// An item as the uplink sends it to central.
+#[derive(Debug, Clone)]
+pub struct UplinkItem {
+    pub seq: i64,
+    /// The uplink sequence number (contiguous over items sent to central).
+    pub useq: i64,
+    pub id: String,
+    pub source: String,
+    pub kind: String,
+    pub status: String,
+    pub received_at: i64,
+    pub summary: Summary,
+    pub charset: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// The uplink's backlog: deliveries to central not yet acknowledged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UplinkBacklog {
+    pub items: u64,
+    pub oldest_received_at: Option<i64>,
+    /// Highest journal seq among them.
+    pub last_seq: Option<i64>,
+    pub first_useq: Option<i64>,
+    pub last_useq: Option<i64>,
+}
+
 /// An unrouted item, with what routing needs to look at it again.
 #[derive(Debug, Clone)]
 pub struct UnroutedItem {
@@ -94,6 +121,30 @@ pub struct Reader {
     conn: Connection,
 }
 
+const UPLINK_COLUMNS: &str = "d.seq, d.useq, e.id, e.source, e.kind, e.status, e.received_at, e.message_type,
+    e.control_id, e.sending_app, e.sending_facility, e.version, e.charset, e.body";
+
+fn uplink_item(r: &Row<'_>) -> rusqlite::Result<UplinkItem> {
+    Ok(UplinkItem {
+        seq: r.get(0)?,
+        useq: r.get::<_, Option<i64>>(1)?.unwrap_or(0),
+        id: r.get(2)?,
+        source: r.get(3)?,
+        kind: r.get(4)?,
+        status: r.get(5)?,
+        received_at: r.get(6)?,
+        summary: Summary {
+            message_type: r.get(7)?,
+            control_id: r.get(8)?,
+            sending_application: r.get(9)?,
+            sending_facility: r.get(10)?,
+            version: r.get(11)?,
+        },
+        charset: r.get(12)?,
+        body: r.get(13)?,
+    })
+}
+
 const ITEM_COLUMNS: &str = "e.seq, e.id, e.source, e.kind, e.received_at, e.status, e.size, e.message_type,
     e.control_id, e.sending_app, e.sending_facility, e.version, e.charset, e.routes, e.note, e.duplicates";
 
@@ -123,6 +174,74 @@ impl Reader {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Unacknowledged uplink items for `destination` with `after_seq < seq <= upto_seq`, in
+    /// journal order.
+    pub fn uplink_pending(
+        &self,
+        destination: &str,
+        after_seq: i64,
+        upto_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<UplinkItem>, JournalError> {
+        let sql = format!(
+            "SELECT {UPLINK_COLUMNS} FROM deliveries d JOIN envelopes e ON e.seq = d.seq
+             WHERE d.destination = ?1 AND d.state <> 'delivered' AND d.state <> 'failed'
+               AND d.seq > ?2 AND d.seq <= ?3
+             ORDER BY d.seq LIMIT ?4"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![destination, after_seq, upto_seq, limit as i64], uplink_item)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Uplink items still in the journal whose uplink sequence number is in
+    /// `from_useq..=to_useq`, acknowledged or not, after `after_seq`, in journal order (for a
+    /// resend central asked for).
+    pub fn uplink_range(
+        &self,
+        destination: &str,
+        from_useq: i64,
+        to_useq: i64,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<UplinkItem>, JournalError> {
+        let sql = format!(
+            "SELECT {UPLINK_COLUMNS} FROM deliveries d JOIN envelopes e ON e.seq = d.seq
+             WHERE d.destination = ?1 AND d.useq BETWEEN ?2 AND ?3 AND d.seq > ?4
+             ORDER BY d.seq LIMIT ?5"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![destination, from_useq, to_useq, after_seq, limit as i64], uplink_item)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// One uplink item by journal seq, if it is still waiting for central.
+    pub fn uplink_one(&self, destination: &str, seq: i64) -> Result<Option<UplinkItem>, JournalError> {
+        let sql = format!(
+            "SELECT {UPLINK_COLUMNS} FROM deliveries d JOIN envelopes e ON e.seq = d.seq
+             WHERE d.destination = ?1 AND d.seq = ?2 AND d.state <> 'delivered'"
+        );
+        Ok(self.conn.prepare_cached(&sql)?.query_row(params![destination, seq], uplink_item).optional()?)
+    }
+
+    /// Unacknowledged uplink items up to journal seq `upto_seq`.
+    pub fn uplink_backlog(&self, destination: &str, upto_seq: i64) -> Result<UplinkBacklog, JournalError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT count(*), min(e.received_at), max(d.seq), min(d.useq), max(d.useq)
+             FROM deliveries d JOIN envelopes e ON e.seq = d.seq
+             WHERE d.destination = ?1 AND d.state <> 'delivered' AND d.state <> 'failed' AND d.seq <= ?2",
+        )?;
+        Ok(stmt.query_row(params![destination, upto_seq], |r| {
+            Ok(UplinkBacklog {
+                items: r.get::<_, i64>(0)? as u64,
+                oldest_received_at: r.get(1)?,
+                last_seq: r.get(2)?,
+                first_useq: r.get(3)?,
+                last_useq: r.get(4)?,
+            })
+        })?)
     }
 
     /// Unrouted items: one (by id or seq) or the oldest `limit`.

@@ -50,6 +50,16 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX attempts_key ON attempts(seq, destination);
     "#,
+    // 2: the uplink. Deliveries to central carry the gateway's uplink sequence number (`useq`,
+    // contiguous over the items sent to central); `meta` keeps counters that must never go back
+    // (the link session, the highest useq handed out before a purge).
+    r#"
+    ALTER TABLE deliveries ADD COLUMN useq INTEGER;
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -5,7 +5,7 @@ use crate::envelope::{Kind, NewEnvelope, Status, now_ms};
 use crate::hl7::Summary;
 
 fn limits() -> Limits {
-    Limits { max_bytes: 1 << 30, min_free_disk: 0, dedup_window_ms: 60_000 }
+    Limits { uplink_destination: None, max_bytes: 1 << 30, min_free_disk: 0, dedup_window_ms: 60_000 }
 }
 
 fn envelope(control_id: &str, body: &[u8], dests: &[&str]) -> NewEnvelope {

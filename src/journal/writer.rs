@@ -27,6 +27,8 @@ pub(super) struct Writer {
     /// The next envelope's seq. Assigned here, never reused while the process runs (SQLite's
     /// own rowid could restart at 1 after every row was purged, behind the workers' cursors).
     next_seq: i64,
+    /// The next uplink sequence number (see schema migration 2).
+    next_useq: i64,
     /// Timestamp of the last id handed out; ids never go back in time.
     last_id_ms: u64,
     free_disk: Option<(Instant, u64)>,
@@ -42,6 +44,7 @@ pub(super) struct Writer {
 enum Outcome {
     Inserted(Result<Inserted, JournalError>),
     Count(usize),
+    Value(i64),
     Unit,
 }
 
@@ -57,7 +60,9 @@ impl Writer {
         let dir = path.parent().map(|p| p.to_path_buf()).unwrap_or_else(|| PathBuf::from("."));
         let recent = warm_recent(&conn, &limits);
         let next_seq = head.borrow().seq + 1;
+        let next_useq = last_useq(&conn) + 1;
         Writer {
+            next_useq,
             conn,
             dir,
             limits,
@@ -111,6 +116,7 @@ impl Writer {
     fn apply_all(&mut self, batch: &[Request]) -> Result<(Vec<Outcome>, Head), JournalError> {
         let stored_before = self.shared.stored_bytes.load(Ordering::Relaxed);
         let next_seq_before = self.next_seq;
+        let next_useq_before = self.next_useq;
         let mut head = *self.head.borrow();
         let now = now_ms();
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
@@ -139,6 +145,7 @@ impl Writer {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 self.shared.stored_bytes.store(stored_before, Ordering::Relaxed);
                 self.next_seq = next_seq_before;
+                self.next_useq = next_useq_before;
                 Err(e)
             }
         }
@@ -155,6 +162,9 @@ impl Writer {
                 }
                 (Reply::Count(tx), Outcome::Count(n)) => {
                     let _ = tx.send(Ok(n));
+                }
+                (Reply::Value(tx), Outcome::Value(v)) => {
+                    let _ = tx.send(Ok(v));
                 }
                 (Reply::Unit(tx), _) => {
                     let _ = tx.send(());
@@ -175,6 +185,9 @@ impl Writer {
                     let _ = tx.send(Err(e));
                 }
                 Reply::Count(tx) => {
+                    let _ = tx.send(Err(e));
+                }
+                Reply::Value(tx) => {
                     let _ = tx.send(Err(e));
                 }
                 Reply::Unit(tx) => {
@@ -230,6 +243,17 @@ impl Writer {
             Op::SetLimits(limits) => {
                 self.limits = limits.clone();
                 Ok(Outcome::Unit)
+            }
+            Op::Acked { destination, ids } => Ok(Outcome::Count(self.acked(destination, ids, now)?)),
+            Op::Bump(key) => {
+                let v: i64 = self
+                    .conn
+                    .prepare_cached(
+                        "INSERT INTO meta (key, value) VALUES (?1, 1)
+                         ON CONFLICT (key) DO UPDATE SET value = value + 1 RETURNING value",
+                    )?
+                    .query_row([key], |r| r.get(0))?;
+                Ok(Outcome::Value(v))
             }
             Op::Barrier => Ok(Outcome::Unit),
         }
@@ -308,13 +332,14 @@ impl Writer {
                 seq,
             ])?;
         self.next_seq += 1;
-        {
-            let mut stmt = self.conn.prepare_cached(
-                "INSERT INTO deliveries (destination, seq, state, updated_at) VALUES (?1, ?2, 'pending', ?3)",
-            )?;
-            for dest in &env.destinations {
-                stmt.execute(params![dest, seq, now])?;
-            }
+        for dest in &env.destinations {
+            let useq = self.take_useq(dest);
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO deliveries (destination, seq, state, updated_at, useq)
+                     VALUES (?1, ?2, 'pending', ?3, ?4)",
+                )?
+                .execute(params![dest, seq, now, useq])?;
         }
         if let Some(key) = dedup_key {
             self.pending_recent.push((key, seq, env.received_at));
@@ -417,20 +442,59 @@ impl Writer {
             if n == 0 {
                 continue;
             }
-            let mut stmt = self.conn.prepare_cached(
-                "INSERT OR IGNORE INTO deliveries (destination, seq, state, updated_at) VALUES (?1, ?2, 'pending', ?3)",
-            )?;
             for dest in &d.destinations {
-                stmt.execute(params![dest, d.seq, now])?;
+                let useq = self.take_useq(dest);
+                let n = self
+                    .conn
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO deliveries (destination, seq, state, updated_at, useq)
+                         VALUES (?1, ?2, 'pending', ?3, ?4)",
+                    )?
+                    .execute(params![dest, d.seq, now, useq])?;
+                if n == 0 && useq.is_some() {
+                    self.next_useq -= 1;
+                } else if useq.is_some() {
+                    // An old seq with a new useq: the newest rows no longer tell the highest.
+                    self.keep_useq_floor()?;
+                }
             }
             changed += 1;
         }
         Ok(changed)
     }
 
+    /// The uplink sequence number for a new delivery to `destination` (none for other
+    /// destinations).
+    fn take_useq(&mut self, destination: &str) -> Option<i64> {
+        if self.limits.uplink_destination.as_deref() != Some(destination) {
+            return None;
+        }
+        let useq = self.next_useq;
+        self.next_useq += 1;
+        Some(useq)
+    }
+
+    /// Releases the uplink deliveries central acknowledged. An id names its row by seq; the id
+    /// itself is checked, so a stale or mistyped id releases nothing.
+    fn acked(&mut self, destination: &str, ids: &[String], now: i64) -> Result<usize, JournalError> {
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, updated_at = ?3, last_error = NULL
+             WHERE destination = ?1 AND seq = ?2 AND state <> 'delivered'
+               AND EXISTS (SELECT 1 FROM envelopes WHERE seq = ?2 AND id = ?4)",
+        )?;
+        let mut n = 0;
+        for text in ids {
+            if let Some((seq, Some(id))) = super::resolve_id(text) {
+                n += stmt.execute(params![destination, seq, now, id])?;
+            }
+        }
+        Ok(n)
+    }
+
     /// Deletes items past their retention: fully delivered ones received before
     /// `delivered_before`, rejected and unrouted ones received before `problems_before`.
     fn purge(&mut self, delivered_before: i64, problems_before: i64) -> Result<usize, JournalError> {
+        self.keep_useq_floor()?;
         let (delivered, _) = self.purge_delivered(delivered_before, i64::MAX)?;
         let (problems, freed) = self.delete_returning_size(
             "DELETE FROM envelopes WHERE seq IN (
@@ -473,6 +537,7 @@ impl Writer {
 
     /// Purges fully delivered items, oldest first, until `need` bytes are free or none is left.
     fn evict_delivered(&mut self, need: u64) -> Result<(), JournalError> {
+        self.keep_useq_floor()?;
         let mut freed = 0u64;
         while freed < need {
             match self.purge_delivered(i64::MAX, 256)? {
@@ -486,12 +551,40 @@ impl Writer {
         Ok(())
     }
 
+    /// Before rows are deleted, records the highest uplink sequence number handed out, so that
+    /// numbering continues above it even when every delivery carrying one is purged.
+    fn keep_useq_floor(&mut self) -> Result<(), JournalError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO meta (key, value) VALUES ('useq', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+            )?
+            .execute([self.next_useq - 1])?;
+        Ok(())
+    }
+
     fn sub_stored(&self, bytes: u64) {
         let _ = self
             .shared
             .stored_bytes
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(bytes)));
     }
+}
+
+/// The highest uplink sequence number ever handed out: in the newest delivery rows or, when
+/// those were purged, the floor kept in `meta`.
+fn last_useq(conn: &Connection) -> i64 {
+    let in_rows: i64 = conn
+        .query_row(
+            "SELECT COALESCE(MAX(useq), 0) FROM (
+                SELECT useq FROM deliveries WHERE useq IS NOT NULL ORDER BY seq DESC LIMIT 1)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or(0);
+    let floor: i64 =
+        conn.query_row("SELECT COALESCE(MAX(value), 0) FROM meta WHERE key = 'useq'", [], |r| r.get(0)).unwrap_or(0);
+    in_rows.max(floor)
 }
 
 /// Rebuilds the memory of recent items from the journal's newest rows.

@@ -1,0 +1,622 @@
+//! The uplink: the MQTT link to central (contract: docs/mqtt.md).
+//!
+//! One task owns the link. Each *session* is one MQTT connection with a fresh client (so its
+//! last will carries the session number, persisted in the journal so it never goes back):
+//! connect → subscribe → birth → items, events and telemetry until the link fails → back off
+//! (exponential, with jitter; rumqttc on its own would reconnect at once) → next session.
+//!
+//! The journal is the source of truth, not the MQTT client: an item stays pending until
+//! central's application acknowledgement names it (`{root}/ack`), and each session starts again
+//! from what is unacknowledged. rumqttc's own retransmission state is dropped with the client.
+//! A silent broker is noticed by rumqttc's keep-alive (no PINGRESP by the next ping).
+
+mod contract;
+mod flow;
+mod outbox;
+mod report;
+mod tls;
+
+pub use contract::{CENTRAL_STATE, Topics};
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS, Transport};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Uplink;
+use crate::control::ControlContext;
+use crate::envelope::now_ms;
+use crate::events::{EventKind, Severity};
+use crate::journal::{DeliveryUpdate, RetryTarget};
+use crate::stats::inc;
+use flow::{Flow, SharedReader};
+use outbox::Outbox;
+
+/// Events kept while the link is down (the newest win).
+const MAX_QUEUED_EVENTS: usize = 1000;
+/// How long a connection attempt may take, TLS included.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often overdue acknowledgements and the replay rate are looked at.
+const TICK: Duration = Duration::from_millis(100);
+/// The persistent counter of link sessions.
+const SESSION_COUNTER: &str = "uplink_session";
+
+/// Runs the uplink until cancelled. `destination` is the config's uplink destination, if any
+/// (without one the link still carries state, telemetry, events, config and commands).
+pub async fn run(ctx: ControlContext, cfg: Uplink, destination: Option<String>, cancel: CancellationToken) {
+    let reader = match ctx.journal.reader() {
+        Ok(r) => Arc::new(Mutex::new(r)),
+        Err(e) => {
+            tracing::error!(error = %e, "the uplink cannot read the journal; it does not start");
+            return;
+        }
+    };
+    let config = ctx.config.get();
+    let topics = Topics::new(&config.node.site, &config.node.id);
+    let mut link = Link {
+        bus: ctx.bus.subscribe(),
+        ctx,
+        cfg,
+        destination,
+        topics,
+        reader,
+        events: VecDeque::new(),
+        down_since: None,
+    };
+    link.run(cancel).await;
+}
+
+struct Link {
+    ctx: ControlContext,
+    cfg: Uplink,
+    destination: Option<String>,
+    topics: Topics,
+    reader: SharedReader,
+    bus: broadcast::Receiver<crate::events::Event>,
+    /// Event payloads waiting for a link.
+    events: VecDeque<Vec<u8>>,
+    down_since: Option<(i64, String)>,
+}
+
+/// How a session ended.
+enum End {
+    Cancelled,
+    /// The link failed; `connected` says whether it had been up (the backoff starts over).
+    Down { reason: String, connected: bool },
+}
+
+/// What the poll task passes on from rumqttc's event loop.
+type NetEvent = Result<Event, rumqttc::ConnectionError>;
+
+impl Link {
+    async fn run(&mut self, cancel: CancellationToken) {
+        let stats = &self.ctx.stats.uplink;
+        stats.set_link(|l| {
+            l.state = "connecting";
+            l.broker = self.cfg.broker.to_string();
+            l.since = now_ms();
+        });
+        let mut backoff = self.cfg.reconnect_min;
+        loop {
+            let session = match self.ctx.journal.bump(SESSION_COUNTER).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot record the uplink session in the journal; retrying");
+                    if sleep_or_cancel(Duration::from_secs(5), &cancel).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let end = match self.options(session) {
+                Ok(options) => self.session(session, options, &cancel).await,
+                Err(e) => End::Down { reason: e, connected: false },
+            };
+            match end {
+                End::Cancelled => {
+                    self.ctx.stats.uplink.set_link(|l| {
+                        l.state = "down";
+                        l.since = now_ms();
+                        l.last_disconnect = Some("shutdown".into());
+                    });
+                    return;
+                }
+                End::Down { reason, connected } => {
+                    if connected {
+                        backoff = self.cfg.reconnect_min;
+                    }
+                    let wait = jitter(backoff);
+                    tracing::warn!(broker = %self.cfg.broker, session, retry_in_ms = wait.as_millis() as u64,
+                        "uplink down: {reason}");
+                    self.ctx.stats.uplink.set_link(|l| {
+                        if l.state != "down" {
+                            l.since = now_ms();
+                        }
+                        l.state = "down";
+                        l.central_online = None;
+                        l.last_disconnect = Some(reason.clone());
+                    });
+                    if connected || self.down_since.is_none() {
+                        self.link_went_down(reason);
+                    }
+                    backoff = (backoff * 2).min(self.cfg.reconnect_max);
+                    // Escalations raised while down are queued for when the link returns.
+                    let deadline = tokio::time::Instant::now() + wait;
+                    loop {
+                        tokio::select! {
+                            _ = cancel.cancelled() => return,
+                            _ = tokio::time::sleep_until(deadline) => break,
+                            e = self.bus.recv() => self.on_bus(e, session),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn options(&self, session: i64) -> Result<MqttOptions, String> {
+        let cfg = &self.cfg;
+        let mut o = MqttOptions::new(&cfg.client_id, &cfg.broker.host, cfg.broker.port);
+        o.set_keep_alive(cfg.keep_alive);
+        // The journal re-sends what central has not acknowledged: no broker session needed.
+        o.set_clean_session(true);
+        o.set_max_packet_size(cfg.max_packet_size.max(1 << 20), cfg.max_packet_size);
+        o.set_inflight(cfg.max_in_flight.clamp(10, 1000) as u16);
+        o.set_request_channel_capacity(cfg.max_in_flight.clamp(64, 4096));
+        o.set_last_will(LastWill::new(
+            self.topics.state(),
+            contract::death(session, "connection lost"),
+            QoS::AtLeastOnce,
+            true,
+        ));
+        if let Some(user) = &cfg.username {
+            o.set_credentials(user, cfg.password.clone().unwrap_or_default());
+        }
+        if cfg.broker.tls {
+            let tls = tls::client_config(cfg)?;
+            o.set_transport(Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls)));
+        }
+        Ok(o)
+    }
+
+    async fn session(&mut self, session: i64, options: MqttOptions, cancel: &CancellationToken) -> End {
+        let (client, mut eventloop) = AsyncClient::new(options, 64);
+        let mut net_opts = rumqttc::NetworkOptions::new();
+        net_opts.set_connection_timeout(CONNECT_TIMEOUT.as_secs());
+        eventloop.set_network_options(net_opts);
+        let (tx, mut rx) = mpsc::unbounded_channel::<NetEvent>();
+        let poller = tokio::spawn(async move {
+            loop {
+                let ev = eventloop.poll().await;
+                let failed = ev.is_err();
+                if tx.send(ev).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        let mut s = Session {
+            session,
+            out: Outbox::new(client, self.cfg.max_in_flight.clamp(64, 4096)),
+            flow: None,
+            connected: false,
+            central_online: if self.cfg.wait_for_central { None } else { Some(true) },
+            next_telemetry: tokio::time::Instant::now() + self.cfg.telemetry_interval,
+        };
+        self.ctx.stats.uplink.set_link(|l| {
+            l.session = session;
+            l.central_online = s.central_online;
+        });
+        let connect_deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT + Duration::from_secs(5);
+        let mut head = self.ctx.journal.head();
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let end = loop {
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    if s.connected {
+                        self.goodbye(&mut s, &mut rx).await;
+                    }
+                    break End::Cancelled;
+                }
+                ev = rx.recv() => match ev {
+                    Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => self.on_connected(&mut s).await,
+                    Some(Ok(Event::Incoming(Packet::Publish(p)))) => self.on_publish(&mut s, &p.topic, &p.payload).await,
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => break End::Down { reason: describe(&e), connected: s.connected },
+                    None => break End::Down { reason: "the MQTT event loop stopped".into(), connected: s.connected },
+                },
+                _ = head.changed() => {}
+                _ = tick.tick() => {
+                    if !s.connected && tokio::time::Instant::now() > connect_deadline {
+                        break End::Down { reason: "no answer to CONNECT".into(), connected: false };
+                    }
+                    self.on_tick(&mut s).await;
+                }
+                e = self.bus.recv() => self.on_bus(e, session),
+            }
+            if s.connected {
+                self.flush_events(&mut s);
+                if let Err(e) = self.pump(&mut s).await {
+                    tracing::error!(error = %e, "the uplink cannot read the journal; retrying");
+                }
+            }
+        };
+        poller.abort();
+        self.ctx.stats.uplink.in_flight.store(0, std::sync::atomic::Ordering::Relaxed);
+        end
+    }
+
+    async fn on_connected(&mut self, s: &mut Session) {
+        s.connected = true;
+        let t = &self.topics;
+        let mut subs = vec![
+            rumqttc::SubscribeFilter::new(t.ack(), QoS::AtLeastOnce),
+            rumqttc::SubscribeFilter::new(t.cmd_filter(), QoS::AtLeastOnce),
+            rumqttc::SubscribeFilter::new(CENTRAL_STATE.to_string(), QoS::AtLeastOnce),
+        ];
+        if self.cfg.remote_config {
+            subs.push(rumqttc::SubscribeFilter::new(t.config_set(), QoS::AtLeastOnce));
+        }
+        if let Err(e) = s.out.client().try_subscribe_many(subs) {
+            tracing::warn!(error = %e, "uplink: cannot subscribe");
+        }
+        let reconnect = self.down_since.is_some();
+        if reconnect {
+            inc(&self.ctx.stats.uplink.reconnects);
+        }
+        self.ctx.stats.uplink.set_link(|l| {
+            l.state = "connected";
+            l.since = now_ms();
+        });
+        if let Some(dest) = &self.destination {
+            // The destination's row in `status`, and the `unreachable` escalation, follow the link.
+            self.ctx.stats.destination(dest).set_link(|l| {
+                l.connected = true;
+                l.unreachable_since = None;
+            });
+        }
+        tracing::info!(broker = %self.cfg.broker, session = s.session, "uplink connected");
+        if let Some((since, reason)) = self.down_since.take() {
+            let secs = (now_ms() - since).max(0) / 1000;
+            tracing::info!(down_s = secs, "uplink back after: {reason}");
+        }
+        self.ctx.escalations.set(&self.ctx.bus, "link_down", Severity::Warning, "uplink", None);
+        if s.central_online == Some(true) {
+            self.start_flow(s).await;
+        } else {
+            self.birth(s).await;
+        }
+    }
+
+    /// Starts sending items: everything journaled until now is historical backlog.
+    async fn start_flow(&mut self, s: &mut Session) {
+        let Some(dest) = self.destination.clone() else {
+            self.birth(s).await;
+            return;
+        };
+        // Acknowledgements received before now must be committed, or their items would look
+        // unacknowledged to the new flow and be sent again.
+        let _ = self.ctx.journal.barrier().await;
+        let head = self.ctx.journal.head().borrow().seq;
+        s.flow = Some(Flow::new(&dest, s.session, &self.cfg, self.topics.clone(), head));
+        self.birth(s).await;
+    }
+
+    async fn birth(&mut self, s: &mut Session) {
+        let upto = s.flow.as_ref().map(|f| f.live_from).unwrap_or(i64::MAX);
+        let payload = report::birth(&self.ctx, &self.reader, self.destination.as_deref(), s.session, upto).await;
+        s.out.push(self.topics.state(), QoS::AtLeastOnce, true, payload);
+        s.out.flush();
+    }
+
+    async fn on_publish(&mut self, s: &mut Session, topic: &str, payload: &[u8]) {
+        if topic == self.topics.ack() {
+            self.on_ack(s, payload);
+        } else if topic == CENTRAL_STATE {
+            let Some(online) = contract::central_online(payload) else {
+                tracing::warn!("central's state message is not {{\"status\": \"online\"|\"offline\"}}; ignored");
+                return;
+            };
+            if !self.cfg.wait_for_central {
+                return;
+            }
+            let was = s.central_online;
+            s.central_online = Some(online);
+            self.ctx.stats.uplink.set_link(|l| l.central_online = Some(online));
+            if was != Some(online) {
+                tracing::info!(online, "central is {}", if online { "online" } else { "offline" });
+            }
+            if online && was != Some(true) {
+                self.start_flow(s).await;
+            } else if !online {
+                // Items wait in the journal; a new flow (with the backlog as historical) starts
+                // when central is back.
+                s.flow = None;
+                self.ctx.stats.uplink.in_flight.store(0, std::sync::atomic::Ordering::Relaxed);
+            }
+        } else if let Some(name) = self.topics.command_name(topic) {
+            let name = name.to_string();
+            self.on_command(s, &name, payload).await;
+        } else if topic == self.topics.config_set() {
+            self.on_config(s, payload).await;
+        }
+    }
+
+    fn on_ack(&mut self, s: &mut Session, payload: &[u8]) {
+        let ack = match contract::parse_ack(payload) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!("uplink: ignored an acknowledgement: {e}");
+                return;
+            }
+        };
+        let Some(dest) = self.destination.clone() else { return };
+        let mut released = Vec::new();
+        if let Some(flow) = s.flow.as_mut() {
+            for id in &ack.ids {
+                if let Some((seq, _)) = crate::journal::resolve_id(id)
+                    && let Some(sent) = flow.acked(seq)
+                {
+                    released.push(sent.id);
+                }
+            }
+            self.ctx.stats.uplink.in_flight.store(flow.in_flight() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        // Committed off the loop; a new flow waits for it (see start_flow).
+        let (journal, stats, bus) = (self.ctx.journal.clone(), self.ctx.stats.clone(), self.ctx.bus.clone());
+        tokio::spawn(async move {
+            match journal.acked(&dest, ack.ids).await {
+                Ok(n) => {
+                    stats.uplink.acked.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                    stats.destination(&dest).delivered.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(e) => tracing::error!(error = %e, "cannot record central's acknowledgement; the items will be sent again"),
+            }
+            for id in released {
+                bus.emit(EventKind::Delivered { id, destination: dest.clone(), attempts: 1 });
+            }
+        });
+    }
+
+    async fn on_tick(&mut self, s: &mut Session) {
+        if !s.connected {
+            return;
+        }
+        if tokio::time::Instant::now() >= s.next_telemetry {
+            s.next_telemetry = tokio::time::Instant::now() + self.cfg.telemetry_interval;
+            let payload = report::telemetry(&self.ctx, s.session).await;
+            // Telemetry is a snapshot: QoS 0, never queued behind items.
+            s.out.push(self.topics.telemetry(), QoS::AtMostOnce, false, payload);
+        }
+        let Some(flow) = s.flow.as_mut() else { return };
+        match flow.resend_overdue(&self.reader, &mut s.out).await {
+            Ok(seqs) if !seqs.is_empty() => {
+                let n = seqs.len() as u64;
+                self.ctx.stats.uplink.resent.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(items = n, timeout_s = self.cfg.ack_timeout.as_secs(),
+                    "central did not acknowledge items in time; sent them again");
+                if let Some(dest) = &self.destination {
+                    let error = format!("no acknowledgement from central within {}s", self.cfg.ack_timeout.as_secs());
+                    for seq in seqs {
+                        let _ = self
+                            .ctx
+                            .journal
+                            .update(DeliveryUpdate::Failed {
+                                seq,
+                                destination: dest.clone(),
+                                error: error.clone(),
+                                outcome: "error",
+                                next_attempt_at: 0,
+                                give_up: false,
+                            })
+                            .await;
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "the uplink cannot read the journal"),
+        }
+    }
+
+    async fn pump(&mut self, s: &mut Session) -> Result<(), crate::journal::JournalError> {
+        s.out.flush();
+        let Some(flow) = s.flow.as_mut() else { return Ok(()) };
+        let head = self.ctx.journal.head().borrow().seq;
+        let done = flow.pump(&self.reader, head, &mut s.out).await?;
+        if done.items > 0 {
+            self.ctx.stats.uplink.published.fetch_add(done.items, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.ctx.stats.uplink.in_flight.store(flow.in_flight() as u64, std::sync::atomic::Ordering::Relaxed);
+        s.out.flush();
+        Ok(())
+    }
+
+    /// A clean stop: the death message (so central need not wait for the broker to notice),
+    /// then DISCONNECT (so the broker does not publish the will as well).
+    async fn goodbye(&mut self, s: &mut Session, rx: &mut mpsc::UnboundedReceiver<NetEvent>) {
+        s.out.flush();
+        let client = s.out.client().clone();
+        let _ = client.try_publish(self.topics.state(), QoS::AtLeastOnce, true, contract::death(s.session, "shutdown"));
+        let _ = client.try_disconnect();
+        // Wait (briefly) for the event loop to send both.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(ev) = rx.recv().await {
+                if matches!(ev, Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+
+    fn link_went_down(&mut self, reason: String) {
+        self.down_since.get_or_insert((now_ms(), reason.clone()));
+        if let Some(dest) = &self.destination {
+            self.ctx.stats.destination(dest).set_link(|l| {
+                l.connected = false;
+                l.unreachable_since.get_or_insert(now_ms());
+                l.last_error = Some(reason.clone());
+            });
+        }
+        self.ctx.escalations.set(
+            &self.ctx.bus,
+            "link_down",
+            Severity::Warning,
+            "uplink",
+            Some(format!("uplink to {} down: {reason}", self.cfg.broker)),
+        );
+    }
+
+    /// Turns escalations into event payloads, kept until the link can take them.
+    fn on_bus(&mut self, e: Result<crate::events::Event, broadcast::error::RecvError>, session: i64) {
+        match e {
+            Ok(ev) => {
+                if let EventKind::Escalation(esc) = &ev.kind {
+                    if self.events.len() >= MAX_QUEUED_EVENTS {
+                        self.events.pop_front();
+                        inc(&self.ctx.stats.uplink.events_dropped);
+                    }
+                    self.events.push_back(report::event(esc, ev.at, session));
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                self.ctx.stats.uplink.events_dropped.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(broadcast::error::RecvError::Closed) => {}
+        }
+    }
+
+    fn flush_events(&mut self, s: &mut Session) {
+        while let Some(p) = self.events.pop_front() {
+            s.out.push(self.topics.event(), QoS::AtLeastOnce, false, p);
+        }
+    }
+
+    async fn on_command(&mut self, s: &mut Session, name: &str, payload: &[u8]) {
+        let cmd: contract::Command = match serde_json::from_slice(payload) {
+            Ok(c) => c,
+            Err(e) => {
+                let result = contract::command_result(&None, Err(format!("not a command payload: {e}")));
+                s.out.push(self.topics.cmd_result(name), QoS::AtLeastOnce, false, result);
+                return;
+            }
+        };
+        let from = cmd.from.clone().unwrap_or_else(|| "unknown".into());
+        let request = cmd.request_id.clone().map(|v| v.to_string()).unwrap_or_default();
+        let result = match name {
+            "ping" => Ok(serde_json::json!({"pong": true, "session": s.session, "at": contract::now_rfc3339()})),
+            "status" => crate::control::status(&self.ctx).await.map(|r| serde_json::to_value(r).unwrap_or_default()),
+            "rebirth" => {
+                tracing::info!(from = %from, request = %request, "remote command: rebirth");
+                self.birth(s).await;
+                Ok(serde_json::json!({"session": s.session}))
+            }
+            "resend" => self.resend(s, &cmd.args, &from, &request).await,
+            "retry" => {
+                let destination = cmd.args.get("destination").and_then(|d| d.as_str()).map(str::to_string);
+                tracing::info!(from = %from, request = %request, destination = destination.as_deref().unwrap_or("all"),
+                    "remote command: retry failed deliveries");
+                self.ctx
+                    .journal
+                    .retry(RetryTarget { id: None, destination })
+                    .await
+                    .map(|n| serde_json::json!({"items": n}))
+                    .map_err(|e| e.to_string())
+            }
+            "reload" => {
+                tracing::info!(from = %from, request = %request, "remote command: reload");
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                if self.ctx.reload.send(tx).await.is_err() {
+                    Err("the daemon is shutting down".to_string())
+                } else {
+                    match rx.await {
+                        Ok(Ok(msg)) => Ok(serde_json::json!({"reloaded": true, "message": msg})),
+                        Ok(Err(e)) => Err(e),
+                        Err(_) => Err("reload was interrupted".to_string()),
+                    }
+                }
+            }
+            other => Err(format!(
+                "unknown command {other:?}; the commands are ping, status, rebirth, resend, retry, reload"
+            )),
+        };
+        let payload = contract::command_result(&cmd.request_id, result);
+        s.out.push(self.topics.cmd_result(name), QoS::AtLeastOnce, false, payload);
+    }
+
+    async fn resend(
+        &mut self,
+        s: &mut Session,
+        args: &serde_json::Value,
+        from: &str,
+        request: &str,
+    ) -> Result<serde_json::Value, String> {
+        let Some(dest) = self.destination.clone() else {
+            return Err("this gateway has no uplink destination; nothing is sent to central".into());
+        };
+        let from_seq = args.get("from_seq").and_then(|v| v.as_i64()).ok_or("args.from_seq (a number) is required")?;
+        let to_seq = args.get("to_seq").and_then(|v| v.as_i64()).unwrap_or(i64::MAX);
+        if to_seq < from_seq {
+            return Err(format!("to_seq {to_seq} is below from_seq {from_seq}"));
+        }
+        let Some(flow) = s.flow.as_mut() else {
+            return Err("central is offline for this gateway; items are not being sent".into());
+        };
+        let (reader, d) = (self.reader.clone(), dest.clone());
+        let count = tokio::task::spawn_blocking(move || {
+            reader.lock().map_err(|_| "journal unavailable".to_string()).and_then(|r| {
+                r.uplink_range(&d, from_seq, to_seq, 0, usize::MAX / 2).map(|v| v.len()).map_err(|e| e.to_string())
+            })
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        tracing::info!(from = %from, request = %request, from_seq, to_seq, items = count, "remote command: resend");
+        flow.resend(from_seq, to_seq);
+        Ok(serde_json::json!({"items": count}))
+    }
+
+    async fn on_config(&mut self, s: &mut Session, payload: &[u8]) {
+        let status = report::config_rejected_unsupported(payload);
+        s.out.push(self.topics.config_status(), QoS::AtLeastOnce, true, status);
+    }
+}
+
+struct Session {
+    session: i64,
+    out: Outbox,
+    flow: Option<Flow>,
+    connected: bool,
+    central_online: Option<bool>,
+    next_telemetry: tokio::time::Instant,
+}
+
+/// Words for a link failure, for logs, `status` and telemetry.
+fn describe(e: &rumqttc::ConnectionError) -> String {
+    use rumqttc::{ConnectionError as C, StateError};
+    match e {
+        C::MqttState(StateError::AwaitPingResp) => "keep-alive timeout: the broker stopped answering".into(),
+        C::MqttState(StateError::Io(e)) | C::Io(e) => format!("connection lost: {e}"),
+        C::NetworkTimeout => "connect timeout".into(),
+        C::ConnectionRefused(code) => format!(
+            "the broker refused the connection ({code:?}); check uplink.client_id, username/password or the \
+             client certificate, and the broker's ACL"
+        ),
+        C::Tls(e) => format!("TLS failed: {e}; check uplink.ca, cert and key against the broker's certificate"),
+        other => other.to_string(),
+    }
+}
+
+/// ±20 % so that a fleet does not reconnect in step after a broker restart.
+fn jitter(d: Duration) -> Duration {
+    d.mul_f64(rand::random_range(0.8..1.2))
+}
+
+async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = cancel.cancelled() => true,
+        _ = tokio::time::sleep(d) => false,
+    }
+}
