@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -27,6 +27,7 @@ use crate::events::Bus;
 use crate::ingress;
 use crate::intake::{Intake, Rules};
 use crate::journal::{Journal, Limits};
+use crate::remote::{self, ConfigSet, ConfigStatus, RemoteHandle};
 use crate::stats::Stats;
 
 /// How often retention purges run.
@@ -44,6 +45,13 @@ impl ConfigOrigin {
         match self {
             ConfigOrigin::File(p) => p.display().to_string(),
             ConfigOrigin::Embedded => "<embedded default>".into(),
+        }
+    }
+
+    fn file(&self) -> Option<&std::path::Path> {
+        match self {
+            ConfigOrigin::File(p) => Some(p),
+            ConfigOrigin::Embedded => None,
         }
     }
 
@@ -77,10 +85,24 @@ struct RunningUplink {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// A config from central being watched before it is kept.
+struct PendingRemote {
+    set: ConfigSet,
+    previous: Config,
+    applied_at: i64,
+    deadline: tokio::time::Instant,
+    uplink_restarted: bool,
+}
+
 struct Daemon {
     config: Arc<Current<Config>>,
     control: ControlContext,
     uplink: Option<RunningUplink>,
+    remote_status: watch::Sender<Option<ConfigStatus>>,
+    remote_version: Arc<Current<String>>,
+    pending: Option<PendingRemote>,
+    /// A config that arrived while another was watched (the newest wins).
+    queued: Option<ConfigSet>,
     origin: ConfigOrigin,
     journal: Journal,
     intake: Arc<Intake>,
@@ -145,6 +167,10 @@ pub async fn run(config: Config, origin: ConfigOrigin) -> anyhow::Result<()> {
     let control_listener =
         control::bind(&config.control.socket, config.control.socket_mode).map_err(anyhow::Error::msg)?;
     let (reload_tx, mut reload_rx) = mpsc::channel::<control::ReloadRequest>(4);
+    let (remote_tx, mut remote_rx) = mpsc::channel::<ConfigSet>(4);
+    let (version, last_status) = remote::load_version(&config.node.state_dir, &config.hash());
+    let (remote_status, status_rx) = watch::channel(last_status);
+    let remote_version = Arc::new(Current::new(version));
     let ctx = ControlContext {
         journal: journal.clone(),
         stats: stats.clone(),
@@ -154,6 +180,7 @@ pub async fn run(config: Config, origin: ConfigOrigin) -> anyhow::Result<()> {
         reload: reload_tx,
         escalations: escalations.clone(),
         intake: intake.clone(),
+        remote: RemoteHandle { tx: remote_tx, status: status_rx, version: remote_version.clone() },
     };
     let control_task =
         tokio::spawn(control::serve(control_listener, config.control.socket.clone(), ctx.clone(), background.clone()));
@@ -162,6 +189,10 @@ pub async fn run(config: Config, origin: ConfigOrigin) -> anyhow::Result<()> {
         config: shared_config.clone(),
         control: ctx.clone(),
         uplink: None,
+        remote_status,
+        remote_version,
+        pending: None,
+        queued: None,
         origin,
         journal: journal.clone(),
         intake,
@@ -203,9 +234,12 @@ pub async fn run(config: Config, origin: ConfigOrigin) -> anyhow::Result<()> {
         "outpost ready"
     );
 
+    let mut remote_check = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+            Some(set) = remote_rx.recv() => daemon.remote_config(set).await,
+            _ = remote_check.tick(), if daemon.pending.is_some() => daemon.check_remote().await,
             _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading configuration");
@@ -361,9 +395,154 @@ impl Daemon {
         }
     }
 
-    /// Reloads the config. Either everything applies or nothing changes.
+    /// Reloads the config file. Either everything applies or nothing changes.
     async fn reload(&mut self) -> Result<String, String> {
         let new = self.origin.load()?;
+        if let Some(p) = self.pending.take() {
+            self.set_remote_status(ConfigStatus::new(
+                &p.set,
+                "rolled_back",
+                vec!["superseded by a reload of the config file on the gateway".into()],
+            ));
+        }
+        let r = self.apply(new).await;
+        if r.is_ok() {
+            let hash = self.config.get().hash();
+            let (version, _) = remote::load_version(&self.config.get().node.state_dir, &hash);
+            self.remote_version.set(version);
+        }
+        r
+    }
+
+    /// A config from central: checked, applied, then watched (see remote.rs).
+    async fn remote_config(&mut self, set: ConfigSet) {
+        let running = self.config.get();
+        let who = set.from.clone().unwrap_or_else(|| "unknown".into());
+        if self.pending.is_some() {
+            tracing::info!(version = %set.version, "a remote config arrived while another is watched; it waits");
+            self.queued = Some(set);
+            return;
+        }
+        let last = self.remote_status.borrow().clone();
+        if remote::hash(&set.toml).eq_ignore_ascii_case(&running.hash())
+            && set.hash.eq_ignore_ascii_case(&running.hash())
+        {
+            // Already running (a retained desired state, or a repeat): say so again.
+            let mut status = ConfigStatus::new(&set, "applied", Vec::new());
+            if let Some(l) = last.filter(|l| l.hash == set.hash && l.status == "applied") {
+                status = l;
+            }
+            self.set_remote_status(status);
+            return;
+        }
+        if let Some(l) =
+            last.filter(|l| l.hash.eq_ignore_ascii_case(&set.hash) && l.status != "applying" && l.status != "applied")
+        {
+            tracing::info!(version = %set.version, status = %l.status, "remote config seen before; answered again");
+            self.set_remote_status(l);
+            return;
+        }
+        let new = match remote::validate(&set, &running, self.origin.file()) {
+            Ok(c) => c,
+            Err(errors) => {
+                tracing::warn!(version = %set.version, from = %who, errors = errors.len(), "remote config rejected");
+                for e in &errors {
+                    tracing::warn!("remote config {}: {e}", set.version);
+                }
+                self.set_remote_status(ConfigStatus::new(&set, "rejected", errors));
+                return;
+            }
+        };
+        tracing::info!(version = %set.version, from = %who, "applying a config from central");
+        let previous = (*running).clone();
+        let uplink_before = self.uplink.as_ref().map(|u| u.config.clone());
+        match self.apply(new).await {
+            Ok(msg) => {
+                tracing::info!("{msg}");
+                let uplink_restarted = self.uplink.as_ref().map(|u| u.config.clone()) != uplink_before;
+                self.pending = Some(PendingRemote {
+                    deadline: tokio::time::Instant::now()
+                        + previous.uplink.as_ref().map(|u| u.config_rollback_after).unwrap_or(Duration::from_secs(60)),
+                    set: set.clone(),
+                    previous,
+                    applied_at: now_ms(),
+                    uplink_restarted,
+                });
+                self.set_remote_status(ConfigStatus::new(&set, "applying", Vec::new()));
+            }
+            Err(e) => {
+                tracing::warn!(version = %set.version, "remote config could not be applied; the previous one stays: {e}");
+                self.set_remote_status(ConfigStatus::new(&set, "rolled_back", vec![e]));
+            }
+        }
+    }
+
+    /// Keeps a watched remote config once it is healthy, or rolls it back at its deadline.
+    async fn check_remote(&mut self) {
+        let Some(p) = &self.pending else { return };
+        let config = self.config.get();
+        let mut problems = Vec::new();
+        for s in &config.sources {
+            if self.stats.source(&s.name).bound.lock().map(|b| b.is_none()).unwrap_or(true) {
+                problems.push(format!("source {} is not listening", s.name));
+            }
+        }
+        if config.uplink.is_some() {
+            let link = self.stats.uplink.link();
+            let fresh = !p.uplink_restarted || link.since >= p.applied_at;
+            if link.state != "connected" || !fresh {
+                let why = link.last_disconnect.clone().unwrap_or_else(|| "not connected yet".into());
+                problems.push(format!("the uplink has not reconnected with the new settings: {why}"));
+            }
+        }
+        if problems.is_empty() {
+            let Some(p) = self.pending.take() else { return };
+            let status = ConfigStatus::new(&p.set, "applied", Vec::new());
+            let file = self.origin.file().map(|f| f.to_path_buf());
+            let written = match &file {
+                Some(f) => remote::commit(f, &p.previous.source_text, &p.set, &status, &config.node.state_dir),
+                None => Err("no config file to write".into()),
+            };
+            match written {
+                Ok(()) => {
+                    tracing::info!(version = %p.set.version, "config from central is healthy and kept");
+                    self.remote_version.set(p.set.version.clone());
+                    self.set_remote_status(status);
+                }
+                Err(e) => {
+                    tracing::error!(version = %p.set.version, "config from central works but cannot be saved ({e}); rolling back");
+                    self.rollback(p, vec![e]).await;
+                }
+            }
+        } else if tokio::time::Instant::now() >= p.deadline {
+            let Some(p) = self.pending.take() else { return };
+            tracing::warn!(version = %p.set.version, "config from central failed its health checks; rolling back: {}", problems.join("; "));
+            self.rollback(p, problems).await;
+        } else {
+            return;
+        }
+        if let Some(next) = self.queued.take() {
+            self.remote_config(next).await;
+        }
+    }
+
+    async fn rollback(&mut self, p: PendingRemote, errors: Vec<String>) {
+        if let Err(e) = self.apply(p.previous).await {
+            tracing::error!(
+                "rolling back to the previous config failed: {e}; fix the gateway's config file and reload"
+            );
+        }
+        self.set_remote_status(ConfigStatus::new(&p.set, "rolled_back", errors));
+    }
+
+    fn set_remote_status(&mut self, status: ConfigStatus) {
+        let config = self.config.get();
+        remote::remember_status(&config.node.state_dir, &self.remote_version.get(), &config.hash(), &status);
+        self.remote_status.send_replace(Some(status));
+    }
+
+    /// Switches to `new`. Either everything applies or nothing changes.
+    async fn apply(&mut self, new: Config) -> Result<String, String> {
         let old = self.config.get();
         let mut notes = Vec::new();
         if new.node != old.node || new.control != old.control || new.journal.path != old.journal.path {

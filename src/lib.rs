@@ -16,6 +16,7 @@ pub mod intake;
 pub mod journal;
 pub mod logging;
 pub mod mllp;
+pub mod remote;
 pub mod router;
 pub mod stats;
 pub mod uplink;

@@ -93,7 +93,12 @@ pub struct Stats {
 
 impl Default for Stats {
     fn default() -> Self {
-        Stats { started: Instant::now(), uplink: UplinkStats::default(), sources: RwLock::default(), destinations: RwLock::default() }
+        Stats {
+            started: Instant::now(),
+            uplink: UplinkStats::default(),
+            sources: RwLock::default(),
+            destinations: RwLock::default(),
+        }
     }
 }
 

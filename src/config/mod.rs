@@ -330,11 +330,17 @@ impl Config {
 
     /// `sha256:` and the hex SHA-256 of the exact config text.
     pub fn hash(&self) -> String {
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest(self.source_text.as_bytes());
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        format!("sha256:{hex}")
+        text_hash(&self.source_text)
     }
+}
+
+/// `sha256:` and the hex SHA-256 of a config text (how birth messages and remote configs name a
+/// config).
+pub fn text_hash(text: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
 }
 
 /// The state directory used when a config does not name one: systemd's `$STATE_DIRECTORY`,

@@ -21,9 +21,9 @@ use toml::Spanned;
 use toml::de::{DeString, DeTable, DeValue};
 
 use super::{
-    Condition, Config, Control, Destination, DestinationKind, Escalation, FileDestination, Journal, Matcher,
-    Broker, MllpDestination, MllpSource, NakAction, Node, RetryPolicy, Route, Routing, RoutingMode, Source,
-    SourceKind, Uplink, default_state_dir,
+    Broker, Condition, Config, Control, Destination, DestinationKind, Escalation, FileDestination, Journal, Matcher,
+    MllpDestination, MllpSource, NakAction, Node, RetryPolicy, Route, Routing, RoutingMode, Source, SourceKind, Uplink,
+    default_state_dir,
 };
 use crate::hl7::{Charset, FieldPath, Transform};
 
@@ -135,6 +135,12 @@ impl ConfigErrors {
 
     pub fn iter(&self) -> std::slice::Iter<'_, ConfigError> {
         self.errors.iter()
+    }
+
+    /// Each error as one line, `{origin}:{line}:{col}: {key path}: {message}` (as `config
+    /// check` prints them).
+    pub fn messages(&self) -> Vec<String> {
+        self.to_string().lines().map(str::to_string).collect()
     }
 }
 
@@ -424,17 +430,18 @@ fn uplink(ck: &mut Checker, t: &Tbl<'_, '_>, node: Option<&Node>, state_dir: &Pa
         }
     }
     if let Some(b) = &broker {
-        if !b.tls && (matches!(cert, Some(Some(_))) || matches!(ca, Some(Some(_)))) {
-            if let Some(v) = t.val("url") {
-                ck.report(
-                    ConfigErrorKind::InvalidValue,
-                    &v.span,
-                    &v.path,
-                    "certificates are set but the url is mqtt:// (no TLS); use mqtts:// or remove \
-                     ca, cert and key"
-                        .to_string(),
-                );
-            }
+        if !b.tls
+            && (matches!(cert, Some(Some(_))) || matches!(ca, Some(Some(_))))
+            && let Some(v) = t.val("url")
+        {
+            ck.report(
+                ConfigErrorKind::InvalidValue,
+                &v.span,
+                &v.path,
+                "certificates are set but the url is mqtt:// (no TLS); use mqtts:// or remove \
+                 ca, cert and key"
+                    .to_string(),
+            );
         }
         if b.tls && matches!(ca, Some(None)) {
             t.missing(ck, "ca", "ca = \"/etc/outpost/central-ca.pem\" (the CA that signed the broker's certificate)");
@@ -527,7 +534,11 @@ fn broker_url(ck: &mut Checker, v: &Val<'_, '_>) -> Option<Broker> {
                         username and password)"
                 .to_string());
         }
-        let with_port = if rest.ends_with(']') || !rest.contains(':') { format!("{rest}:{default_port}") } else { rest.to_string() };
+        let with_port = if rest.ends_with(']') || !rest.contains(':') {
+            format!("{rest}:{default_port}")
+        } else {
+            rest.to_string()
+        };
         check_host_port(&with_port)?;
         let (host, port) = with_port.rsplit_once(':').ok_or("it has no port")?;
         let port = port.parse::<u16>().map_err(|_| "bad port".to_string())?;

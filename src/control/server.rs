@@ -34,6 +34,8 @@ pub struct ControlContext {
     pub escalations: ActiveEscalations,
     /// For routing unrouted items again.
     pub intake: std::sync::Arc<crate::intake::Intake>,
+    /// Configs from central, and what became of them.
+    pub remote: crate::remote::RemoteHandle,
 }
 
 /// Binds the control socket. A stale socket file from a previous run is replaced; a live one
@@ -239,9 +241,7 @@ pub async fn status(ctx: &ControlContext) -> Result<StatusReport, String> {
                 target: match &d.kind {
                     DestinationKind::Mllp(m) => m.connect.clone(),
                     DestinationKind::File(f) => f.dir.display().to_string(),
-                    DestinationKind::Uplink => {
-                        config.uplink.as_ref().map(|u| u.broker.to_string()).unwrap_or_default()
-                    }
+                    DestinationKind::Uplink => config.uplink.as_ref().map(|u| u.broker.to_string()).unwrap_or_default(),
                 },
                 pending: c.map(|c| c.1).unwrap_or(0),
                 failed: c.map(|c| c.2).unwrap_or(0),

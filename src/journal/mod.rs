@@ -18,7 +18,8 @@ mod schema;
 mod writer;
 
 pub use reader::{
-    AttemptRow, DeliveryRow, Item, ItemFilter, PendingItem, Reader, StatusCounts, UnroutedItem, UplinkBacklog, UplinkItem,
+    AttemptRow, DeliveryRow, Item, ItemFilter, PendingItem, Reader, StatusCounts, UnroutedItem, UplinkBacklog,
+    UplinkItem,
 };
 pub use schema::VERSION as SCHEMA_VERSION;
 
@@ -151,10 +152,16 @@ enum Op {
     Delivery(DeliveryUpdate),
     Retry(RetryTarget),
     Reroute(Vec<Rerouted>),
-    Purge { delivered_before: i64, problems_before: i64 },
+    Purge {
+        delivered_before: i64,
+        problems_before: i64,
+    },
     SetLimits(Limits),
     /// Central acknowledged these ids for this destination.
-    Acked { destination: String, ids: Vec<String> },
+    Acked {
+        destination: String,
+        ids: Vec<String>,
+    },
     /// Increments a persistent counter and returns its new value.
     Bump(&'static str),
     Barrier,

@@ -180,16 +180,6 @@ pub fn command_result(request_id: &Option<serde_json::Value>, result: Result<ser
     serde_json::to_vec(&v).unwrap_or_default()
 }
 
-/// A configuration from central.
-#[derive(Debug, Deserialize)]
-pub struct ConfigSet {
-    pub version: String,
-    pub hash: String,
-    pub toml: String,
-    #[serde(default)]
-    pub from: Option<String>,
-}
-
 pub fn now_rfc3339() -> String {
     rfc3339(crate::envelope::now_ms())
 }

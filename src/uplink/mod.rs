@@ -85,7 +85,10 @@ struct Link {
 enum End {
     Cancelled,
     /// The link failed; `connected` says whether it had been up (the backoff starts over).
-    Down { reason: String, connected: bool },
+    Down {
+        reason: String,
+        connected: bool,
+    },
 }
 
 /// What the poll task passes on from rumqttc's event loop.
@@ -211,6 +214,8 @@ impl Link {
         });
         let connect_deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT + Duration::from_secs(5);
         let mut head = self.ctx.journal.head();
+        let mut config_status = self.ctx.remote.status.clone();
+        config_status.mark_unchanged();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let end = loop {
@@ -229,6 +234,11 @@ impl Link {
                     None => break End::Down { reason: "the MQTT event loop stopped".into(), connected: s.connected },
                 },
                 _ = head.changed() => {}
+                r = config_status.changed() => {
+                    if r.is_ok() && s.connected {
+                        self.publish_config_status(&mut s, true).await;
+                    }
+                }
                 _ = tick.tick() => {
                     if !s.connected && tokio::time::Instant::now() > connect_deadline {
                         break End::Down { reason: "no answer to CONNECT".into(), connected: false };
@@ -289,6 +299,7 @@ impl Link {
         } else {
             self.birth(s).await;
         }
+        self.publish_config_status(s, false).await;
     }
 
     /// Starts sending items: everything journaled until now is historical backlog.
@@ -373,7 +384,9 @@ impl Link {
                     stats.uplink.acked.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
                     stats.destination(&dest).delivered.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
                 }
-                Err(e) => tracing::error!(error = %e, "cannot record central's acknowledgement; the items will be sent again"),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot record central's acknowledgement; the items will be sent again")
+                }
             }
             for id in released {
                 bus.emit(EventKind::Delivered { id, destination: dest.clone(), attempts: 1 });
@@ -396,8 +409,11 @@ impl Link {
             Ok(seqs) if !seqs.is_empty() => {
                 let n = seqs.len() as u64;
                 self.ctx.stats.uplink.resent.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(items = n, timeout_s = self.cfg.ack_timeout.as_secs(),
-                    "central did not acknowledge items in time; sent them again");
+                tracing::warn!(
+                    items = n,
+                    timeout_s = self.cfg.ack_timeout.as_secs(),
+                    "central did not acknowledge items in time; sent them again"
+                );
                 if let Some(dest) = &self.destination {
                     let error = format!("no acknowledgement from central within {}s", self.cfg.ack_timeout.as_secs());
                     for seq in seqs {
@@ -539,9 +555,9 @@ impl Link {
                     }
                 }
             }
-            other => Err(format!(
-                "unknown command {other:?}; the commands are ping, status, rebirth, resend, retry, reload"
-            )),
+            other => {
+                Err(format!("unknown command {other:?}; the commands are ping, status, rebirth, resend, retry, reload"))
+            }
         };
         let payload = contract::command_result(&cmd.request_id, result);
         s.out.push(self.topics.cmd_result(name), QoS::AtLeastOnce, false, payload);
@@ -578,9 +594,50 @@ impl Link {
         Ok(serde_json::json!({"items": count}))
     }
 
+    /// Hands a config from central to the daemon; its answer comes back as a status change.
     async fn on_config(&mut self, s: &mut Session, payload: &[u8]) {
-        let status = report::config_rejected_unsupported(payload);
-        s.out.push(self.topics.config_status(), QoS::AtLeastOnce, true, status);
+        match serde_json::from_slice::<crate::remote::ConfigSet>(payload) {
+            Ok(set) => {
+                tracing::info!(version = %set.version, from = set.from.as_deref().unwrap_or("unknown"),
+                    "config received from central");
+                // Never wait here: the daemon may be restarting this very task.
+                if self.ctx.remote.tx.try_send(set).is_err() {
+                    tracing::warn!(
+                        "config from central ignored: the daemon is busy or shutting down; publish it again"
+                    );
+                }
+            }
+            Err(e) => {
+                let status = serde_json::json!({
+                    "v": contract::VERSION, "version": null, "hash": null, "status": "rejected",
+                    "at": contract::now_rfc3339(),
+                    "errors": [format!("not a config message ({{\"version\", \"hash\", \"toml\"}}): {e}")],
+                });
+                s.out.push(
+                    self.topics.config_status(),
+                    QoS::AtLeastOnce,
+                    true,
+                    serde_json::to_vec(&status).unwrap_or_default(),
+                );
+            }
+        }
+    }
+
+    /// Publishes the latest config status (retained); a config that was just applied also
+    /// changes what the birth message says.
+    async fn publish_config_status(&mut self, s: &mut Session, rebirth: bool) {
+        let status = self.ctx.remote.status.borrow().clone();
+        let Some(status) = status else { return };
+        let applied = status.status == "applied";
+        s.out.push(
+            self.topics.config_status(),
+            QoS::AtLeastOnce,
+            true,
+            serde_json::to_vec(&status).unwrap_or_default(),
+        );
+        if rebirth && applied {
+            self.birth(s).await;
+        }
     }
 }
 

@@ -74,8 +74,7 @@ pub async fn birth(
 
 /// The version central gave the running config, or `local`.
 pub fn config_version(ctx: &ControlContext) -> String {
-    let _ = ctx;
-    "local".to_string()
+    ctx.remote.version.get().to_string()
 }
 
 /// Telemetry: `{root}/telemetry`.
@@ -92,7 +91,9 @@ pub async fn telemetry(ctx: &ControlContext, session: i64) -> Vec<u8> {
         .journal
         .path()
         .parent()
-        .and_then(|d| nix::sys::statvfs::statvfs(if d.as_os_str().is_empty() { std::path::Path::new(".") } else { d }).ok())
+        .and_then(|d| {
+            nix::sys::statvfs::statvfs(if d.as_os_str().is_empty() { std::path::Path::new(".") } else { d }).ok()
+        })
         .map(|s| s.blocks_available() * s.fragment_size());
     let sources: Vec<Value> = st
         .sources
@@ -161,11 +162,6 @@ pub fn event(e: &Escalation, at: i64, session: i64) -> Vec<u8> {
     serde_json::to_vec(&v).unwrap_or_default()
 }
 
-pub fn config_rejected_unsupported(payload: &[u8]) -> Vec<u8> {
-    let _ = payload;
-    Vec::new()
-}
-
 /// Resident set size, from /proc.
 fn rss_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
@@ -177,7 +173,9 @@ fn rss_bytes() -> Option<u64> {
 /// Whether the kernel considers the clock NTP-synchronised, and its offset estimate.
 fn clock() -> Value {
     match kernel_clock() {
-        Some((synced, offset_ms)) => json!({"synced": synced, "offset_ms": if synced { Some(offset_ms) } else { None }}),
+        Some((synced, offset_ms)) => {
+            json!({"synced": synced, "offset_ms": if synced { Some(offset_ms) } else { None }})
+        }
         None => json!({"synced": null, "offset_ms": null}),
     }
 }

@@ -17,7 +17,8 @@ pub fn client_config(cfg: &Uplink) -> Result<Arc<rustls::ClientConfig>, String> 
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup failed: {e}"))?;
     let mut roots = RootCertStore::empty();
-    let ca = cfg.ca.as_deref().ok_or("uplink.ca is not set; mqtts:// needs the CA that signed the broker's certificate")?;
+    let ca =
+        cfg.ca.as_deref().ok_or("uplink.ca is not set; mqtts:// needs the CA that signed the broker's certificate")?;
     for cert in certs(ca, "uplink.ca")? {
         roots.add(cert).map_err(|e| format!("uplink.ca {}: unusable CA certificate: {e}", ca.display()))?;
     }
@@ -43,7 +44,10 @@ fn certs(path: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>, String>
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{key} {}: not a PEM certificate file ({e})", path.display()))?;
     if certs.is_empty() {
-        return Err(format!("{key} {}: no certificate in the file; give a PEM file with BEGIN CERTIFICATE", path.display()));
+        return Err(format!(
+            "{key} {}: no certificate in the file; give a PEM file with BEGIN CERTIFICATE",
+            path.display()
+        ));
     }
     Ok(certs)
 }
