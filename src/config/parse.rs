@@ -2774,4 +2774,75 @@ to = ["lis", "archive"]
             assert!(parse_size(s).is_err(), "{s}");
         }
     }
+
+    const UPLINK: &str = r#"[node]
+site = "northfield"
+id = "gw-01"
+state_dir = "/srv/outpost"
+
+[uplink]
+url = "mqtts://broker.example.net"
+ca = "certs/ca.pem"
+cert = "certs/gw.pem"
+key = "certs/gw.key"
+
+[[source]]
+name = "ehr-feed"
+kind = "mllp"
+listen = "0.0.0.0:2575"
+
+[[destination]]
+name = "central"
+kind = "uplink"
+
+[[route]]
+name = "up"
+from = ["ehr-feed"]
+to = ["central"]
+"#;
+
+    #[test]
+    fn uplink_section_with_defaults() {
+        let c = Config::parse(UPLINK, "t").unwrap();
+        let u = c.uplink.as_ref().unwrap();
+        assert_eq!(u.broker, Broker { tls: true, host: "broker.example.net".into(), port: 8883 });
+        assert_eq!(u.client_id, "outpost-northfield-gw-01");
+        assert_eq!(u.ca.as_deref(), Some(Path::new("/srv/outpost/certs/ca.pem")));
+        assert_eq!(u.max_packet_size, 256 * 1024);
+        assert!(u.wait_for_central && u.remote_config);
+        assert_eq!(c.uplink_destination(), Some("central"));
+        let plain = Config::parse(
+            &UPLINK
+                .replace("mqtts://broker.example.net", "mqtt://10.0.0.9:1884")
+                .replace("ca = \"certs/ca.pem\"\ncert = \"certs/gw.pem\"\nkey = \"certs/gw.key\"\n", ""),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(plain.uplink.unwrap().broker, Broker { tls: false, host: "10.0.0.9".into(), port: 1884 });
+    }
+
+    #[test]
+    fn uplink_errors() {
+        one_error(
+            &UPLINK.replace("mqtts://", "http://"),
+            ConfigErrorKind::InvalidValue,
+            7,
+            "uplink.url",
+            "not mqtt or mqtts",
+        );
+        one_error(&UPLINK.replace("ca = \"certs/ca.pem\"\n", ""), ConfigErrorKind::MissingKey, 6, "uplink.ca", "ca");
+        one_error(
+            &UPLINK.replace("key = \"certs/gw.key\"\n", ""),
+            ConfigErrorKind::MissingKey,
+            9,
+            "uplink.cert",
+            "set both cert",
+        );
+        let no_section = UPLINK.replace("[uplink]\nurl = \"mqtts://broker.example.net\"\nca = \"certs/ca.pem\"\ncert = \"certs/gw.pem\"\nkey = \"certs/gw.key\"\n", "");
+        one_error(&no_section, ConfigErrorKind::MissingKey, 14, "destination[0].kind", "no [uplink] section");
+        let retry = UPLINK.replace("kind = \"uplink\"", "kind = \"uplink\"\nretry = { max_attempts = 3 }");
+        one_error(&retry, ConfigErrorKind::UnknownKey, 20, "destination[0].retry", "only applies to");
+        let two = format!("{UPLINK}\n[[destination]]\nname = \"central2\"\nkind = \"uplink\"\n");
+        one_error(&two, ConfigErrorKind::Duplicate, 28, "destination[1].kind", "second uplink destination");
+    }
 }

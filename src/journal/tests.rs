@@ -204,3 +204,91 @@ fn a_newer_schema_is_refused() {
     let err = Journal::open(&path, limits()).err().unwrap();
     assert!(matches!(err, JournalError::NewerSchema { found: 99, .. }), "{err}");
 }
+
+fn uplink_limits() -> Limits {
+    Limits { uplink_destination: Some("central".into()), ..limits() }
+}
+
+fn stored(i: Inserted) -> (i64, String) {
+    match i {
+        Inserted::Stored { seq, id } => (seq, id),
+        other => panic!("not stored: {other:?}"),
+    }
+}
+
+#[test]
+fn uplink_sequence_counts_only_items_for_central_and_never_goes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.db");
+    rt().block_on(async {
+        let j = Journal::open(&path, uplink_limits()).unwrap();
+        let mut ids = Vec::new();
+        for i in 0..6 {
+            // Every other item goes to central; the others only to a local destination.
+            let dests: &[&str] = if i % 2 == 0 { &["central", "lis"] } else { &["lis"] };
+            ids.push(stored(j.insert(envelope(&format!("c{i}"), format!("MSH|{i}").as_bytes(), dests)).await.unwrap()));
+        }
+        let r = j.reader().unwrap();
+        let items = r.uplink_pending("central", 0, i64::MAX, 100).unwrap();
+        assert_eq!(items.iter().map(|i| i.useq).collect::<Vec<_>>(), vec![1, 2, 3], "contiguous over central's items");
+        assert_eq!(
+            items.iter().map(|i| i.id.clone()).collect::<Vec<_>>(),
+            vec![ids[0].1.clone(), ids[2].1.clone(), ids[4].1.clone()]
+        );
+
+        // Acknowledged ids are released; a wrong id with a real seq releases nothing.
+        let forged = crate::journal::envelope_id(1, ids[2].0);
+        assert_eq!(j.acked("central", vec![ids[0].1.clone(), forged, "nonsense".into()]).await.unwrap(), 1);
+        assert_eq!(j.acked("central", vec![ids[0].1.clone()]).await.unwrap(), 0, "already released");
+        let left = r.uplink_pending("central", 0, i64::MAX, 100).unwrap();
+        assert_eq!(left.iter().map(|i| i.useq).collect::<Vec<_>>(), vec![2, 3]);
+        let backlog = r.uplink_backlog("central", i64::MAX).unwrap();
+        assert_eq!((backlog.items, backlog.first_useq, backlog.last_useq), (2, Some(2), Some(3)));
+        // The local destination is untouched by central's acks.
+        assert_eq!(r.pending("lis", 0, 100).unwrap().len(), 6);
+
+        // Release and purge everything: numbering still continues above 3 after a restart.
+        let rest: Vec<String> = left.iter().map(|i| i.id.clone()).collect();
+        j.acked("central", rest).await.unwrap();
+        for seq in 1..=6 {
+            j.update(DeliveryUpdate::Delivered { seq, destination: "lis".into() }).await.unwrap();
+        }
+        j.barrier().await.unwrap();
+        assert_eq!(j.purge(i64::MAX, i64::MAX).await.unwrap(), 6);
+        assert_eq!(j.bump("uplink_session").await.unwrap(), 1);
+        assert_eq!(j.bump("uplink_session").await.unwrap(), 2);
+        j.close();
+    });
+    rt().block_on(async {
+        let j = Journal::open(&path, uplink_limits()).unwrap();
+        let (_, _) = stored(j.insert(envelope("n1", b"MSH|new", &["central"])).await.unwrap());
+        let r = j.reader().unwrap();
+        assert_eq!(r.uplink_pending("central", 0, i64::MAX, 10).unwrap()[0].useq, 4);
+        assert_eq!(j.bump("uplink_session").await.unwrap(), 3, "the session counter survives restarts");
+        j.close();
+    });
+}
+
+#[test]
+fn resend_range_includes_acknowledged_items_still_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let j = Journal::open(&dir.path().join("j.db"), uplink_limits()).unwrap();
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            ids.push(
+                stored(
+                    j.insert(envelope(&format!("r{i}"), format!("MSH|{i}").as_bytes(), &["central"])).await.unwrap(),
+                )
+                .1,
+            );
+        }
+        j.acked("central", ids[..3].to_vec()).await.unwrap();
+        let r = j.reader().unwrap();
+        let range = r.uplink_range("central", 2, 4, 0, 100).unwrap();
+        assert_eq!(range.iter().map(|i| i.useq).collect::<Vec<_>>(), vec![2, 3, 4]);
+        assert!(r.uplink_one("central", range[0].seq).unwrap().is_none(), "acknowledged: not waiting");
+        assert!(r.uplink_one("central", range[2].seq).unwrap().is_some());
+        j.close();
+    });
+}
