@@ -301,6 +301,18 @@ fn command(command: Command) -> anyhow::Result<u8> {
                     },
                     c.journal.path.display()
                 );
+                if let Some(u) = &c.uplink {
+                    println!(
+                        "uplink {} as {}; {}; config hash {}",
+                        u.broker,
+                        u.client_id,
+                        match c.uplink_destination() {
+                            Some(d) => format!("items routed to {d:?} go to central"),
+                            None => "no uplink destination (state, telemetry and events only)".into(),
+                        },
+                        c.hash()
+                    );
+                }
                 Ok(0)
             }
             Err(e) => {

@@ -2136,13 +2136,15 @@ to = ["lis"]
         };
         assert_eq!(c.node.site, "northfield");
         assert_eq!(c.sources.len(), 1);
-        assert_eq!(c.destinations.len(), 2);
-        assert_eq!(c.routes.len(), 4);
+        assert_eq!(c.destinations.len(), 3);
+        assert_eq!(c.routes.len(), 5);
+        assert_eq!(c.uplink_destination(), Some("central"));
+        assert!(c.uplink.as_ref().is_some_and(|u| u.broker.tls));
         let lis = c.destination("lab-lis").unwrap();
         assert_eq!(lis.transforms.len(), 4);
         assert_eq!(lis.retry.max_age, Some(Duration::from_secs(3 * 86_400)));
         // "*" is expanded to every source.
-        assert_eq!(c.routes[2].from, vec!["ehr-feed".to_string()]);
+        assert_eq!(c.routes[3].from, vec!["ehr-feed".to_string()]);
         // Conditions keep file order.
         let when: Vec<String> = c.routes[1].when.iter().map(|w| w.path.to_string()).collect();
         assert_eq!(when, ["MSH-9.1", "MSH-9.2", "MSH-11"]);

@@ -220,6 +220,6 @@ fn the_shipped_example_config_is_valid() {
     let out = check(&example);
     assert_success(&out);
     let text = stdout_of(&out);
-    assert!(text.contains(": valid. 1 source(s), 2 destination(s), 4 route(s)"), "{text}");
+    assert!(text.contains(": valid. 1 source(s), 3 destination(s), 5 route(s)"), "{text}");
     assert!(text.contains("routing mode all-matches"), "{text}");
 }
