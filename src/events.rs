@@ -1,5 +1,5 @@
-//! Live events: what `outpost tail` shows, what escalations are made of, and (later) what the
-//! uplink publishes. Events carry ids, names, types and counts, never message content.
+//! Live events: what `outpost tail` shows, what escalations are made of, and what the
+//! uplink publishes as events. Events carry ids, names, types and counts, never message content.
 
 use serde::Serialize;
 use tokio::sync::broadcast;

@@ -1160,7 +1160,7 @@ fn identifier(ck: &mut Checker, v: &Val<'_, '_>) -> Option<String> {
     Some(s)
 }
 
-/// Names of sources, destinations and routes appear in logs, the CLI and (later) MQTT topics.
+/// Names of sources, destinations and routes appear in logs, the CLI and MQTT topics.
 fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("it is empty; give it a short name such as \"lab-lis\"".to_string());

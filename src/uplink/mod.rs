@@ -195,6 +195,10 @@ impl Link {
             loop {
                 let ev = eventloop.poll().await;
                 let failed = ev.is_err();
+                // Outgoing events (one per publish) are of no interest; keep the loop quiet.
+                if matches!(ev, Ok(Event::Outgoing(_))) {
+                    continue;
+                }
                 if tx.send(ev).is_err() || failed {
                     return;
                 }
@@ -207,7 +211,11 @@ impl Link {
             connected: false,
             central_online: if self.cfg.wait_for_central { None } else { Some(true) },
             next_telemetry: tokio::time::Instant::now() + self.cfg.telemetry_interval,
+            heard: tokio::time::Instant::now(),
         };
+        // rumqttc pings every keep-alive and fails the link when a ping goes unanswered; this
+        // is a second guard, on anything at all heard from the broker.
+        let silence_limit = self.cfg.keep_alive * 2 + Duration::from_secs(5);
         self.ctx.stats.uplink.set_link(|l| {
             l.session = session;
             l.central_online = s.central_online;
@@ -227,8 +235,14 @@ impl Link {
                     break End::Cancelled;
                 }
                 ev = rx.recv() => match ev {
-                    Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => self.on_connected(&mut s).await,
-                    Some(Ok(Event::Incoming(Packet::Publish(p)))) => self.on_publish(&mut s, &p.topic, &p.payload).await,
+                    Some(Ok(Event::Incoming(packet))) => {
+                        s.heard = tokio::time::Instant::now();
+                        match packet {
+                            Packet::ConnAck(_) => self.on_connected(&mut s).await,
+                            Packet::Publish(p) => self.on_publish(&mut s, &p.topic, &p.payload).await,
+                            _ => {}
+                        }
+                    }
                     Some(Ok(_)) => {}
                     Some(Err(e)) => break End::Down { reason: describe(&e), connected: s.connected },
                     None => break End::Down { reason: "the MQTT event loop stopped".into(), connected: s.connected },
@@ -242,6 +256,12 @@ impl Link {
                 _ = tick.tick() => {
                     if !s.connected && tokio::time::Instant::now() > connect_deadline {
                         break End::Down { reason: "no answer to CONNECT".into(), connected: false };
+                    }
+                    if s.connected && s.heard.elapsed() > silence_limit {
+                        break End::Down {
+                            reason: format!("nothing heard from the broker for {}s (half-open link)", s.heard.elapsed().as_secs()),
+                            connected: true,
+                        };
                     }
                     self.on_tick(&mut s).await;
                 }
@@ -648,6 +668,8 @@ struct Session {
     connected: bool,
     central_online: Option<bool>,
     next_telemetry: tokio::time::Instant,
+    /// When the broker last sent anything.
+    heard: tokio::time::Instant,
 }
 
 /// Words for a link failure, for logs, `status` and telemetry.
