@@ -1,0 +1,116 @@
+//! Helpers shared by the benchmarks (a module of each bench, not a bench itself).
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use outpost::mllp;
+
+pub fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    format!("{cpus} cores, {model}")
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn wait_for_listener(socket: &std::path::Path) -> SocketAddr {
+    let start = Instant::now();
+    loop {
+        if let Ok(v) = outpost::control::client::request(socket, &outpost::control::protocol::Request::Status)
+            && let Some(a) = v["sources"][0]["bound"].as_str()
+        {
+            return a.parse().unwrap();
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "daemon did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn rss_kib(child: &Child, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+pub fn sample_message(control_id: &str) -> String {
+    let mut m = format!(
+        "MSH|^~\\&|LAB|CLINIC|EHR|CLINIC|20261123120000||ORU^R01^ORU_R01|{control_id}|P|2.5.1\rPID|1||123456^^^CLINIC^MR||DOE^JANE||19800101|F\rOBR|1||A1|24317-0^CBC^LN\r"
+    );
+    let mut i = 1;
+    while m.len() < 1000 {
+        m.push_str(&format!("OBX|{i}|NM|718-7^HGB^LN||13.{i}|g/dL|12-16|N|||F\r"));
+        i += 1;
+    }
+    m.replace(&format!("|{control_id}|P|"), "|{ID}|P|")
+}
+
+/// `conns` connections, each sending `n` messages one after the other (send, wait for ACK).
+pub fn run_load(addr: SocketAddr, conns: usize, n: usize, template: &str, tag: &str) -> (f64, Vec<f64>) {
+    let start = Instant::now();
+    let threads: Vec<_> = (0..conns)
+        .map(|c| {
+            let template = template.to_string();
+            let tag = tag.to_string();
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.set_nodelay(true).unwrap();
+                let mut lat = Vec::with_capacity(n);
+                let mut buf = [0u8; 4096];
+                let mut d = mllp::Decoder::new(1 << 20);
+                let mut frames = Vec::new();
+                for i in 0..n {
+                    let msg = template.replace("{ID}", &format!("{tag}{c}-{i}"));
+                    let t = Instant::now();
+                    s.write_all(&mllp::encode(msg.as_bytes())).unwrap();
+                    loop {
+                        let k = s.read(&mut buf).unwrap();
+                        assert!(k > 0, "connection closed");
+                        d.push(&buf[..k], &mut frames);
+                        if !frames.is_empty() {
+                            break;
+                        }
+                    }
+                    let ack = match frames.pop() {
+                        Some(mllp::Frame::Message(m)) => m,
+                        other => panic!("unexpected {other:?}"),
+                    };
+                    assert!(ack.windows(7).any(|w| w == b"MSA|AA|"), "not AA: {}", String::from_utf8_lossy(&ack));
+                    lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in threads {
+        all.extend(t.join().unwrap());
+    }
+    let rate = all.len() as f64 / start.elapsed().as_secs_f64();
+    all.sort_by(|a, b| a.total_cmp(b));
+    (rate, all)
+}
+
+pub fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p / 100.0).round() as usize]
+}

@@ -1,0 +1,238 @@
+//! Uplink drain benchmark: the real `outpost` binary, a real mosquitto, the example central
+//! consumer storing and acknowledging.
+//!
+//! `cargo bench --bench uplink` journals N 1 KiB messages (default 100,000) over MLLP while
+//! central is away (no central state: items wait in the journal), measures a bare MQTT client's
+//! QoS 1 publish rate of the same number and size of messages on the same broker, then starts the
+//! example consumer and times the drain until the gateway's backlog is empty (every item stored
+//! and acknowledged end to end), sampling the gateway's RSS. Prints a Markdown table (kept in
+//! docs/PERFORMANCE.md). Environment: OUTPOST_BENCH_UPLINK_N (messages, default 100000),
+//! OUTPOST_BENCH_BIN (the outpost binary, default this build's), MOSQUITTO (the broker binary).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::*;
+
+fn main() {
+    let n: usize = std::env::var("OUTPOST_BENCH_UPLINK_N").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    let port = free_port();
+    let broker = start_broker(dir.path(), port);
+    let url = format!("mqtt://127.0.0.1:{port}");
+
+    let config = format!(
+        r#"[node]
+site = "bench"
+id = "gw-1"
+state_dir = "{dir}"
+
+[journal]
+max_bytes = "2GiB"
+
+[uplink]
+url = "{url}"
+# The whole backlog is historical; let it go as fast as the link takes it.
+replay_rate = 1000000
+max_in_flight = 2000
+telemetry_interval = "10s"
+
+[[source]]
+name = "bench"
+kind = "mllp"
+listen = "127.0.0.1:0"
+max_connections = 256
+
+[[destination]]
+name = "central"
+kind = "uplink"
+
+[[route]]
+name = "all"
+from = ["bench"]
+to = ["central"]
+"#,
+        dir = dir.path().display()
+    );
+    let config_path = dir.path().join("bench.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let bin = std::env::var("OUTPOST_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_outpost").to_string());
+    let mut gateway = Command::new(&bin)
+        .args(["run", "--config"])
+        .arg(&config_path)
+        .env("OUTPOST_LOG", "warn")
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start outpost");
+    let socket = dir.path().join("control.sock");
+    let addr = wait_for_listener(&socket);
+
+    // Journal the backlog (central has not said it is online, so nothing goes up yet).
+    let body = sample_message("X");
+    let conns = 32;
+    let (intake_rate, _) = run_load(addr, conns, n / conns, &body, "U");
+    let total = conns * (n / conns);
+    wait_until("the backlog is journaled", Duration::from_secs(60), || backlog(&socket) == Some(total as u64));
+    let rss_before = rss_kib(&gateway, "VmRSS");
+
+    // The bare client: QoS 1 publishes of the same size, each acknowledged by the broker.
+    let bare_rate = bare_publish(port, total, body.len());
+
+    // The drain: the consumer comes up (and says central is online); time until the backlog
+    // is empty, i.e. every item stored by the consumer and its acknowledgement committed.
+    let store = dir.path().join("central.db");
+    let consumer_bin = consumer_binary();
+    let mut consumer = Command::new(consumer_bin)
+        .args(["consume", "--url", &url, "--store"])
+        .arg(&store)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the example consumer");
+    let mut ready = String::new();
+    BufReader::new(consumer.stdout.take().expect("stdout")).read_line(&mut ready).expect("consumer output");
+    assert_eq!(ready.trim(), "ready", "the consumer did not start");
+    let start = Instant::now();
+    let mut peak_rss = 0;
+    loop {
+        peak_rss = peak_rss.max(rss_kib(&gateway, "VmRSS"));
+        if backlog(&socket) == Some(0) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(900), "the drain did not finish: backlog {:?}", backlog(&socket));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let drain = start.elapsed().as_secs_f64();
+    let stored = count_stored(&store);
+
+    stop(&mut consumer);
+    stop(&mut gateway);
+    drop(broker);
+
+    let rate = total as f64 / drain;
+    println!("## Uplink drain benchmark ({})", machine());
+    println!();
+    println!("{total} messages of {} bytes; mosquitto on loopback; the example consumer stores in SQLite", body.len());
+    println!();
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!("| intake while central is away (32 connections) | {intake_rate:.0} msg/s |");
+    println!("| bare client, QoS 1 publish of {total} × {} B | {bare_rate:.0} msg/s |", body.len());
+    println!("| drain to central, stored and acknowledged end to end | {rate:.0} msg/s ({drain:.1} s) |");
+    println!("| … as share of the bare client's rate | {:.0} % |", rate * 100.0 / bare_rate);
+    println!("| items in central's store | {stored} |");
+    println!(
+        "| gateway RSS before the drain / peak during it | {:.1} MiB / {:.1} MiB |",
+        rss_before as f64 / 1024.0,
+        peak_rss as f64 / 1024.0
+    );
+}
+
+struct Broker(Child);
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_broker(dir: &std::path::Path, port: u16) -> Broker {
+    let conf = dir.join("mosquitto.conf");
+    // Central's consumer must be able to take a gateway's whole window at once.
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 1000\n\
+             max_queued_messages 100000\nmessage_size_limit 0\n"
+        ),
+    )
+    .unwrap();
+    let bin = std::env::var("MOSQUITTO").unwrap_or_else(|_| {
+        if std::path::Path::new("/usr/sbin/mosquitto").exists() {
+            "/usr/sbin/mosquitto".into()
+        } else {
+            "mosquitto".into()
+        }
+    });
+    let child = Command::new(bin)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start mosquitto (apt install mosquitto)");
+    wait_until("mosquitto listens", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    Broker(child)
+}
+
+fn backlog(socket: &std::path::Path) -> Option<u64> {
+    let v = outpost::control::client::request(socket, &outpost::control::protocol::Request::Status).ok()?;
+    v["uplink"]["backlog"].as_u64()
+}
+
+fn wait_until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let _ = child.wait();
+}
+
+/// The example consumer, built in release mode next to this bench's outpost.
+fn consumer_binary() -> std::path::PathBuf {
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "--example", "central"])
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "cannot build the example consumer");
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/examples/central")
+}
+
+fn count_stored(store: &std::path::Path) -> i64 {
+    rusqlite::Connection::open(store)
+        .and_then(|c| c.query_row("SELECT count(*) FROM items", [], |r| r.get(0)))
+        .unwrap_or(-1)
+}
+
+/// Publishes `n` messages of `size` bytes at QoS 1 with rumqttc (the client outpost uses) and
+/// returns messages/s until the broker acknowledged the last.
+fn bare_publish(port: u16, n: usize, size: usize) -> f64 {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async move {
+        let mut o = rumqttc::MqttOptions::new("bench-bare", "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(30));
+        o.set_inflight(1000);
+        o.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut eventloop) = rumqttc::AsyncClient::new(o, 1000);
+        let payload = vec![b'x'; size];
+        let start = Instant::now();
+        let publisher = tokio::spawn(async move {
+            for _ in 0..n {
+                client.publish("bench/bare", rumqttc::QoS::AtLeastOnce, false, payload.clone()).await.unwrap();
+            }
+            client
+        });
+        let mut acked = 0;
+        while acked < n {
+            match eventloop.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => acked += 1,
+                Ok(_) => {}
+                Err(e) => panic!("bare client: {e}"),
+            }
+        }
+        let rate = n as f64 / start.elapsed().as_secs_f64();
+        let _ = publisher.await;
+        rate
+    })
+}
