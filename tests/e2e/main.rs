@@ -1,11 +1,14 @@
 //! End-to-end tests: the real `outpost` binary, real sockets, real SQLite files.
 
+mod mqtt_support;
 mod support;
 
+mod acl;
 mod bad_input;
 mod cli;
 mod config;
 mod escalation;
 mod intake;
 mod lifecycle;
+mod mqtt_harness;
 mod protocol;
