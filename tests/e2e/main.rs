@@ -12,3 +12,4 @@ mod intake;
 mod lifecycle;
 mod mqtt_harness;
 mod protocol;
+mod uplink;
