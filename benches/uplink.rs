@@ -95,6 +95,7 @@ to = ["central"]
     let mut ready = String::new();
     BufReader::new(consumer.stdout.take().expect("stdout")).read_line(&mut ready).expect("consumer output");
     assert_eq!(ready.trim(), "ready", "the consumer did not start");
+    let cpu_before = [cpu_secs(gateway.id()), cpu_secs(broker.0.id()), cpu_secs(consumer.id())];
     let start = Instant::now();
     let mut peak_rss = 0;
     loop {
@@ -103,9 +104,12 @@ to = ["central"]
             break;
         }
         assert!(start.elapsed() < Duration::from_secs(900), "the drain did not finish: backlog {:?}", backlog(&socket));
-        std::thread::sleep(Duration::from_millis(50));
+        // Not too often: each status call counts the backlog.
+        std::thread::sleep(Duration::from_millis(200));
     }
     let drain = start.elapsed().as_secs_f64();
+    let cpu_after = [cpu_secs(gateway.id()), cpu_secs(broker.0.id()), cpu_secs(consumer.id())];
+    let cpu: Vec<f64> = cpu_after.iter().zip(cpu_before).map(|(a, b)| a - b).collect();
     let stored = count_stored(&store);
 
     stop(&mut consumer);
@@ -124,6 +128,10 @@ to = ["central"]
     println!("| drain to central, stored and acknowledged end to end | {rate:.0} msg/s ({drain:.1} s) |");
     println!("| … as share of the bare client's rate | {:.0} % |", rate * 100.0 / bare_rate);
     println!("| items in central's store | {stored} |");
+    println!(
+        "| CPU during the drain: gateway / mosquitto / consumer | {:.1} s / {:.1} s / {:.1} s (in {drain:.1} s on 2 cores) |",
+        cpu[0], cpu[1], cpu[2]
+    );
     println!(
         "| gateway RSS before the drain / peak during it | {:.1} MiB / {:.1} MiB |",
         rss_before as f64 / 1024.0,
@@ -169,6 +177,17 @@ fn start_broker(dir: &std::path::Path, port: u16) -> Broker {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
     Broker(child)
+}
+
+/// User + system CPU seconds of a process so far.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the command name.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn backlog(socket: &std::path::Path) -> Option<u64> {

@@ -266,16 +266,14 @@ impl Reader {
 
     pub fn status_counts(&self) -> Result<StatusCounts, JournalError> {
         let mut counts = StatusCounts::default();
+        // Counted from the delivery rows alone (the queue index): joining every waiting row to
+        // its envelope would read the whole backlog's bodies.
         let mut stmt = self.conn.prepare_cached(
-            "SELECT d.destination, d.state, count(*), min(e.received_at)
-             FROM deliveries d JOIN envelopes e ON e.seq = d.seq
-             WHERE d.state <> 'delivered' GROUP BY d.destination, d.state",
+            "SELECT destination, state, count(*) FROM deliveries WHERE state <> 'delivered' GROUP BY destination, state",
         )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, Option<i64>>(3)?))
-        })?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?;
         for row in rows {
-            let (dest, state, n, oldest) = row?;
+            let (dest, state, n) = row?;
             let entry = match counts.destinations.iter_mut().find(|d| d.0 == dest) {
                 Some(e) => e,
                 None => {
@@ -287,11 +285,16 @@ impl Reader {
                 entry.2 += n as u64;
             } else {
                 entry.1 += n as u64;
-                entry.3 = match (entry.3, oldest) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
             }
+        }
+        // The oldest waiting item of each destination is its first in journal order.
+        let mut oldest = self.conn.prepare_cached(
+            "SELECT e.received_at FROM envelopes e WHERE e.seq = (
+                SELECT min(seq) FROM deliveries
+                WHERE destination = ?1 AND state <> 'delivered' AND state <> 'failed')",
+        )?;
+        for entry in counts.destinations.iter_mut().filter(|e| e.1 > 0) {
+            entry.3 = oldest.query_row([&entry.0], |r| r.get::<_, i64>(0)).optional()?;
         }
         let mut stmt = self
             .conn
