@@ -35,6 +35,7 @@ pub struct ConnArgs {
     /// Client private key (PEM: PKCS#8, PKCS#1 or SEC1); needs --cert.
     #[arg(long, global = true, value_name = "FILE", requires = "cert")]
     pub key: Option<PathBuf>,
+    /// User name for the broker (password from --password, or empty).
     #[arg(long, global = true)]
     pub username: Option<String>,
     /// Password (better from the environment than the command line).
