@@ -37,7 +37,7 @@ max_bytes = "2GiB"
 url = "{url}"
 # The whole backlog is historical; let it go as fast as the link takes it.
 replay_rate = 1000000
-max_in_flight = 2000
+max_in_flight = 4000
 telemetry_interval = "10s"
 
 [[source]]
@@ -79,7 +79,9 @@ to = ["central"]
     let rss_before = rss_kib(&gateway, "VmRSS");
 
     // The bare client: QoS 1 publishes of the same size, each acknowledged by the broker.
-    let bare_rate = bare_publish(port, total, body.len());
+    let bare_rate = bare_publish(port, total, body.len(), false);
+    // The same with a QoS 1 subscriber taking every message (the broker's pass-through rate).
+    let bare_sub_rate = bare_publish(port, total, body.len(), true);
 
     // The drain: the consumer comes up (and says central is online); time until the backlog
     // is empty, i.e. every item stored by the consumer and its acknowledgement committed.
@@ -98,15 +100,21 @@ to = ["central"]
     let cpu_before = [cpu_secs(gateway.id()), cpu_secs(broker.0.id()), cpu_secs(consumer.id())];
     let start = Instant::now();
     let mut peak_rss = 0;
+    // Watch central's store (asking the gateway for its status counts the backlog each time,
+    // which would load the gateway being measured), then wait for the last acknowledgements.
     loop {
         peak_rss = peak_rss.max(rss_kib(&gateway, "VmRSS"));
-        if backlog(&socket) == Some(0) {
+        if count_stored(&store) >= total as i64 {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(900), "the drain did not finish: backlog {:?}", backlog(&socket));
-        // Not too often: each status call counts the backlog.
-        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            start.elapsed() < Duration::from_secs(900),
+            "the drain did not finish: {} stored",
+            count_stored(&store)
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
+    wait_until("the gateway released everything", Duration::from_secs(120), || backlog(&socket) == Some(0));
     let drain = start.elapsed().as_secs_f64();
     let cpu_after = [cpu_secs(gateway.id()), cpu_secs(broker.0.id()), cpu_secs(consumer.id())];
     let cpu: Vec<f64> = cpu_after.iter().zip(cpu_before).map(|(a, b)| a - b).collect();
@@ -127,6 +135,10 @@ to = ["central"]
     println!("| bare client, QoS 1 publish of {total} × {} B | {bare_rate:.0} msg/s |", body.len());
     println!("| drain to central, stored and acknowledged end to end | {rate:.0} msg/s ({drain:.1} s) |");
     println!("| … as share of the bare client's rate | {:.0} % |", rate * 100.0 / bare_rate);
+    println!(
+        "| bare client with a QoS 1 subscriber receiving every message | {bare_sub_rate:.0} msg/s (the drain is {:.0} % of it) |",
+        rate * 100.0 / bare_sub_rate
+    );
     println!("| items in central's store | {stored} |");
     println!(
         "| CPU during the drain: gateway / mosquitto / consumer | {:.1} s / {:.1} s / {:.1} s (in {drain:.1} s on 2 cores) |",
@@ -225,11 +237,36 @@ fn count_stored(store: &std::path::Path) -> i64 {
 }
 
 /// Publishes `n` messages of `size` bytes at QoS 1 with rumqttc (the client outpost uses) and
-/// returns messages/s until the broker acknowledged the last.
-fn bare_publish(port: u16, n: usize, size: usize) -> f64 {
+/// returns messages/s until the broker acknowledged the last; with `subscribed`, a second
+/// rumqttc client subscribes at QoS 1 and the rate is until it has received them all.
+fn bare_publish(port: u16, n: usize, size: usize, subscribed: bool) -> f64 {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async move {
-        let mut o = rumqttc::MqttOptions::new("bench-bare", "127.0.0.1", port);
+        let topic = if subscribed { "bench/bare-sub" } else { "bench/bare" };
+        let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        if subscribed {
+            let mut o = rumqttc::MqttOptions::new("bench-sub", "127.0.0.1", port);
+            o.set_keep_alive(Duration::from_secs(30));
+            o.set_max_packet_size(1 << 20, 1 << 20);
+            let (client, mut eventloop) = rumqttc::AsyncClient::new(o, 1000);
+            client.subscribe(topic, rumqttc::QoS::AtLeastOnce).await.unwrap();
+            loop {
+                if let rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)) = eventloop.poll().await.unwrap() {
+                    break;
+                }
+            }
+            let r = received.clone();
+            tokio::spawn(async move {
+                let _client = client;
+                while let Ok(ev) = eventloop.poll().await {
+                    if let rumqttc::Event::Incoming(rumqttc::Packet::Publish(_)) = ev {
+                        r.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+        let mut o =
+            rumqttc::MqttOptions::new(if subscribed { "bench-bare-2" } else { "bench-bare" }, "127.0.0.1", port);
         o.set_keep_alive(Duration::from_secs(30));
         o.set_inflight(1000);
         o.set_max_packet_size(1 << 20, 1 << 20);
@@ -238,7 +275,7 @@ fn bare_publish(port: u16, n: usize, size: usize) -> f64 {
         let start = Instant::now();
         let publisher = tokio::spawn(async move {
             for _ in 0..n {
-                client.publish("bench/bare", rumqttc::QoS::AtLeastOnce, false, payload.clone()).await.unwrap();
+                client.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload.clone()).await.unwrap();
             }
             client
         });
@@ -248,6 +285,12 @@ fn bare_publish(port: u16, n: usize, size: usize) -> f64 {
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => acked += 1,
                 Ok(_) => {}
                 Err(e) => panic!("bare client: {e}"),
+            }
+        }
+        if subscribed {
+            while received.load(std::sync::atomic::Ordering::Relaxed) < n {
+                assert!(start.elapsed() < Duration::from_secs(300), "the subscriber did not get everything");
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
         let rate = n as f64 / start.elapsed().as_secs_f64();

@@ -266,25 +266,23 @@ impl Reader {
 
     pub fn status_counts(&self) -> Result<StatusCounts, JournalError> {
         let mut counts = StatusCounts::default();
-        // Counted from the delivery rows alone (the queue index): joining every waiting row to
-        // its envelope would read the whole backlog's bodies.
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT destination, state, count(*) FROM deliveries WHERE state <> 'delivered' GROUP BY destination, state",
+        // Counted from the queue index and the (small) dead-letter index alone: joining every
+        // waiting row to its envelope, or sorting them by state, would read the whole backlog.
+        let mut open = self.conn.prepare_cached(
+            "SELECT destination, count(*) FROM deliveries WHERE state <> 'delivered' GROUP BY destination",
         )?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?;
-        for row in rows {
-            let (dest, state, n) = row?;
-            let entry = match counts.destinations.iter_mut().find(|d| d.0 == dest) {
-                Some(e) => e,
-                None => {
-                    counts.destinations.push((dest, 0, 0, None));
-                    counts.destinations.last_mut().ok_or(JournalError::Closed)?
-                }
-            };
-            if state == "failed" {
-                entry.2 += n as u64;
-            } else {
-                entry.1 += n as u64;
+        for row in open.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+            let (dest, n) = row?;
+            counts.destinations.push((dest, n as u64, 0, None));
+        }
+        let mut failed = self.conn.prepare_cached(
+            "SELECT destination, count(*) FROM deliveries WHERE state = 'failed' GROUP BY destination",
+        )?;
+        for row in failed.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+            let (dest, n) = row?;
+            if let Some(entry) = counts.destinations.iter_mut().find(|d| d.0 == dest) {
+                entry.1 = entry.1.saturating_sub(n as u64);
+                entry.2 = n as u64;
             }
         }
         // The oldest waiting item of each destination is its first in journal order.

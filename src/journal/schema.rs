@@ -59,6 +59,8 @@ const MIGRATIONS: &[&str] = &[
         key   TEXT PRIMARY KEY,
         value INTEGER NOT NULL
     ) WITHOUT ROWID;
+    -- Dead letters per destination, so that `status` counts them without reading the queue.
+    CREATE INDEX deliveries_failed ON deliveries(destination) WHERE state = 'failed';
     "#,
 ];
 

@@ -85,14 +85,13 @@ struct ItemMessage<'a> {
     size: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     chunk: Option<Chunk>,
-    body_b64: String,
 }
 
 /// The payloads of one item: one message, or its chunks in order when the whole would exceed
 /// `max_payload` bytes.
 pub fn item_payloads(item: &UplinkItem, session: i64, historical: bool, max_payload: usize) -> Vec<Vec<u8>> {
     let b64 = base64::engine::general_purpose::STANDARD;
-    let message = |chunk: Option<Chunk>, body: &[u8]| ItemMessage {
+    let message = |chunk: Option<Chunk>| ItemMessage {
         v: VERSION,
         id: &item.id,
         seq: item.useq,
@@ -112,22 +111,35 @@ pub fn item_payloads(item: &UplinkItem, session: i64, historical: bool, max_payl
         charset: item.charset.as_deref(),
         size: item.body.len(),
         chunk,
-        body_b64: b64.encode(body),
     };
-    let to_json = |m: &ItemMessage<'_>| serde_json::to_vec(m).unwrap_or_default();
-    let whole = to_json(&message(None, &item.body));
+    // The body is appended as `"body_b64":"..."` by hand: base64 needs no JSON escaping, and
+    // scanning it for escapes was a good part of the cost of an item.
+    let to_json = |m: &ItemMessage<'_>, body: &[u8]| {
+        let mut out = serde_json::to_vec(m).unwrap_or_default();
+        if out.last() == Some(&b'}') {
+            out.pop();
+            out.extend_from_slice(b",\"body_b64\":\"");
+            let start = out.len();
+            out.resize(start + base64::encoded_len(body.len(), true).unwrap_or(0), 0);
+            let n = b64.encode_slice(body, &mut out[start..]).unwrap_or(0);
+            out.truncate(start + n);
+            out.extend_from_slice(b"\"}");
+        }
+        out
+    };
+    let whole = to_json(&message(None), &item.body);
     if whole.len() <= max_payload {
         return vec![whole];
     }
     // Everything but the body, with the widest chunk field a split could need.
-    let overhead = to_json(&message(Some(Chunk { index: usize::MAX, count: usize::MAX }), &[])).len();
+    let overhead = to_json(&message(Some(Chunk { index: usize::MAX, count: usize::MAX })), &[]).len();
     // Base64 turns 3 bytes into 4; keep chunks a multiple of 3 so each encodes without padding.
     let per_chunk = (max_payload.saturating_sub(overhead) / 4 * 3).max(3);
     let count = item.body.len().div_ceil(per_chunk);
     item.body
         .chunks(per_chunk)
         .enumerate()
-        .map(|(index, part)| to_json(&message(Some(Chunk { index, count }), part)))
+        .map(|(index, part)| to_json(&message(Some(Chunk { index, count })), part))
         .collect()
 }
 

@@ -3,8 +3,8 @@
 //!
 //! Two lanes share a window of `max_in_flight` unacknowledged items. *Live* items (journaled
 //! after the flow started) go first, as they come. *Historical* items (the backlog from before)
-//! are replayed behind them at `replay_rate` per second and may hold at most half the window,
-//! so a fresh result is never stuck behind a day of backlog. Each lane walks the journal in
+//! are replayed behind them at `replay_rate` per second and may hold at most nine tenths of the
+//! window, so a fresh result is never stuck behind a day of backlog. Each lane walks the journal in
 //! order with a cursor; nothing is marked in the journal until central acknowledges (the
 //! journal is the only queue: a new session simply starts again from what is unacknowledged).
 
@@ -138,7 +138,9 @@ impl Flow {
     ) -> Result<Pumped, JournalError> {
         let mut done = Pumped::default();
         self.refill();
-        let hist_share = (self.max_in_flight / 2).max(1);
+        // A tenth of the window is kept for live items, so a fresh result never waits behind
+        // the backlog for room.
+        let hist_share = self.max_in_flight.saturating_sub((self.max_in_flight / 10).max(1)).max(1);
         while out.ready() && self.in_flight.len() < self.max_in_flight {
             if let Some(item) = self.next_live(reader, head_seq).await? {
                 self.send(item, false, out);
@@ -197,7 +199,8 @@ impl Flow {
 
     fn refill(&mut self) {
         let now = Instant::now();
-        let burst = self.replay_rate.clamp(1.0, 64.0);
+        // At most a tenth of a second's worth at once (and never more than the window).
+        let burst = (self.replay_rate / 10.0).clamp(1.0, self.max_in_flight as f64);
         self.tokens = (self.tokens + now.duration_since(self.refilled).as_secs_f64() * self.replay_rate).min(burst);
         self.refilled = now;
     }
