@@ -1197,6 +1197,8 @@ pub struct Central {
     pub cli: CentralCli,
     args: Vec<String>,
     child: Option<Child>,
+    /// Another consumer's store, when this one shares it.
+    store: Option<PathBuf>,
 }
 
 impl Central {
@@ -1205,13 +1207,28 @@ impl Central {
     pub fn start(broker_url: &str, tls: Option<&ClientTls>, extra_args: &[&str]) -> Central {
         let dir = tempfile::tempdir().expect("tempdir");
         let args = extra_args.iter().map(|s| s.to_string()).collect();
-        let mut central = Central { dir, cli: CentralCli::new(broker_url, tls), args, child: None };
+        let mut central = Central { dir, cli: CentralCli::new(broker_url, tls), args, child: None, store: None };
+        central.spawn();
+        central
+    }
+
+    /// A second consumer writing to `other`'s store (central's consumers share a database).
+    pub fn start_sharing_store(
+        broker_url: &str,
+        tls: Option<&ClientTls>,
+        other: &Central,
+        extra_args: &[&str],
+    ) -> Central {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let args = extra_args.iter().map(|s| s.to_string()).collect();
+        let store = Some(other.store_path());
+        let mut central = Central { dir, cli: CentralCli::new(broker_url, tls), args, child: None, store };
         central.spawn();
         central
     }
 
     pub fn store_path(&self) -> PathBuf {
-        self.dir.path().join("central.sqlite")
+        self.store.clone().unwrap_or_else(|| self.dir.path().join("central.sqlite"))
     }
 
     pub fn stderr_path(&self) -> PathBuf {

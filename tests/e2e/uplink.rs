@@ -458,3 +458,70 @@ fn items_wait_while_central_is_offline() {
     assert_same_items(&items, &sent);
     assert!(items[2..].iter().all(|i| i.historical), "held items are replayed as backlog");
 }
+
+#[test]
+fn a_config_whose_uplink_cannot_connect_is_rolled_back() {
+    let broker = Broker::start();
+    let url = broker.url();
+    let central = Central::start(&url, None, &[]);
+    let d = Daemon::start(&config(&url, "config_rollback_after = \"3s\""));
+    wait_state(&d, "connected");
+    let running = std::fs::read_to_string(&d.config_path).unwrap();
+    // A broker address where nothing listens.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let moved = running.replace(&url, &format!("mqtt://{dead}"));
+    let file = d.path("moved.toml");
+    std::fs::write(&file, &moved).unwrap();
+    let out = central.publish_config("test", "gw", &file, "v-dead-broker", &["--wait-status", "60"]);
+    let status = json_out(&out);
+    assert_eq!(status["status"], "rolled_back", "{status}");
+    assert!(status["errors"].to_string().contains("uplink"), "{status}");
+    // Back on the old broker, with the old file.
+    wait_state(&d, "connected");
+    assert_eq!(std::fs::read_to_string(&d.config_path).unwrap(), running);
+    let sent = send(&d, "A", 2);
+    let items = wait_drained(&d, &central, 2);
+    assert_same_items(&items, &sent);
+}
+
+#[test]
+fn consumers_sharing_a_subscription_store_and_acknowledge_everything_once() {
+    let broker = Broker::start_with(BrokerOptions { message_size_limit: Some(8192), ..Default::default() });
+    let url = broker.url();
+    // Two consumers share the work (and one store, as central's consumers share a database).
+    let a = Central::start(&url, None, &["--share", "central", "--client-id", "central-a"]);
+    let b = Central::start_sharing_store(&url, None, &a, &["--share", "central", "--client-id", "central-b"]);
+    let d = Daemon::start(&config(&url, "max_packet_size = \"6KiB\""));
+    let mut sent = Vec::new();
+    let mut c = Client::connect(d.addr("ehr"));
+    for i in 0..40 {
+        // Every fourth item is large enough to go in chunks, which the two consumers split.
+        let msg = if i % 4 == 0 {
+            let doc: String = (0..20_000).map(|k| (b'a' + ((k + i) % 26) as u8) as char).collect();
+            format!("MSH|^~\\&|LAB|C|EHR|C|20261123120000||ORU^R01|SH{i}|P|2.5\rOBX|1|ED|PDF||^application^pdf^Base64^{doc}||||||F\r")
+                .into_bytes()
+        } else {
+            adt(&format!("SH{i}"))
+        };
+        assert_eq!(ack_code(&c.send(&msg)), "AA");
+        sent.push(msg);
+    }
+    let items = wait_drained(&d, &a, sent.len());
+    assert_same_items(&items, &sent);
+    // Both consumers did part of the work (each reports what it acknowledged when it stops).
+    let (mut a, mut b) = (a, b);
+    a.stop();
+    b.stop();
+    let acked = |c: &Central| -> u64 {
+        let log = c.stderr();
+        let last = log.lines().rev().find(|l| l.contains("acked_ids=")).unwrap_or("").to_string();
+        last.split("acked_ids=")
+            .nth(1)
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let (na, nb) = (acked(&a), acked(&b));
+    assert!(na > 0 && nb > 0, "both consumers acknowledged items: {na} and {nb}\n{}\n{}", a.stderr(), b.stderr());
+    assert!(na + nb >= sent.len() as u64, "{na} + {nb}");
+}
