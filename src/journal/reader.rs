@@ -133,13 +133,7 @@ fn uplink_item(r: &Row<'_>) -> rusqlite::Result<UplinkItem> {
         kind: r.get(4)?,
         status: r.get(5)?,
         received_at: r.get(6)?,
-        summary: Summary {
-            message_type: r.get(7)?,
-            control_id: r.get(8)?,
-            sending_application: r.get(9)?,
-            sending_facility: r.get(10)?,
-            version: r.get(11)?,
-        },
+        summary: summary_at(r, 7)?,
         charset: r.get(12)?,
         body: r.get(13)?,
     })
@@ -395,6 +389,18 @@ impl Reader {
     }
 }
 
+/// The five summary columns (message type, control id, sending application and facility,
+/// version), in that order from column `first`.
+fn summary_at(r: &Row<'_>, first: usize) -> rusqlite::Result<Summary> {
+    Ok(Summary {
+        message_type: r.get(first)?,
+        control_id: r.get(first + 1)?,
+        sending_application: r.get(first + 2)?,
+        sending_facility: r.get(first + 3)?,
+        version: r.get(first + 4)?,
+    })
+}
+
 fn item_from_row(r: &Row<'_>) -> rusqlite::Result<Item> {
     let routes: String = r.get(13)?;
     Ok(Item {
@@ -405,13 +411,7 @@ fn item_from_row(r: &Row<'_>) -> rusqlite::Result<Item> {
         received_at: r.get(4)?,
         status: r.get(5)?,
         size: r.get::<_, i64>(6)? as u64,
-        summary: Summary {
-            message_type: r.get(7)?,
-            control_id: r.get(8)?,
-            sending_application: r.get(9)?,
-            sending_facility: r.get(10)?,
-            version: r.get(11)?,
-        },
+        summary: summary_at(r, 7)?,
         charset: r.get(12)?,
         routes: serde_json::from_str(&routes).unwrap_or_default(),
         note: r.get(14)?,

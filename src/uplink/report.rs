@@ -38,17 +38,7 @@ pub async fn birth(
         })
     });
     let sources: Vec<Value> = match crate::control::status(ctx).await {
-        Ok(st) => st
-            .sources
-            .iter()
-            .map(|s| {
-                json!({
-                    "name": s.name, "kind": s.kind,
-                    "link": if s.bound.is_some() { "listening" } else { "down" },
-                    "connections": s.connections,
-                })
-            })
-            .collect(),
+        Ok(st) => st.sources.iter().map(|s| source(s, false)).collect(),
         Err(_) => Vec::new(),
     };
     let escalations: Vec<Value> = ctx
@@ -95,18 +85,7 @@ pub async fn telemetry(ctx: &ControlContext, session: i64) -> Vec<u8> {
             nix::sys::statvfs::statvfs(if d.as_os_str().is_empty() { std::path::Path::new(".") } else { d }).ok()
         })
         .map(|s| s.blocks_available() * s.fragment_size());
-    let sources: Vec<Value> = st
-        .sources
-        .iter()
-        .map(|s| {
-            json!({
-                "name": s.name, "kind": s.kind,
-                "link": if s.bound.is_some() { "listening" } else { "down" },
-                "connections": s.connections, "received": s.received, "rejected": s.rejected,
-                "duplicates": s.duplicates, "refused": s.refused,
-            })
-        })
-        .collect();
+    let sources: Vec<Value> = st.sources.iter().map(|s| source(s, true)).collect();
     let destinations: Vec<Value> = st
         .destinations
         .iter()
@@ -144,6 +123,23 @@ pub async fn telemetry(ctx: &ControlContext, session: i64) -> Vec<u8> {
         "events_dropped": st.uplink.as_ref().map(|u| u.events_dropped).unwrap_or(0),
     });
     serde_json::to_vec(&v).unwrap_or_default()
+}
+
+/// A source in birth (`counts` false) and telemetry.
+fn source(s: &crate::control::protocol::SourceStatus, counts: bool) -> Value {
+    let mut v = json!({
+        "name": s.name, "kind": s.kind,
+        "link": if s.bound.is_some() { "listening" } else { "down" },
+        "connections": s.connections,
+    });
+    if counts && let Some(o) = v.as_object_mut() {
+        for (k, n) in
+            [("received", s.received), ("rejected", s.rejected), ("duplicates", s.duplicates), ("refused", s.refused)]
+        {
+            o.insert(k.into(), n.into());
+        }
+    }
+    v
 }
 
 /// An escalation as an event: `{root}/event`.
