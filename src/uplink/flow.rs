@@ -119,6 +119,19 @@ impl Flow {
         self.resend_items.clear();
     }
 
+    /// Items were given to this destination behind the lanes' cursors (unrouted items routed
+    /// again): walk the journal again from the start, as backlog, skipping what is in flight.
+    pub fn rescan(&mut self) {
+        if let Some(first) = self.live.front() {
+            self.live_cursor = first.seq - 1;
+        }
+        self.live.clear();
+        self.live_from = self.live_cursor;
+        self.hist_cursor = 0;
+        self.hist_done = false;
+        self.hist.clear();
+    }
+
     /// Central acknowledged `seq` (the journal releases it separately). Returns the item's id
     /// if it was waiting.
     pub fn acked(&mut self, seq: i64) -> Option<Sent> {

@@ -212,6 +212,7 @@ impl Link {
             central_online: if self.cfg.wait_for_central { None } else { Some(true) },
             next_telemetry: tokio::time::Instant::now() + self.cfg.telemetry_interval,
             heard: tokio::time::Instant::now(),
+            rescan: self.ctx.journal.head().borrow().rescan,
         };
         // rumqttc pings every keep-alive and fails the link when a ping goes unanswered; this
         // is a second guard, on anything at all heard from the broker.
@@ -247,7 +248,17 @@ impl Link {
                     Some(Err(e)) => break End::Down { reason: describe(&e), connected: s.connected },
                     None => break End::Down { reason: "the MQTT event loop stopped".into(), connected: s.connected },
                 },
-                _ = head.changed() => {}
+                _ = head.changed() => {
+                    let rescan = head.borrow_and_update().rescan;
+                    if rescan != s.rescan {
+                        s.rescan = rescan;
+                        if let Some(flow) = s.flow.as_mut() {
+                            // Committed first, so the rescan sees the new delivery rows.
+                            let _ = self.ctx.journal.barrier().await;
+                            flow.rescan();
+                        }
+                    }
+                }
                 r = config_status.changed() => {
                     if r.is_ok() && s.connected {
                         self.publish_config_status(&mut s, true).await;
@@ -670,6 +681,8 @@ struct Session {
     next_telemetry: tokio::time::Instant,
     /// When the broker last sent anything.
     heard: tokio::time::Instant,
+    /// The journal's rescan count last seen (see `Head`).
+    rescan: u64,
 }
 
 /// Words for a link failure, for logs, `status` and telemetry.

@@ -525,3 +525,28 @@ fn consumers_sharing_a_subscription_store_and_acknowledge_everything_once() {
     assert!(na > 0 && nb > 0, "both consumers acknowledged items: {na} and {nb}\n{}\n{}", a.stderr(), b.stderr());
     assert!(na + nb >= sent.len() as u64, "{na} + {nb}");
 }
+
+#[test]
+fn unrouted_items_routed_again_to_central_go_up() {
+    let broker = Broker::start();
+    let url = broker.url();
+    let central = Central::start(&url, None, &[]);
+    let only_adt =
+        config(&url, "").replace("to = [\"central\"]", "when = { \"MSH-9.1\" = \"ADT\" }\nto = [\"central\"]");
+    let d = Daemon::start(&only_adt);
+    let mut c = Client::connect(d.addr("ehr"));
+    let result = oru("RR1", "N");
+    assert_eq!(ack_code(&c.send(&result)), "AA");
+    let adts = send(&d, "RA", 2);
+    wait_drained(&d, &central, 2);
+    assert_eq!(d.status()["journal"]["unrouted"], 1);
+
+    // The rules are fixed: the result is routed again and goes to central behind the others.
+    d.rewrite_config(&config(&url, ""));
+    let out = d.cli(&["reload"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = d.cli(&["queue", "retry", "--unrouted"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let items = wait_drained(&d, &central, 3);
+    assert_same_items(&items, &[adts[0].clone(), adts[1].clone(), result]);
+}
