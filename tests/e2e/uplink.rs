@@ -103,6 +103,7 @@ fn items_journaled_while_the_broker_is_down_are_delivered_and_released_after_it_
     assert!(down["last_disconnect"].as_str().is_some_and(|s| !s.is_empty()), "{down}");
     let sent = send(&d, "B", 30);
     assert_eq!(backlog(&d), 30);
+    assert!(uplink(&d)["oldest_pending_age_s"].is_u64(), "{}", uplink(&d));
     let escalations = d.status()["escalations"].to_string();
     assert!(escalations.contains("link_down"), "{escalations}");
 
@@ -385,8 +386,20 @@ fn commands_answer_and_state_changing_ones_are_logged() {
 
     let retry = json_out(&central.cmd("test", "gw", "retry", None, 30));
     assert_eq!(retry["result"]["items"], 0, "{retry}");
+    let reload = json_out(&central.cmd("test", "gw", "reload", None, 30));
+    assert_eq!(reload["result"]["reloaded"], true, "{reload}");
+    let births = central.observed("/state").iter().filter(|b| b["status"] == "online").count();
+    let rebirth = json_out(&central.cmd("test", "gw", "rebirth", None, 30));
+    assert_eq!(rebirth["ok"], true, "{rebirth}");
+    wait_for("a second birth", DEADLINE, || {
+        (central.observed("/state").iter().filter(|b| b["status"] == "online").count() > births).then_some(())
+    });
+    // Who asked is logged with each command that changes something.
     let log = d.log();
-    assert!(log.contains("remote command: resend") && log.contains("remote command: retry"), "{log}");
+    for cmd in ["resend", "retry", "reload", "rebirth"] {
+        let line = log.lines().find(|l| l.contains(&format!("remote command: {cmd}"))).unwrap_or("");
+        assert!(line.contains("from=") && line.contains("request="), "{cmd}: {line}\n{log}");
+    }
 }
 
 #[test]
@@ -550,4 +563,34 @@ fn unrouted_items_routed_again_to_central_go_up() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let items = wait_drained(&d, &central, 3);
     assert_same_items(&items, &[adts[0].clone(), adts[1].clone(), result]);
+}
+
+#[test]
+fn events_raised_while_the_link_is_down_are_published_when_it_returns() {
+    let broker = Broker::start();
+    let proxy = Proxy::in_front_of(&broker);
+    // The observer is on the broker itself, subscribed before anything happens.
+    let watcher = Subscriber::start(&broker.url(), &format!("{ROOT}/event"));
+    let _central = Central::start(&broker.url(), None, &[]);
+    let only_adt =
+        config(&proxy.url(), "").replace("to = [\"central\"]", "when = { \"MSH-9.1\" = \"ADT\" }\nto = [\"central\"]");
+    let d = Daemon::start(&only_adt);
+    wait_state(&d, "connected");
+    proxy.pause();
+    wait_state(&d, "down");
+    // An unrouted item while offline: its event waits for the link.
+    let mut c = Client::connect(d.addr("ehr"));
+    assert_eq!(ack_code(&c.send(&oru("OFF1", "N"))), "AA");
+    assert!(watcher.messages().iter().all(|m| m.json()["code"] != "unrouted"), "published while the link was down?");
+    proxy.heal();
+    let events = wait_for("the queued events", DEADLINE, || {
+        let e: Vec<Value> = watcher.messages().iter().map(|m| m.json()).collect();
+        let unrouted = e.iter().any(|e| e["code"] == "unrouted" && e["state"] == "raised");
+        let back = e.iter().any(|e| e["code"] == "link_down" && e["state"] == "cleared");
+        (unrouted && back).then_some(e)
+    });
+    // In the order they happened: the link went down, the item arrived, the link came back.
+    let pos = |code: &str, state: &str| events.iter().position(|e| e["code"] == code && e["state"] == state);
+    let (down, item, up) = (pos("link_down", "raised"), pos("unrouted", "raised"), pos("link_down", "cleared"));
+    assert!(down.is_some() && down < item && item < up, "{events:?}");
 }
