@@ -37,7 +37,7 @@ max_bytes = "2GiB"
 url = "{url}"
 # The whole backlog is historical; let it go as fast as the link takes it.
 replay_rate = 1000000
-max_in_flight = 4000
+max_in_flight = 3000
 telemetry_interval = "10s"
 
 [[source]]
