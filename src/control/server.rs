@@ -200,12 +200,9 @@ where
     }
 }
 
-/// What `outpost status` shows (also the uplink's `status` command and the base of its telemetry).
-pub async fn status(ctx: &ControlContext) -> Result<StatusReport, String> {
-    let config = ctx.config.get();
-    let counts = read(ctx, |r| r.status_counts()).await?;
-    let now = now_ms();
-    let sources = config
+/// Each configured source with its live counters (no journal read).
+pub fn source_statuses(ctx: &ControlContext, config: &Config) -> Vec<SourceStatus> {
+    config
         .sources
         .iter()
         .map(|s| {
@@ -227,7 +224,15 @@ pub async fn status(ctx: &ControlContext) -> Result<StatusReport, String> {
                 discarded_bytes: get(&st.discarded_bytes),
             }
         })
-        .collect();
+        .collect()
+}
+
+/// What `outpost status` shows (also the uplink's `status` command and the base of its telemetry).
+pub async fn status(ctx: &ControlContext) -> Result<StatusReport, String> {
+    let config = ctx.config.get();
+    let counts = read(ctx, |r| r.status_counts()).await?;
+    let now = now_ms();
+    let sources = source_statuses(ctx, &config);
     let destinations = config
         .destinations
         .iter()

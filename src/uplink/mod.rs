@@ -252,9 +252,8 @@ impl Link {
                     let rescan = head.borrow_and_update().rescan;
                     if rescan != s.rescan {
                         s.rescan = rescan;
+                        // The head moves only after a commit: the new delivery rows are visible.
                         if let Some(flow) = s.flow.as_mut() {
-                            // Committed first, so the rescan sees the new delivery rows.
-                            let _ = self.ctx.journal.barrier().await;
                             flow.rescan();
                         }
                     }

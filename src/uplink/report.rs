@@ -37,10 +37,8 @@ pub async fn birth(
             "to_seq": b.last_useq,
         })
     });
-    let sources: Vec<Value> = match crate::control::status(ctx).await {
-        Ok(st) => st.sources.iter().map(|s| source(s, false)).collect(),
-        Err(_) => Vec::new(),
-    };
+    // Birth needs the sources' live state only, not status's count of the queue.
+    let sources: Vec<Value> = crate::control::source_statuses(ctx, &config).iter().map(|s| source(s, false)).collect();
     let escalations: Vec<Value> = ctx
         .escalations
         .snapshot()

@@ -40,6 +40,11 @@ to = ["central"]
     )
 }
 
+/// As `config`, but only ADT messages are routed to central (others are unrouted).
+fn adt_only(url: &str) -> String {
+    config(url, "").replace("to = [\"central\"]", "when = { \"MSH-9.1\" = \"ADT\" }\nto = [\"central\"]")
+}
+
 fn uplink(d: &Daemon) -> Value {
     d.status()["uplink"].clone()
 }
@@ -234,7 +239,7 @@ fn birth_telemetry_events_and_death_are_published_without_patient_data() {
     let watcher = Subscriber::start(&url, &format!("{ROOT}/#"));
     let _central = Central::start(&url, None, &[]);
     // Only ADTs go to central: an ORU is unrouted and raises an event.
-    let cfg = config(&url, "").replace("to = [\"central\"]", "when = { \"MSH-9.1\" = \"ADT\" }\nto = [\"central\"]");
+    let cfg = adt_only(&url);
     let mut d = Daemon::start(&cfg);
 
     let state_topic = format!("{ROOT}/state");
@@ -545,8 +550,7 @@ fn unrouted_items_routed_again_to_central_go_up() {
     let broker = Broker::start();
     let url = broker.url();
     let central = Central::start(&url, None, &[]);
-    let only_adt =
-        config(&url, "").replace("to = [\"central\"]", "when = { \"MSH-9.1\" = \"ADT\" }\nto = [\"central\"]");
+    let only_adt = adt_only(&url);
     let d = Daemon::start(&only_adt);
     let mut c = Client::connect(d.addr("ehr"));
     let result = oru("RR1", "N");
@@ -572,8 +576,7 @@ fn events_raised_while_the_link_is_down_are_published_when_it_returns() {
     // The observer is on the broker itself, subscribed before anything happens.
     let watcher = Subscriber::start(&broker.url(), &format!("{ROOT}/event"));
     let _central = Central::start(&broker.url(), None, &[]);
-    let only_adt =
-        config(&proxy.url(), "").replace("to = [\"central\"]", "when = { \"MSH-9.1\" = \"ADT\" }\nto = [\"central\"]");
+    let only_adt = adt_only(&proxy.url());
     let d = Daemon::start(&only_adt);
     wait_state(&d, "connected");
     proxy.pause();
