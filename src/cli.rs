@@ -583,6 +583,12 @@ fn print_status(r: &StatusReport) {
             u.resent,
             u.reconnects
         );
+        if u.events_waiting > 0 || u.events_dropped > 0 {
+            println!(
+                "         events waiting for central's acknowledgement {} · dropped {}",
+                u.events_waiting, u.events_dropped
+            );
+        }
     }
     if !r.escalations.is_empty() {
         println!();

@@ -82,6 +82,8 @@ struct RunningDestination {
 struct RunningUplink {
     config: (crate::config::Uplink, Option<String>),
     cancel: CancellationToken,
+    /// Why it is being stopped, for its death message (`shutdown` unless set).
+    stop_reason: Arc<std::sync::OnceLock<&'static str>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -377,12 +379,16 @@ impl Daemon {
         let Some(u) = &config.uplink else { return };
         let cancel = CancellationToken::new();
         let dest = config.uplink_destination().map(str::to_string);
-        let task = tokio::spawn(crate::uplink::run(self.control.clone(), u.clone(), dest.clone(), cancel.clone()));
-        self.uplink = Some(RunningUplink { config: (u.clone(), dest), cancel, task });
+        let stop_reason = Arc::new(std::sync::OnceLock::new());
+        let stopping = crate::uplink::Stopping { cancel: cancel.clone(), reason: stop_reason.clone() };
+        let task = tokio::spawn(crate::uplink::run(self.control.clone(), u.clone(), dest.clone(), stopping));
+        self.uplink = Some(RunningUplink { config: (u.clone(), dest), cancel, stop_reason, task });
     }
 
-    async fn stop_uplink(&mut self) {
+    /// Stops the uplink; `reason` goes into its death message.
+    async fn stop_uplink(&mut self, reason: &'static str) {
         if let Some(u) = self.uplink.take() {
+            let _ = u.stop_reason.set(reason);
             u.cancel.cancel();
             let _ = u.task.await;
         }
@@ -604,7 +610,7 @@ impl Daemon {
         let _ = self.journal.set_limits(limits(&new)).await;
         let uplink_now = new.uplink.clone().map(|u| (u, new.uplink_destination().map(str::to_string)));
         if self.uplink.as_ref().map(|u| &u.config) != uplink_now.as_ref() {
-            self.stop_uplink().await;
+            self.stop_uplink("restart").await;
             self.start_uplink(&new);
         }
         self.intake.set_rules(Rules::from_config(&new));

@@ -33,8 +33,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::conn::{ConnArgs, why};
 use crate::payload::{
-    CENTRAL_STATE, GatewayState, Topic, ack_payloads, central_state, classify, gateway_topic, parse_gateway_state,
-    parse_item, rfc3339,
+    CENTRAL_STATE, GatewayState, Topic, ack_payloads, central_state, classify, event_id, gateway_topic,
+    parse_gateway_state, parse_item, rfc3339,
 };
 use crate::store::{Inbound, Outcome, Store};
 
@@ -269,6 +269,7 @@ impl Acker {
 #[derive(Default, Clone, Copy, PartialEq, Eq)]
 struct Totals {
     new_items: u64,
+    new_events: u64,
     duplicates: u64,
     chunks_waiting: u64,
     unfit: u64,
@@ -351,6 +352,17 @@ impl Writer {
                 if let Topic::Gateway { gateway, rest: "state" } = topic {
                     self.note_state(gateway, &publish.payload, publish.retain);
                 }
+                if let Topic::Gateway { gateway, rest: "event" } = topic
+                    && let Some(id) = event_id(&publish.payload)
+                {
+                    let payload = String::from_utf8_lossy(&publish.payload).into_owned();
+                    return Some(Inbound::Event {
+                        gateway: gateway.to_string(),
+                        id,
+                        topic: publish.topic.clone(),
+                        payload,
+                    });
+                }
                 let payload = String::from_utf8_lossy(&publish.payload).into_owned();
                 Some(Inbound::Observed { topic: publish.topic.clone(), retained: publish.retain, payload })
             }
@@ -401,6 +413,7 @@ impl Writer {
     fn count(&mut self, outcome: &Outcome) {
         let t = &mut self.totals;
         t.new_items += outcome.new_items;
+        t.new_events += outcome.new_events;
         t.duplicates += outcome.duplicates;
         t.chunks_waiting += outcome.chunks_waiting;
         t.unfit += outcome.unfit;
@@ -421,6 +434,7 @@ impl Writer {
         let t = self.totals;
         info!(
             items = t.new_items,
+            events = t.new_events,
             duplicates = t.duplicates,
             chunks_waiting = t.chunks_waiting,
             unfit = t.unfit,

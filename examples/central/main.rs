@@ -5,9 +5,9 @@
 //!
 //! - `consume` stores every item the gateways send in SQLite (de-duplicated by gateway and id,
 //!   chunks reassembled, one receipt per copy) and acknowledges each item only after the
-//!   transaction holding it is committed; it records every other gateway message (state,
-//!   telemetry, events, config status, command results) and keeps central's retained state
-//!   (`online`, last will `offline`).
+//!   transaction holding it is committed; events likewise (de-duplicated by id, acknowledged
+//!   after commit); it records every other gateway message (state, telemetry, config status,
+//!   command results) and keeps central's retained state (`online`, last will `offline`).
 //! - `publish-config` sends a gateway a new configuration and can wait for its status.
 //! - `cmd` runs a command on a gateway and prints its result.
 //! - `state` flips central's retained state online or offline.

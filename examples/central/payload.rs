@@ -254,6 +254,16 @@ pub fn parse_gateway_state(payload: &[u8]) -> Option<GatewayState> {
     Some(GatewayState { online, session: raw.session })
 }
 
+/// The `id` of an event message (what its acknowledgement names); `None` when it has none.
+pub fn event_id(payload: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Raw {
+        id: String,
+    }
+    let raw: Raw = serde_json::from_slice(payload).ok()?;
+    (!raw.id.is_empty()).then_some(raw.id)
+}
+
 /// The time as RFC 3339 UTC with milliseconds, the contract's format.
 pub fn rfc3339(t: SystemTime) -> String {
     let ms = t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);

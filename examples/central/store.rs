@@ -1,5 +1,6 @@
 //! The consumer's SQLite store: items (de-duplicated by gateway and id), a receipt per copy or
-//! chunk received, chunks waiting for the rest of their item, and every other message observed.
+//! chunk received, chunks waiting for the rest of their item, events (de-duplicated by gateway and
+//! id), and every other message observed.
 //!
 //! One `write` is one transaction; it returns the ids to acknowledge, which the caller publishes
 //! only after `write` returned (the commit is fsynced: WAL, `synchronous=FULL`). Several
@@ -56,6 +57,14 @@ CREATE TABLE IF NOT EXISTS chunks (
     data BLOB NOT NULL,
     PRIMARY KEY (gateway, id, idx)
 );
+CREATE TABLE IF NOT EXISTS events (
+    gateway TEXT NOT NULL,
+    id TEXT NOT NULL,             -- the event's id (a ULID)
+    payload TEXT NOT NULL,        -- the first copy received
+    copies INTEGER NOT NULL,
+    stored_at TEXT NOT NULL,
+    PRIMARY KEY (gateway, id)
+);
 CREATE TABLE IF NOT EXISTS observed (
     n INTEGER PRIMARY KEY AUTOINCREMENT,
     at TEXT NOT NULL,
@@ -70,7 +79,10 @@ CREATE TABLE IF NOT EXISTS observed (
 pub enum Inbound {
     /// An item, or one chunk of one, from gateway `site/node`.
     Item { gateway: String, item: Box<Item> },
-    /// Anything else received (state, telemetry, event, config/status, cmd results).
+    /// An escalation event with its id: stored once per id, logged as observed, acknowledged.
+    Event { gateway: String, id: String, topic: String, payload: String },
+    /// Anything else received (state, telemetry, config/status, cmd results, an event without
+    /// an id).
     Observed { topic: String, retained: bool, payload: String },
 }
 
@@ -88,6 +100,8 @@ pub struct Outcome {
     /// Chunked items whose chunks did not fit together (discarded; not acknowledged).
     pub unfit: u64,
     pub observed: u64,
+    /// Events stored for the first time.
+    pub new_events: u64,
 }
 
 /// Ids to acknowledge, per gateway in order of first appearance, each id once.
@@ -165,9 +179,22 @@ impl Store {
                     }
                 }
                 Inbound::Observed { topic, retained, payload } => {
-                    tx.prepare_cached("INSERT INTO observed (at, topic, retained, payload) VALUES (?1, ?2, ?3, ?4)")?
-                        .execute(params![now, topic, retained, payload])?;
+                    insert_observed(&tx, now, topic, *retained, payload)?;
                     outcome.observed += 1;
+                }
+                Inbound::Event { gateway, id, topic, payload } => {
+                    insert_observed(&tx, now, topic, false, payload)?;
+                    outcome.observed += 1;
+                    let copies: i64 = tx
+                        .prepare_cached(
+                            "INSERT INTO events (gateway, id, payload, copies, stored_at) VALUES (?1, ?2, ?3, 1, ?4)
+                             ON CONFLICT (gateway, id) DO UPDATE SET copies = copies + 1 RETURNING copies",
+                        )?
+                        .query_row(params![gateway, id, payload, now], |row| row.get(0))?;
+                    if copies == 1 {
+                        outcome.new_events += 1;
+                    }
+                    acks.add(gateway, id);
                 }
             }
         }
@@ -175,6 +202,18 @@ impl Store {
         outcome.acks = acks.gateways;
         Ok(outcome)
     }
+}
+
+fn insert_observed(
+    tx: &Transaction<'_>,
+    now: &str,
+    topic: &str,
+    retained: bool,
+    payload: &str,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached("INSERT INTO observed (at, topic, retained, payload) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![now, topic, retained, payload])?;
+    Ok(())
 }
 
 fn insert_receipt(tx: &Transaction<'_>, gateway: &str, item: &Item, now: &str) -> rusqlite::Result<()> {
@@ -474,5 +513,25 @@ mod tests {
             (topic.as_str(), retained, payload.as_str()),
             ("outpost/v1/s1/n1/state", true, r#"{"status":"online"}"#)
         );
+    }
+
+    #[test]
+    fn events_are_stored_once_and_acknowledged_every_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(&dir);
+        let event = |id: &str| Inbound::Event {
+            gateway: "s1/n1".into(),
+            id: id.into(),
+            topic: "outpost/v1/s1/n1/event".into(),
+            payload: format!(r#"{{"id":"{id}","code":"unrouted"}}"#),
+        };
+        let out = store.write(&[event("E1"), event("E2")], "t").unwrap();
+        assert_eq!((out.new_events, acked(&out)), (2, vec!["E1".to_string(), "E2".to_string()]));
+        // A copy sent again (the ack was lost): acknowledged again, not stored twice.
+        let out = store.write(&[event("E1")], "t").unwrap();
+        assert_eq!((out.new_events, acked(&out)), (0, vec!["E1".to_string()]));
+        assert_eq!(count(&store, "SELECT count(*) FROM events"), 2);
+        assert_eq!(count(&store, "SELECT copies FROM events WHERE id = 'E1'"), 2);
+        assert_eq!(count(&store, "SELECT count(*) FROM observed"), 3);
     }
 }

@@ -87,6 +87,9 @@ pub struct UplinkStatus {
     pub acked: u64,
     pub resent: u64,
     pub reconnects: u64,
+    /// Escalation events kept until central acknowledges them.
+    #[serde(default)]
+    pub events_waiting: u64,
     pub events_dropped: u64,
 }
 

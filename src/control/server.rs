@@ -301,6 +301,7 @@ pub async fn status(ctx: &ControlContext) -> Result<StatusReport, String> {
                 acked: get(&st.acked),
                 resent: get(&st.resent),
                 reconnects: get(&st.reconnects),
+                events_waiting: counts.events,
                 events_dropped: get(&st.events_dropped),
             }
         }),

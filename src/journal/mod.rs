@@ -162,6 +162,12 @@ enum Op {
         destination: String,
         ids: Vec<String>,
     },
+    /// Keeps events for central (id, payload), then the newest `keep` of all kept; returns how
+    /// many older ones were dropped to make room.
+    AddEvents {
+        events: Vec<(String, Vec<u8>)>,
+        keep: usize,
+    },
     /// Increments a persistent counter and returns its new value.
     Bump(&'static str),
     Barrier,
@@ -305,11 +311,20 @@ impl Journal {
         self.send(Op::SetLimits(limits), Reply::None).await
     }
 
-    /// Marks the deliveries to `destination` of the items central acknowledged as delivered;
-    /// returns the seqs released (ids unknown or already released are ignored).
+    /// Marks the deliveries to `destination` of the items central acknowledged as delivered, and
+    /// forgets the kept events it acknowledged; returns how many items were released (ids
+    /// unknown or already released are ignored).
     pub async fn acked(&self, destination: &str, ids: Vec<String>) -> Result<usize, JournalError> {
         let (reply, rx) = oneshot::channel();
         self.send(Op::Acked { destination: destination.to_string(), ids }, Reply::Count(reply)).await?;
+        rx.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Keeps escalation events for central until an acknowledgement names them (see
+    /// [`Journal::acked`]); at most the newest `keep`. Returns how many older ones were dropped.
+    pub async fn add_events(&self, events: Vec<(String, Vec<u8>)>, keep: usize) -> Result<usize, JournalError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::AddEvents { events, keep }, Reply::Count(reply)).await?;
         rx.await.map_err(|_| JournalError::Closed)?
     }
 

@@ -115,6 +115,8 @@ pub struct StatusCounts {
     pub unrouted: u64,
     pub rejected: u64,
     pub envelopes: u64,
+    /// Escalation events kept for central, not yet acknowledged.
+    pub events: u64,
 }
 
 pub struct Reader {
@@ -220,6 +222,13 @@ impl Reader {
         Ok(self.conn.prepare_cached(&sql)?.query_row(params![destination, seq], uplink_item).optional()?)
     }
 
+    /// Escalation events kept for central (not yet acknowledged), oldest first: (id, payload).
+    pub fn uplink_events(&self, limit: usize) -> Result<Vec<(String, Vec<u8>)>, JournalError> {
+        let mut stmt = self.conn.prepare_cached("SELECT id, payload FROM uplink_events ORDER BY eseq LIMIT ?1")?;
+        let rows = stmt.query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Unacknowledged uplink items up to journal seq `upto_seq`.
     pub fn uplink_backlog(&self, destination: &str, upto_seq: i64) -> Result<UplinkBacklog, JournalError> {
         let mut stmt = self.conn.prepare_cached(
@@ -288,6 +297,9 @@ impl Reader {
         for entry in counts.destinations.iter_mut().filter(|e| e.1 > 0) {
             entry.3 = oldest.query_row([&entry.0], |r| r.get::<_, i64>(0)).optional()?;
         }
+        counts.events =
+            self.conn.prepare_cached("SELECT count(*) FROM uplink_events")?.query_row([], |r| r.get::<_, i64>(0))?
+                as u64;
         let mut stmt = self
             .conn
             .prepare_cached("SELECT status, count(*) FROM envelopes WHERE status <> 'accepted' GROUP BY status")?;

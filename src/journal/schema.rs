@@ -62,6 +62,15 @@ const MIGRATIONS: &[&str] = &[
     -- Dead letters per destination, so that `status` counts them without reading the queue.
     CREATE INDEX deliveries_failed ON deliveries(destination) WHERE state = 'failed';
     "#,
+    // 3: escalation events for central, kept until central acknowledges them (the newest
+    // `uplink::MAX_KEPT_EVENTS`), so that a restart or a broken link loses none.
+    r#"
+    CREATE TABLE uplink_events (
+        eseq    INTEGER PRIMARY KEY,              -- order raised
+        id      TEXT NOT NULL UNIQUE,             -- the event's id (a ULID), named by central's ack
+        payload BLOB NOT NULL                     -- the event message as published
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

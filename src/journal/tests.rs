@@ -292,3 +292,32 @@ fn resend_range_includes_acknowledged_items_still_kept() {
         j.close();
     });
 }
+
+#[test]
+fn events_for_central_keep_the_newest_until_acknowledged_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.db");
+    let event = |i: usize| (format!("E{i:03}"), format!("{{\"n\":{i}}}").into_bytes());
+    rt().block_on(async {
+        let j = Journal::open(&path, uplink_limits()).unwrap();
+        assert_eq!(j.add_events((0..3).map(event).collect(), 5).await.unwrap(), 0);
+        // Past the cap the oldest go, and the count says how many.
+        assert_eq!(j.add_events((3..7).map(event).collect(), 5).await.unwrap(), 2);
+        let kept = j.reader().unwrap().uplink_events(100).unwrap();
+        assert_eq!(kept.iter().map(|e| e.0.as_str()).collect::<Vec<_>>(), ["E002", "E003", "E004", "E005", "E006"]);
+        assert_eq!(kept[0].1, b"{\"n\":2}");
+        // An ack may name items and events together; only events it names are forgotten.
+        let item = stored(j.insert(envelope("c1", b"MSH|1", &["central"])).await.unwrap());
+        let n = j.acked("central", vec!["E003".into(), item.1.clone(), "E999".into()]).await.unwrap();
+        assert_eq!(n, 1, "one item released");
+        j.close();
+    });
+    rt().block_on(async {
+        let j = Journal::open(&path, uplink_limits()).unwrap();
+        let r = j.reader().unwrap();
+        let kept: Vec<String> = r.uplink_events(100).unwrap().into_iter().map(|e| e.0).collect();
+        assert_eq!(kept, ["E002", "E004", "E005", "E006"]);
+        assert_eq!(r.status_counts().unwrap().events, 4);
+        j.close();
+    });
+}

@@ -245,6 +245,7 @@ impl Writer {
                 Ok(Outcome::Unit)
             }
             Op::Acked { destination, ids } => Ok(Outcome::Count(self.acked(destination, ids, now)?)),
+            Op::AddEvents { events, keep } => Ok(Outcome::Count(self.add_events(events, *keep)?)),
             Op::Bump(key) => {
                 let v: i64 = self
                     .conn
@@ -483,12 +484,37 @@ impl Writer {
                AND EXISTS (SELECT 1 FROM envelopes WHERE seq = ?2 AND id = ?4)",
         )?;
         let mut n = 0;
+        let mut items = Vec::with_capacity(ids.len());
         for text in ids {
             if let Some((seq, Some(id))) = super::resolve_id(text) {
-                n += stmt.execute(params![destination, seq, now, id])?;
+                let released = stmt.execute(params![destination, seq, now, id])?;
+                n += released;
+                items.push(released > 0);
+            } else {
+                items.push(false);
+            }
+        }
+        // Ids that released no item may name kept events.
+        let mut forget = self.conn.prepare_cached("DELETE FROM uplink_events WHERE id = ?1")?;
+        for (text, item) in ids.iter().zip(items) {
+            if !item {
+                forget.execute([text])?;
             }
         }
         Ok(n)
+    }
+
+    /// Keeps events for central, then trims to the newest `keep`; returns how many were dropped.
+    fn add_events(&mut self, events: &[(String, Vec<u8>)], keep: usize) -> Result<usize, JournalError> {
+        let mut add = self.conn.prepare_cached("INSERT OR IGNORE INTO uplink_events (id, payload) VALUES (?1, ?2)")?;
+        for (id, payload) in events {
+            add.execute(params![id, payload])?;
+        }
+        let dropped = self.conn.prepare_cached(
+            "DELETE FROM uplink_events WHERE eseq IN (SELECT eseq FROM uplink_events ORDER BY eseq DESC LIMIT -1 OFFSET ?1)",
+        )?
+        .execute([keep as i64])?;
+        Ok(dropped)
     }
 
     /// Deletes items past their retention: fully delivered ones received before

@@ -35,8 +35,10 @@ use crate::stats::inc;
 use flow::{Flow, SharedReader};
 use outbox::Outbox;
 
-/// Events kept while the link is down (the newest win).
-const MAX_QUEUED_EVENTS: usize = 1000;
+/// Events kept in the journal until central acknowledges them (the newest win).
+pub const MAX_KEPT_EVENTS: usize = 1000;
+/// Events from the bus journaled in one commit, at most.
+const EVENT_BATCH: usize = 256;
 /// How long a connection attempt may take, TLS included.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often overdue acknowledgements and the replay rate are looked at.
@@ -44,9 +46,16 @@ const TICK: Duration = Duration::from_millis(100);
 /// The persistent counter of link sessions.
 const SESSION_COUNTER: &str = "uplink_session";
 
+/// How the daemon stops the uplink: cancel, after setting the reason its death message gives
+/// (`shutdown` when none is set; `restart` when its settings changed).
+pub struct Stopping {
+    pub cancel: CancellationToken,
+    pub reason: Arc<std::sync::OnceLock<&'static str>>,
+}
+
 /// Runs the uplink until cancelled. `destination` is the config's uplink destination, if any
 /// (without one the link still carries state, telemetry, events, config and commands).
-pub async fn run(ctx: ControlContext, cfg: Uplink, destination: Option<String>, cancel: CancellationToken) {
+pub async fn run(ctx: ControlContext, cfg: Uplink, destination: Option<String>, stopping: Stopping) {
     let reader = match ctx.journal.reader() {
         Ok(r) => Arc::new(Mutex::new(r)),
         Err(e) => {
@@ -65,8 +74,9 @@ pub async fn run(ctx: ControlContext, cfg: Uplink, destination: Option<String>, 
         reader,
         events: VecDeque::new(),
         down_since: None,
+        stop_reason: stopping.reason,
     };
-    link.run(cancel).await;
+    link.run(stopping.cancel).await;
 }
 
 struct Link {
@@ -76,9 +86,13 @@ struct Link {
     topics: Topics,
     reader: SharedReader,
     bus: broadcast::Receiver<crate::events::Event>,
-    /// Event payloads waiting for a link.
+    /// Events to publish in this session, in order: those kept in the journal when it started
+    /// (or when central came back) and those raised since. They stay in the journal until
+    /// central acknowledges them; what was published but not acknowledged goes again in the
+    /// next session.
     events: VecDeque<Vec<u8>>,
     down_since: Option<(i64, String)>,
+    stop_reason: Arc<std::sync::OnceLock<&'static str>>,
 }
 
 /// How a session ended.
@@ -123,7 +137,7 @@ impl Link {
                     self.ctx.stats.uplink.set_link(|l| {
                         l.state = "down";
                         l.since = now_ms();
-                        l.last_disconnect = Some("shutdown".into());
+                        l.last_disconnect = Some(self.stop_reason().into());
                     });
                     return;
                 }
@@ -152,7 +166,7 @@ impl Link {
                         tokio::select! {
                             _ = cancel.cancelled() => return,
                             _ = tokio::time::sleep_until(deadline) => break,
-                            e = self.bus.recv() => self.on_bus(e, session),
+                            e = self.bus.recv() => self.on_bus(e, session).await,
                         }
                     }
                 }
@@ -275,7 +289,7 @@ impl Link {
                     }
                     self.on_tick(&mut s).await;
                 }
-                e = self.bus.recv() => self.on_bus(e, session),
+                e = self.bus.recv() => self.on_bus(e, session).await,
             }
             if s.connected {
                 self.flush_events(&mut s);
@@ -330,6 +344,7 @@ impl Link {
             self.birth(s).await;
         }
         self.publish_config_status(s, false).await;
+        self.load_events().await;
     }
 
     /// Starts sending items: everything journaled until now is historical backlog.
@@ -372,6 +387,8 @@ impl Link {
             }
             if online && was != Some(true) {
                 self.start_flow(s).await;
+                // Events published while central was away may not have reached it.
+                self.load_events().await;
             } else if !online {
                 // Items wait in the journal; a new flow (with the backlog as historical) starts
                 // when central is back.
@@ -394,7 +411,8 @@ impl Link {
                 return;
             }
         };
-        let Some(dest) = self.destination.clone() else { return };
+        // Without an uplink destination, acks can only name kept events.
+        let dest = self.destination.clone().unwrap_or_default();
         let mut released = Vec::new();
         if let Some(flow) = s.flow.as_mut() {
             for id in &ack.ids {
@@ -480,12 +498,17 @@ impl Link {
         Ok(())
     }
 
+    fn stop_reason(&self) -> &'static str {
+        self.stop_reason.get().copied().unwrap_or("shutdown")
+    }
+
     /// A clean stop: the death message (so central need not wait for the broker to notice),
     /// then DISCONNECT (so the broker does not publish the will as well).
     async fn goodbye(&mut self, s: &mut Session, rx: &mut mpsc::UnboundedReceiver<NetEvent>) {
         s.out.flush();
         let client = s.out.client().clone();
-        let _ = client.try_publish(self.topics.state(), QoS::AtLeastOnce, true, contract::death(s.session, "shutdown"));
+        let death = contract::death(s.session, self.stop_reason());
+        let _ = client.try_publish(self.topics.state(), QoS::AtLeastOnce, true, death);
         let _ = client.try_disconnect();
         // Wait (briefly) for the event loop to send both.
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
@@ -516,22 +539,74 @@ impl Link {
         );
     }
 
-    /// Turns escalations into event payloads, kept until the link can take them.
-    fn on_bus(&mut self, e: Result<crate::events::Event, broadcast::error::RecvError>, session: i64) {
-        match e {
-            Ok(ev) => {
-                if let EventKind::Escalation(esc) = &ev.kind {
-                    if self.events.len() >= MAX_QUEUED_EVENTS {
-                        self.events.pop_front();
-                        inc(&self.ctx.stats.uplink.events_dropped);
+    /// Turns escalations into events for central: journaled (with whatever else the bus has
+    /// ready, in one commit), then queued for the link.
+    async fn on_bus(&mut self, first: Result<crate::events::Event, broadcast::error::RecvError>, session: i64) {
+        let mut raised = Vec::new();
+        let mut next = Some(first);
+        while let Some(e) = next.take() {
+            match e {
+                Ok(ev) => {
+                    if let EventKind::Escalation(esc) = &ev.kind {
+                        raised.push(report::event(esc, ev.at, session));
                     }
-                    self.events.push_back(report::event(esc, ev.at, session));
                 }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    self.ctx.stats.uplink.events_dropped.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(broadcast::error::RecvError::Closed) => {}
             }
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                self.ctx.stats.uplink.events_dropped.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            if raised.len() < EVENT_BATCH {
+                next = match self.bus.try_recv() {
+                    Ok(ev) => Some(Ok(ev)),
+                    Err(broadcast::error::TryRecvError::Lagged(n)) => Some(Err(broadcast::error::RecvError::Lagged(n))),
+                    Err(_) => None,
+                };
             }
-            Err(broadcast::error::RecvError::Closed) => {}
+        }
+        if raised.is_empty() {
+            return;
+        }
+        let kept = raised.iter().map(|(id, payload)| (id.clone(), payload.clone())).collect();
+        match self.ctx.journal.add_events(kept, MAX_KEPT_EVENTS).await {
+            Ok(dropped) if dropped > 0 => {
+                self.ctx.stats.uplink.events_dropped.fetch_add(dropped as u64, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(
+                    dropped,
+                    kept = MAX_KEPT_EVENTS,
+                    "more events waiting for central than are kept; the oldest were dropped"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e,
+                "cannot keep events for central in the journal; they are sent only if the link stays up"),
+        }
+        for (_, payload) in raised {
+            if self.events.len() >= MAX_KEPT_EVENTS {
+                self.events.pop_front();
+            }
+            self.events.push_back(payload);
+        }
+    }
+
+    /// Queues, for this session, every event the journal keeps (not yet acknowledged by central).
+    async fn load_events(&mut self) {
+        // Acknowledgements received before now must be committed, or their events would be
+        // sent again.
+        let _ = self.ctx.journal.barrier().await;
+        let reader = self.reader.clone();
+        let kept = tokio::task::spawn_blocking(move || {
+            reader
+                .lock()
+                .map_err(|_| "journal unavailable".to_string())
+                .and_then(|r| r.uplink_events(MAX_KEPT_EVENTS).map_err(|e| e.to_string()))
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
+        match kept {
+            Ok(kept) => self.events = kept.into_iter().map(|(_, payload)| payload).collect(),
+            Err(e) => tracing::error!(error = %e, "cannot read the events kept for central; they are sent later"),
         }
     }
 

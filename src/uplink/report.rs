@@ -118,6 +118,7 @@ pub async fn telemetry(ctx: &ControlContext, session: i64) -> Vec<u8> {
         "destinations": destinations,
         "uplink": uplink,
         "clock": clock(),
+        "events_waiting": st.uplink.as_ref().map(|u| u.events_waiting).unwrap_or(0),
         "events_dropped": st.uplink.as_ref().map(|u| u.events_dropped).unwrap_or(0),
     });
     serde_json::to_vec(&v).unwrap_or_default()
@@ -140,11 +141,12 @@ fn source(s: &crate::control::protocol::SourceStatus, counts: bool) -> Value {
     v
 }
 
-/// An escalation as an event: `{root}/event`.
-pub fn event(e: &Escalation, at: i64, session: i64) -> Vec<u8> {
+/// An escalation as an event for central (`{root}/event`): (id, payload).
+pub fn event(e: &Escalation, at: i64, session: i64) -> (String, Vec<u8>) {
+    let id = ulid::Ulid::from_parts(at.max(0) as u64, rand::random::<u128>()).to_string();
     let v = json!({
         "v": VERSION,
-        "id": ulid::Ulid::from_parts(at.max(0) as u64, rand::random::<u128>()).to_string(),
+        "id": id,
         "at": rfc3339(at),
         "session": session,
         "code": e.code,
@@ -153,7 +155,7 @@ pub fn event(e: &Escalation, at: i64, session: i64) -> Vec<u8> {
         "state": if e.active { "raised" } else { "cleared" },
         "message": e.message,
     });
-    serde_json::to_vec(&v).unwrap_or_default()
+    (id, serde_json::to_vec(&v).unwrap_or_default())
 }
 
 /// Resident set size, from /proc.

@@ -354,6 +354,9 @@ fn remote_config_is_validated_applied_or_rolled_back() {
     wait_for("a birth naming the new version", DEADLINE, || {
         central.observed("/state").iter().any(|b| b["config"]["version"] == "v-good").then_some(())
     });
+    // Its uplink settings changed, so the link restarted, and said so in its death message.
+    let deaths = central.observed("/state").into_iter().filter(|b| b["status"] == "offline").collect::<Vec<_>>();
+    assert!(deaths.iter().any(|b| b["reason"] == "restart"), "{deaths:?}");
     drop(taken);
 }
 
@@ -596,4 +599,56 @@ fn events_raised_while_the_link_is_down_are_published_when_it_returns() {
     let pos = |code: &str, state: &str| events.iter().position(|e| e["code"] == code && e["state"] == state);
     let (down, item, up) = (pos("link_down", "raised"), pos("unrouted", "raised"), pos("link_down", "cleared"));
     assert!(down.is_some() && down < item && item < up, "{events:?}");
+}
+
+#[test]
+fn events_are_kept_across_a_restart_until_central_acknowledges_them() {
+    let broker = Broker::start();
+    let proxy = Proxy::in_front_of(&broker);
+    let watcher = Subscriber::start(&broker.url(), &format!("{ROOT}/event"));
+    let mut d = Daemon::start(&adt_only(&proxy.url()));
+    wait_state(&d, "connected");
+    proxy.pause();
+    wait_state(&d, "down");
+    // An unrouted item while the link is down: its event is kept in the journal...
+    let mut c = Client::connect(d.addr("ehr"));
+    assert_eq!(ack_code(&c.send(&oru("KEEP1", "N"))), "AA");
+    drop(c);
+    wait_for("the event to be kept", DEADLINE, || (uplink(&d)["events_waiting"].as_u64()? >= 1).then_some(()));
+    // ... so a power cut before the link returns loses nothing.
+    d.kill9();
+    proxy.heal();
+    d.spawn();
+    let unrouted = |m: &Received| m.json()["code"] == "unrouted" && m.json()["state"] == "raised";
+    let event = watcher.wait_for_message("the kept event after the restart", DEADLINE, unrouted).json();
+    let id = event["id"].as_str().expect("event id").to_string();
+    let copies = |id: &str| watcher.messages().iter().filter(|m| m.json()["id"] == id).count();
+
+    // Nobody has acknowledged it: the next session sends it again.
+    d.kill9();
+    d.spawn();
+    wait_for("the same event again", DEADLINE, || (copies(&id) >= 2).then_some(()));
+    assert!(uplink(&d)["events_waiting"].as_u64().unwrap_or(0) >= 1);
+
+    // Central comes online: it gets the event, stores it once, and acknowledges it; the gateway
+    // then forgets it.
+    let central = Central::start(&broker.url(), None, &[]);
+    wait_for("central to store the event", DEADLINE, || {
+        central.observed("/event").iter().any(|e| e["id"] == id.as_str()).then_some(())
+    });
+    wait_for("the gateway to forget acknowledged events", DEADLINE, || {
+        (uplink(&d)["events_waiting"].as_u64()? == 0).then_some(())
+    });
+
+    // A new session does not send it again: an event raised after it connected arrives, and the
+    // acknowledged one did not come before it.
+    let before = copies(&id);
+    d.kill9();
+    d.spawn();
+    wait_state(&d, "connected");
+    let mut c = Client::connect(d.addr("ehr"));
+    assert_eq!(ack_code(&c.send(&oru("KEEP2", "N"))), "AA");
+    let later = watcher.wait_for_message("the next event", DEADLINE, |m| unrouted(m) && m.json()["id"] != id.as_str());
+    assert_ne!(later.json()["subject"], event["subject"]);
+    assert_eq!(copies(&id), before, "an acknowledged event was sent again");
 }
