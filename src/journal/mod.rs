@@ -44,6 +44,11 @@ pub enum JournalError {
          free space on that filesystem"
     )]
     DiskFull { free: u64, min: u64 },
+    #[error(
+        "disk full: the filesystem where the journal lives has no space left; free space there \
+         (journal.min_free_disk, default 100MiB, normally refuses before this happens)"
+    )]
+    NoSpace,
     #[error("journal database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error(
@@ -66,7 +71,7 @@ impl JournalError {
     /// True when the error means "no room": the sender should get AR/CR, and ops an escalation.
     pub fn is_capacity(&self) -> bool {
         match self {
-            JournalError::Full { .. } | JournalError::DiskFull { .. } => true,
+            JournalError::Full { .. } | JournalError::DiskFull { .. } | JournalError::NoSpace => true,
             JournalError::Sqlite(e) => matches!(
                 e.sqlite_error_code(),
                 Some(rusqlite::ErrorCode::DiskFull) | Some(rusqlite::ErrorCode::SystemIoFailure)

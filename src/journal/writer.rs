@@ -175,6 +175,13 @@ impl Writer {
     }
 
     fn fail(&mut self, batch: Vec<Request>, e: JournalError) {
+        // SQLite's "database or disk is full" in words a field tech acts on.
+        let e = match &e {
+            JournalError::Sqlite(inner) if inner.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) => {
+                JournalError::NoSpace
+            }
+            _ => e,
+        };
         for req in batch {
             let e = clone_error(&e);
             if e.is_capacity() {
@@ -661,6 +668,7 @@ fn clone_error(e: &JournalError) -> JournalError {
         }
         JournalError::Open { path, reason } => JournalError::Open { path: path.clone(), reason: reason.clone() },
         JournalError::InUse { path, holder } => JournalError::InUse { path: path.clone(), holder: holder.clone() },
+        JournalError::NoSpace => JournalError::NoSpace,
         JournalError::Closed => JournalError::Closed,
     }
 }

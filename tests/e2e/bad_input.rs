@@ -269,3 +269,112 @@ fn random_and_mangled_messages_never_take_the_daemon_down() {
     assert_eq!(items + duplicates, 301, "every answered frame is stored once (or recognised as a retransmission)");
     assert!(!daemon.log().contains("panicked"));
 }
+
+/// A tmpfs of `size` mounted on a fresh directory for the life of the value: a filesystem that
+/// really runs out of space. Mounting needs root: run as root (as CI does), or with
+/// password-less sudo.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+fn as_root(cmd: &str) -> std::process::Command {
+    if nix::unistd::geteuid().is_root() {
+        std::process::Command::new(cmd)
+    } else {
+        let mut c = std::process::Command::new("sudo");
+        c.args(["-n", cmd]);
+        c
+    }
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
+        let out = as_root("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700,uid={uid},gid={gid}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "this test mounts a small tmpfs to fill a real filesystem: run the tests as root or with \
+             password-less sudo: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk { dir }
+    }
+
+    fn path(&self, rel: &str) -> std::path::PathBuf {
+        self.dir.path().join(rel)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = as_root("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn a_full_disk_answers_ar_keeps_what_it_acknowledged_and_recovers_when_space_is_freed() {
+    // The journal on a 6 MiB filesystem, with the free-space guard off so that the disk really
+    // fills (the guard is what normally refuses first; this is the case it does not catch: some
+    // other writer filled the disk).
+    let disk = SmallDisk::mount("6m");
+    // Space something else holds, freed later.
+    std::fs::write(disk.path("filler"), vec![0u8; 2 << 20]).unwrap();
+    let dead = dead_addr();
+    let top = format!(
+        "[journal]\npath = \"{}\"\nmin_free_disk = \"0B\"\nmax_bytes = \"1GiB\"",
+        disk.path("journal.db").display()
+    );
+    let mut daemon = Daemon::start(&single_route_config(&top, dead, "", ""));
+    let mut client = Client::connect(daemon.addr("ehr"));
+    // 64 KiB messages until the disk is full.
+    let big = |id: &str| {
+        let mut m = adt(id);
+        m.extend_from_slice(format!("NTE|1||{}\r", "x".repeat(64 * 1024)).as_bytes());
+        m
+    };
+    let mut acked = Vec::new();
+    let mut refused = None;
+    for i in 0..400 {
+        let id = format!("D-{i}");
+        let ack = client.send(&big(&id));
+        match ack_code(&ack).as_str() {
+            "AA" => acked.push(id),
+            "AR" => {
+                refused = Some(ack);
+                break;
+            }
+            other => panic!("unexpected {other}: {ack}"),
+        }
+    }
+    let refused = refused.expect("the disk fills up");
+    assert!(refused.contains("disk full") && refused.contains("free space"), "says why and what to do: {refused}");
+    assert!(acked.len() >= 10, "only {} stored before the disk was full", acked.len());
+    let status = daemon.status();
+    assert!(status["escalations"].as_array().unwrap().iter().any(|e| e["code"] == "journal_full"), "{status}");
+
+    // Space comes back: new messages are taken again.
+    std::fs::remove_file(disk.path("filler")).unwrap();
+    let mut taken = None;
+    wait_for("a message accepted once space is free", DEADLINE, || {
+        let id = format!("D-after-{}", acked.len() + 1000);
+        let ack = client.send(&big(&id));
+        (ack_code(&ack) == "AA").then(|| {
+            taken = Some(id.clone());
+        })
+    });
+    acked.push(taken.unwrap());
+
+    // Everything acknowledged survives a crash and is delivered, in order.
+    daemon.kill9();
+    let sink = Sink::start_on(&dead.to_string(), SinkMode::Accept);
+    daemon.spawn();
+    wait_for("acknowledged items delivered", DEADLINE, || (sink.count() >= acked.len()).then_some(()));
+    let mut got: Vec<String> = sink.messages().iter().map(|m| field(m, 10)).collect();
+    got.dedup();
+    assert_eq!(got, acked);
+}
