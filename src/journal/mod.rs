@@ -50,7 +50,7 @@ pub enum JournalError {
     )]
     NoSpace,
     #[error("journal database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     #[error(
         "journal schema version {found} is newer than this outpost supports ({supported}); \
          run the newer outpost or restore a backup"
@@ -67,15 +67,23 @@ pub enum JournalError {
     Closed,
 }
 
+impl From<rusqlite::Error> for JournalError {
+    /// SQLite's "database or disk is full" becomes [`JournalError::NoSpace`]: words a field
+    /// tech acts on, wherever it happens.
+    fn from(e: rusqlite::Error) -> JournalError {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => JournalError::NoSpace,
+            _ => JournalError::Sqlite(e),
+        }
+    }
+}
+
 impl JournalError {
     /// True when the error means "no room": the sender should get AR/CR, and ops an escalation.
     pub fn is_capacity(&self) -> bool {
         match self {
             JournalError::Full { .. } | JournalError::DiskFull { .. } | JournalError::NoSpace => true,
-            JournalError::Sqlite(e) => matches!(
-                e.sqlite_error_code(),
-                Some(rusqlite::ErrorCode::DiskFull) | Some(rusqlite::ErrorCode::SystemIoFailure)
-            ),
+            JournalError::Sqlite(e) => matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::SystemIoFailure)),
             _ => false,
         }
     }

@@ -175,13 +175,6 @@ impl Writer {
     }
 
     fn fail(&mut self, batch: Vec<Request>, e: JournalError) {
-        // SQLite's "database or disk is full" in words a field tech acts on.
-        let e = match &e {
-            JournalError::Sqlite(inner) if inner.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) => {
-                JournalError::NoSpace
-            }
-            _ => e,
-        };
         for req in batch {
             let e = clone_error(&e);
             if e.is_capacity() {

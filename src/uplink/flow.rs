@@ -63,7 +63,8 @@ pub struct Flow {
 
 pub type SharedReader = Arc<Mutex<Reader>>;
 
-async fn read<T: Send + 'static>(
+/// Runs `f` on the shared reader off the async threads.
+pub(super) async fn read<T: Send + 'static>(
     reader: &SharedReader,
     f: impl FnOnce(&Reader) -> Result<T, JournalError> + Send + 'static,
 ) -> Result<T, JournalError> {

@@ -32,7 +32,7 @@ use crate::envelope::now_ms;
 use crate::events::{EventKind, Severity};
 use crate::journal::{DeliveryUpdate, RetryTarget};
 use crate::stats::inc;
-use flow::{Flow, SharedReader};
+use flow::{Flow, SharedReader, read};
 use outbox::Outbox;
 
 /// Events kept in the journal until central acknowledges them (the newest win).
@@ -567,8 +567,13 @@ impl Link {
         if raised.is_empty() {
             return;
         }
-        let kept = raised.iter().map(|(id, payload)| (id.clone(), payload.clone())).collect();
-        match self.ctx.journal.add_events(kept, MAX_KEPT_EVENTS).await {
+        for (_, payload) in &raised {
+            if self.events.len() >= MAX_KEPT_EVENTS {
+                self.events.pop_front();
+            }
+            self.events.push_back(payload.clone());
+        }
+        match self.ctx.journal.add_events(raised, MAX_KEPT_EVENTS).await {
             Ok(dropped) if dropped > 0 => {
                 self.ctx.stats.uplink.events_dropped.fetch_add(dropped as u64, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(
@@ -581,12 +586,6 @@ impl Link {
             Err(e) => tracing::error!(error = %e,
                 "cannot keep events for central in the journal; they are sent only if the link stays up"),
         }
-        for (_, payload) in raised {
-            if self.events.len() >= MAX_KEPT_EVENTS {
-                self.events.pop_front();
-            }
-            self.events.push_back(payload);
-        }
     }
 
     /// Queues, for this session, every event the journal keeps (not yet acknowledged by central).
@@ -594,17 +593,7 @@ impl Link {
         // Acknowledgements received before now must be committed, or their events would be
         // sent again.
         let _ = self.ctx.journal.barrier().await;
-        let reader = self.reader.clone();
-        let kept = tokio::task::spawn_blocking(move || {
-            reader
-                .lock()
-                .map_err(|_| "journal unavailable".to_string())
-                .and_then(|r| r.uplink_events(MAX_KEPT_EVENTS).map_err(|e| e.to_string()))
-        })
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r);
-        match kept {
+        match read(&self.reader, |r| r.uplink_events(MAX_KEPT_EVENTS)).await {
             Ok(kept) => self.events = kept.into_iter().map(|(_, payload)| payload).collect(),
             Err(e) => tracing::error!(error = %e, "cannot read the events kept for central; they are sent later"),
         }
@@ -686,14 +675,10 @@ impl Link {
         let Some(flow) = s.flow.as_mut() else {
             return Err("central is offline for this gateway; items are not being sent".into());
         };
-        let (reader, d) = (self.reader.clone(), dest.clone());
-        let count = tokio::task::spawn_blocking(move || {
-            reader.lock().map_err(|_| "journal unavailable".to_string()).and_then(|r| {
-                r.uplink_range(&d, from_seq, to_seq, 0, usize::MAX / 2).map(|v| v.len()).map_err(|e| e.to_string())
-            })
-        })
-        .await
-        .map_err(|e| e.to_string())??;
+        let count = read(&self.reader, move |r| r.uplink_range(&dest, from_seq, to_seq, 0, usize::MAX / 2))
+            .await
+            .map_err(|e| e.to_string())?
+            .len();
         tracing::info!(from = %from, request = %request, from_seq, to_seq, items = count, "remote command: resend");
         flow.resend(from_seq, to_seq);
         Ok(serde_json::json!({"items": count}))

@@ -21,11 +21,8 @@ pub async fn birth(
     let config = ctx.config.get();
     let backlog = match destination {
         Some(dest) => {
-            let (reader, dest) = (reader.clone(), dest.to_string());
-            tokio::task::spawn_blocking(move || reader.lock().ok().and_then(|r| r.uplink_backlog(&dest, upto_seq).ok()))
-                .await
-                .ok()
-                .flatten()
+            let dest = dest.to_string();
+            super::read(reader, move |r| r.uplink_backlog(&dest, upto_seq)).await.ok()
         }
         None => None,
     };

@@ -157,21 +157,7 @@ fn a_full_journal_answers_ar_and_keeps_what_it_acknowledged() {
     config.push_str("\n[journal]\nmax_bytes = \"2KiB\"\n");
     let mut daemon = Daemon::start(&config);
     let mut client = Client::connect(daemon.addr("ehr"));
-    let mut acked = Vec::new();
-    let mut refused = None;
-    for i in 0..50 {
-        let id = format!("F-{i}");
-        let ack = client.send(&adt(&id));
-        match ack_code(&ack).as_str() {
-            "AA" => acked.push(id),
-            "AR" => {
-                refused = Some(ack);
-                break;
-            }
-            other => panic!("unexpected {other}: {ack}"),
-        }
-    }
-    let refused = refused.expect("the cap is reached");
+    let (acked, refused) = send_until_refused(&mut client, "F", 50, adt);
     for i in 0..3 {
         let ack = client.send(&adt(&format!("F-again-{i}")));
         assert_eq!(ack_code(&ack), "AR", "still full: {ack}");
@@ -337,21 +323,7 @@ fn a_full_disk_answers_ar_keeps_what_it_acknowledged_and_recovers_when_space_is_
         m.extend_from_slice(format!("NTE|1||{}\r", "x".repeat(64 * 1024)).as_bytes());
         m
     };
-    let mut acked = Vec::new();
-    let mut refused = None;
-    for i in 0..400 {
-        let id = format!("D-{i}");
-        let ack = client.send(&big(&id));
-        match ack_code(&ack).as_str() {
-            "AA" => acked.push(id),
-            "AR" => {
-                refused = Some(ack);
-                break;
-            }
-            other => panic!("unexpected {other}: {ack}"),
-        }
-    }
-    let refused = refused.expect("the disk fills up");
+    let (mut acked, refused) = send_until_refused(&mut client, "D", 400, big);
     assert!(refused.contains("disk full") && refused.contains("free space"), "says why and what to do: {refused}");
     assert!(acked.len() >= 10, "only {} stored before the disk was full", acked.len());
     let status = daemon.status();
@@ -377,4 +349,26 @@ fn a_full_disk_answers_ar_keeps_what_it_acknowledged_and_recovers_when_space_is_
     let mut got: Vec<String> = sink.messages().iter().map(|m| field(m, 10)).collect();
     got.dedup();
     assert_eq!(got, acked);
+}
+
+/// Sends messages made by `make` (control ids `{prefix}-0`, `{prefix}-1`, ...) until one is
+/// refused with AR; returns the control ids acknowledged AA and the AR. Panics on any other
+/// answer, or if none of `max` is refused.
+fn send_until_refused(
+    client: &mut Client,
+    prefix: &str,
+    max: usize,
+    make: impl Fn(&str) -> Vec<u8>,
+) -> (Vec<String>, String) {
+    let mut acked = Vec::new();
+    for i in 0..max {
+        let id = format!("{prefix}-{i}");
+        let ack = client.send(&make(&id));
+        match ack_code(&ack).as_str() {
+            "AA" => acked.push(id),
+            "AR" => return (acked, ack),
+            other => panic!("unexpected {other}: {ack}"),
+        }
+    }
+    panic!("none of {max} messages was refused");
 }
