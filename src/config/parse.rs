@@ -434,10 +434,8 @@ fn uplink(ck: &mut Checker, t: &Tbl<'_, '_>, node: Option<&Node>, state_dir: &Pa
             && (matches!(cert, Some(Some(_))) || matches!(ca, Some(Some(_))))
             && let Some(v) = t.val("url")
         {
-            ck.report(
-                ConfigErrorKind::InvalidValue,
-                &v.span,
-                &v.path,
+            v.invalid(
+                ck,
                 "certificates are set but the url is mqtt:// (no TLS); use mqtts:// or remove \
                  ca, cert and key"
                     .to_string(),
@@ -548,12 +546,7 @@ fn broker_url(ck: &mut Checker, v: &Val<'_, '_>) -> Option<Broker> {
     match parsed {
         Ok(b) => Some(b),
         Err(why) => {
-            ck.report(
-                ConfigErrorKind::InvalidValue,
-                &v.span,
-                &v.path,
-                format!("{s:?} is not a broker url: {why}; write mqtt://HOST:PORT or mqtts://HOST:PORT"),
-            );
+            v.invalid(ck, format!("{s:?} is not a broker url: {why}; write mqtt://HOST:PORT or mqtts://HOST:PORT"));
             None
         }
     }
@@ -564,12 +557,7 @@ fn broker_url(ck: &mut Checker, v: &Val<'_, '_>) -> Option<Broker> {
 fn client_id(ck: &mut Checker, v: &Val<'_, '_>) -> Option<String> {
     let s = string(ck, v)?;
     if s.is_empty() || s.len() > 128 || !s.bytes().all(|b| b.is_ascii_graphic()) || s.contains(['+', '#', '/']) {
-        ck.report(
-            ConfigErrorKind::InvalidValue,
-            &v.span,
-            &v.path,
-            format!("{s:?} is not a usable MQTT client id; use 1 to 128 letters, digits, '-', '_' and '.'"),
-        );
+        v.invalid(ck, format!("{s:?} is not a usable MQTT client id; use 1 to 128 letters, digits, '-', '_' and '.'"));
         return None;
     }
     Some(s)
@@ -592,12 +580,7 @@ fn names(ck: &mut Checker, tables: &[Tbl<'_, '_>], what: &str, example: &str) ->
             continue;
         };
         if let Err(why) = check_name(&name) {
-            ck.report(
-                ConfigErrorKind::InvalidValue,
-                &v.span,
-                &v.path,
-                format!("{name:?} is not a usable {what} name: {why}"),
-            );
+            v.invalid(ck, format!("{name:?} is not a usable {what} name: {why}"));
         }
         let (line, _) = ck.line_col(v.span.start);
         match first_use.get(&name) {
@@ -939,10 +922,8 @@ fn name_list(ck: &mut Checker, v: &Val<'_, '_>, what: &str, known: &[String], st
         names.push(name);
     }
     if has_star && items.len() > 1 {
-        ck.report(
-            ConfigErrorKind::InvalidValue,
-            &v.span,
-            &v.path,
+        v.invalid(
+            ck,
             "\"*\" already means every source; write from = [\"*\"] alone, or list the sources \
              by name"
                 .to_string(),
@@ -1034,12 +1015,7 @@ fn matcher(ck: &mut Checker, v: &Val<'_, '_>) -> Option<Matcher> {
             t.check_keys(ck, &["glob", "regex"], &[]);
             match (t.val("glob"), t.val("regex")) {
                 (Some(_), Some(r)) => {
-                    ck.report(
-                        ConfigErrorKind::InvalidValue,
-                        &r.span,
-                        &r.path,
-                        "a condition takes either glob or regex, not both; keep one".to_string(),
-                    );
+                    r.invalid(ck, "a condition takes either glob or regex, not both; keep one".to_string());
                     None
                 }
                 (Some(g), None) => {
@@ -1047,10 +1023,8 @@ fn matcher(ck: &mut Checker, v: &Val<'_, '_>) -> Option<Matcher> {
                     match globset::Glob::new(&pattern) {
                         Ok(glob) => Some(Matcher::Glob { pattern, matcher: glob.compile_matcher() }),
                         Err(e) => {
-                            ck.report(
-                                ConfigErrorKind::InvalidValue,
-                                &g.span,
-                                &g.path,
+                            g.invalid(
+                                ck,
                                 format!(
                                     "{pattern:?} is not a glob: {}; use * for any text, ? for \
                                      one character, [1-4] for a range",
@@ -1068,10 +1042,8 @@ fn matcher(ck: &mut Checker, v: &Val<'_, '_>) -> Option<Matcher> {
                         Err(e) => {
                             // Shown as written: Debug quoting would double every backslash.
                             let written = ck.snippet(&r.span);
-                            ck.report(
-                                ConfigErrorKind::InvalidValue,
-                                &r.span,
-                                &r.path,
+                            r.invalid(
+                                ck,
                                 format!(
                                     "{written} is not a regular expression: {}; fix the \
                                      pattern (inside \"...\" a backslash must be doubled, \
@@ -1146,10 +1118,8 @@ fn identifier(ck: &mut Checker, v: &Val<'_, '_>) -> Option<String> {
         } else {
             format!(", e.g. {suggestion:?}")
         };
-        ck.report(
-            ConfigErrorKind::InvalidValue,
-            &v.span,
-            &v.path,
+        v.invalid(
+            ck,
             format!(
                 "{s:?} is not a valid id; use 1 to 64 lower-case letters, digits, '-' and '_', \
                  starting with a letter or digit{hint}"
@@ -1206,12 +1176,7 @@ fn choice<T: Copy>(
         let list: Vec<String> = options.iter().map(|(name, _)| format!("{name:?}")).collect();
         let near =
             closest(&s, options.iter().map(|(n, _)| *n)).map(|k| format!("did you mean {k:?}? ")).unwrap_or_default();
-        ck.report(
-            ConfigErrorKind::InvalidValue,
-            &v.span,
-            &v.path,
-            format!("unknown {what} {s:?}; {near}write {}", list.join(" or ")),
-        );
+        v.invalid(ck, format!("unknown {what} {s:?}; {near}write {}", list.join(" or ")));
         None
     }
 }
@@ -1220,10 +1185,8 @@ fn choice<T: Copy>(
 fn path(ck: &mut Checker, v: &Val<'_, '_>) -> Option<PathBuf> {
     let s = string(ck, v)?;
     if s.trim().is_empty() {
-        ck.report(
-            ConfigErrorKind::InvalidValue,
-            &v.span,
-            &v.path,
+        v.invalid(
+            ck,
             "the path is empty; write a file or directory path, or remove the key to use the \
              default"
                 .to_string(),
@@ -1231,10 +1194,8 @@ fn path(ck: &mut Checker, v: &Val<'_, '_>) -> Option<PathBuf> {
         return None;
     }
     if s.starts_with('~') {
-        ck.report(
-            ConfigErrorKind::InvalidValue,
-            &v.span,
-            &v.path,
+        v.invalid(
+            ck,
             format!(
                 "{s:?} starts with ~, which outpost does not expand; write the full path, e.g. \
                  \"/home/...\", or a path relative to state_dir"
@@ -1248,10 +1209,8 @@ fn path(ck: &mut Checker, v: &Val<'_, '_>) -> Option<PathBuf> {
 fn absolute_path(ck: &mut Checker, v: &Val<'_, '_>) -> Option<PathBuf> {
     let p = path(ck, v)?;
     if !p.is_absolute() {
-        ck.report(
-            ConfigErrorKind::InvalidValue,
-            &v.span,
-            &v.path,
+        v.invalid(
+            ck,
             format!(
                 "{:?} is relative; state_dir must be an absolute path such as \
                  \"/var/lib/outpost\" (other relative paths are resolved against it)",
@@ -1275,12 +1234,7 @@ fn extension(ck: &mut Checker, v: &Val<'_, '_>) -> Option<String> {
         None
     };
     if let Some(why) = why {
-        ck.report(
-            ConfigErrorKind::InvalidValue,
-            &v.span,
-            &v.path,
-            format!("{s:?} is not a file extension: {why}; e.g. \"hl7\""),
-        );
+        v.invalid(ck, format!("{s:?} is not a file extension: {why}; e.g. \"hl7\""));
         return None;
     }
     Some(s)
@@ -1366,12 +1320,7 @@ fn file_mode(ck: &mut Checker, v: &Val<'_, '_>) -> Option<u32> {
         DeValue::String(s) => {
             let digits = s.trim().strip_prefix("0o").unwrap_or(s.trim());
             if digits.is_empty() || digits.len() > 6 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-                ck.report(
-                    ConfigErrorKind::InvalidValue,
-                    &v.span,
-                    &v.path,
-                    format!("{s:?} is not an octal file mode; {HOW}"),
-                );
+                v.invalid(ck, format!("{s:?} is not an octal file mode; {HOW}"));
                 return None;
             }
             (u64::from_str_radix(digits, 8).ok()?, None)
@@ -1415,10 +1364,8 @@ fn duration(allow_zero: bool) -> impl Fn(&mut Checker, &Val<'_, '_>) -> Option<D
         let d = match parse_duration(s) {
             Ok(d) => d,
             Err(why) => {
-                ck.report(
-                    ConfigErrorKind::InvalidValue,
-                    &v.span,
-                    &v.path,
+                v.invalid(
+                    ck,
                     format!(
                         "{s:?} is not a duration: {why}; write it like \"500ms\", \"30s\", \
                          \"5m\", \"1h30m\" or \"7d\""
@@ -1489,10 +1436,8 @@ fn size_in(min: u64, max: u64) -> impl Fn(&mut Checker, &Val<'_, '_>) -> Option<
             DeValue::String(s) => match parse_size(s) {
                 Ok(n) => n,
                 Err(why) => {
-                    ck.report(
-                        ConfigErrorKind::InvalidValue,
-                        &v.span,
-                        &v.path,
+                    v.invalid(
+                        ck,
                         format!(
                             "{s:?} is not a size: {why}; write it like \"512KiB\", \"16MiB\", \
                              \"1GiB\" or \"10MB\", or as a whole number of bytes"
@@ -1597,12 +1542,7 @@ fn listen_address(ck: &mut Checker, v: &Val<'_, '_>) -> Option<SocketAddr> {
                      or 0.0.0.0 for all of them; not a host name)"
                 ),
             };
-            ck.report(
-                ConfigErrorKind::InvalidValue,
-                &v.span,
-                &v.path,
-                format!("{s:?} is not an address: {why}; write it as IP:PORT, e.g. 0.0.0.0:2575"),
-            );
+            v.invalid(ck, format!("{s:?} is not an address: {why}; write it as IP:PORT, e.g. 0.0.0.0:2575"));
             None
         }
     }
@@ -1615,10 +1555,8 @@ fn host_port(ck: &mut Checker, v: &Val<'_, '_>) -> Option<String> {
     match check_host_port(&s) {
         Ok(()) => Some(s),
         Err(why) => {
-            ck.report(
-                ConfigErrorKind::InvalidValue,
-                &v.span,
-                &v.path,
+            v.invalid(
+                ck,
                 format!(
                     "{s:?} is not a host and port: {why}; write it as HOST:PORT, e.g. \
                      10.0.0.7:6661 or lis.lab.local:6661"
@@ -1670,10 +1608,8 @@ fn charset(ck: &mut Checker, v: &Val<'_, '_>) -> Option<Charset> {
     match Charset::from_label(&s) {
         Some(c) => Some(c),
         None => {
-            ck.report(
-                ConfigErrorKind::InvalidValue,
-                &v.span,
-                &v.path,
+            v.invalid(
+                ck,
                 format!(
                     "{s:?} is not a character set outpost knows; use an HL7 name such as \
                      \"8859/1\", \"ASCII\" or \"UNICODE UTF-8\", or a label such as \
@@ -1690,7 +1626,7 @@ fn field_path(ck: &mut Checker, v: &Val<'_, '_>) -> Option<FieldPath> {
     match s.parse::<FieldPath>() {
         Ok(p) => Some(p),
         Err(why) => {
-            ck.report(ConfigErrorKind::InvalidValue, &v.span, &v.path, why);
+            v.invalid(ck, why);
             None
         }
     }
@@ -1700,10 +1636,8 @@ fn field_path(ck: &mut Checker, v: &Val<'_, '_>) -> Option<FieldPath> {
 fn writable_field_path(ck: &mut Checker, v: &Val<'_, '_>) -> Option<FieldPath> {
     let p = field_path(ck, v)?;
     if p.segment == "MSH" && p.field <= 2 {
-        ck.report(
-            ConfigErrorKind::InvalidValue,
-            &v.span,
-            &v.path,
+        v.invalid(
+            ck,
             format!(
                 "{p} holds the message's separator characters and cannot be changed by a \
                  transform; pick another field"
@@ -1771,6 +1705,11 @@ struct Val<'a, 'i> {
 }
 
 impl Val<'_, '_> {
+    /// Reports this value as unusable, with its place.
+    fn invalid(&self, ck: &mut Checker, message: String) {
+        ck.report(ConfigErrorKind::InvalidValue, &self.span, &self.path, message);
+    }
+
     fn wrong_type(&self, ck: &mut Checker, expected: &str, hint: &str) {
         let found = match self.value {
             DeValue::String(s) => format!("the string {s:?}"),
