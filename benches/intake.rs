@@ -9,7 +9,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -63,18 +63,7 @@ to = ["lis"]
 "#,
         dir = dir.path().display()
     );
-    let config_path = dir.path().join("bench.toml");
-    std::fs::write(&config_path, config).unwrap();
-    // OUTPOST_BENCH_BIN runs another build (e.g. one with debug symbols, for profiling).
-    let bin = std::env::var("OUTPOST_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_outpost").to_string());
-    let mut child = Command::new(bin)
-        .args(["run", "--config"])
-        .arg(&config_path)
-        .env("OUTPOST_LOG", "warn")
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start outpost");
-    let addr = wait_for_listener(&dir.path().join("control.sock"));
+    let (mut child, addr) = start_outpost(dir.path(), &config);
     std::thread::sleep(Duration::from_millis(500));
     let idle_rss = rss_kib(&child, "VmRSS");
 

@@ -57,18 +57,8 @@ to = ["central"]
 "#,
         dir = dir.path().display()
     );
-    let config_path = dir.path().join("bench.toml");
-    std::fs::write(&config_path, config).unwrap();
-    let bin = std::env::var("OUTPOST_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_outpost").to_string());
-    let mut gateway = Command::new(&bin)
-        .args(["run", "--config"])
-        .arg(&config_path)
-        .env("OUTPOST_LOG", "warn")
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start outpost");
+    let (mut gateway, addr) = start_outpost(dir.path(), &config);
     let socket = dir.path().join("control.sock");
-    let addr = wait_for_listener(&socket);
 
     // Journal the backlog (central has not said it is online, so nothing goes up yet).
     let body = sample_message("X");

@@ -25,6 +25,24 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Writes `config` to `dir/bench.toml` and starts `outpost run` on it (the build under test,
+/// or `OUTPOST_BENCH_BIN`, e.g. one with debug symbols for profiling); returns the process and
+/// the first source's bound address once it listens. The control socket is `dir/control.sock`.
+pub fn start_outpost(dir: &std::path::Path, config: &str) -> (Child, SocketAddr) {
+    let config_path = dir.join("bench.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let bin = std::env::var("OUTPOST_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_outpost").to_string());
+    let child = std::process::Command::new(bin)
+        .args(["run", "--config"])
+        .arg(&config_path)
+        .env("OUTPOST_LOG", "warn")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start outpost");
+    let addr = wait_for_listener(&dir.join("control.sock"));
+    (child, addr)
+}
+
 pub fn wait_for_listener(socket: &std::path::Path) -> SocketAddr {
     let start = Instant::now();
     loop {

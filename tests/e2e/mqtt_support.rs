@@ -1308,25 +1308,6 @@ impl Central {
         }
     }
 
-    pub fn publish_config(&self, site: &str, node: &str, file: &Path, version: &str, extra: &[&str]) -> Output {
-        self.cli.publish_config(site, node, file, version, extra)
-    }
-
-    pub fn cmd(
-        &self,
-        site: &str,
-        node: &str,
-        name: &str,
-        args: Option<&serde_json::Value>,
-        timeout_secs: u64,
-    ) -> Output {
-        self.cli.cmd(site, node, name, args, timeout_secs)
-    }
-
-    pub fn set_state(&self, online: bool) {
-        self.cli.set_state(online)
-    }
-
     /// Opens the store read-only (None before the consumer created it).
     fn store(&self) -> Option<rusqlite::Connection> {
         let path = self.store_path();

@@ -313,7 +313,7 @@ fn remote_config_is_validated_applied_or_rolled_back() {
 
     // Invalid: every error, with its place, and nothing changes.
     let bad = format!("{running}\nbogus = 1\n\n[[route]]\nname = \"x\"\nfrom = [\"nope\"]\nto = [\"central\"]\n");
-    let out = central.publish_config("test", "gw", &write("bad.toml", &bad), "v-bad", &["--wait-status", "30"]);
+    let out = central.cli.publish_config("test", "gw", &write("bad.toml", &bad), "v-bad", &["--wait-status", "30"]);
     let status = json_out(&out);
     assert_eq!(status["status"], "rejected", "{status}");
     let errors: Vec<String> =
@@ -326,7 +326,7 @@ fn remote_config_is_validated_applied_or_rolled_back() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let unbindable = running.replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
-    let out = central.publish_config(
+    let out = central.cli.publish_config(
         "test",
         "gw",
         &write("unbindable.toml", &unbindable),
@@ -342,7 +342,7 @@ fn remote_config_is_validated_applied_or_rolled_back() {
     // A good one (a second source, faster telemetry): applied, kept, announced in the birth.
     let good = running.replace("telemetry_interval = \"1s\"", "telemetry_interval = \"2s\"")
         + "\n[[source]]\nname = \"lab\"\nkind = \"mllp\"\nlisten = \"127.0.0.1:0\"\n";
-    let out = central.publish_config("test", "gw", &write("good.toml", &good), "v-good", &["--wait-status", "30"]);
+    let out = central.cli.publish_config("test", "gw", &write("good.toml", &good), "v-good", &["--wait-status", "30"]);
     let status = json_out(&out);
     assert_eq!(status["status"], "applied", "{status}");
     assert_eq!(std::fs::read_to_string(&d.config_path).unwrap(), good, "the config file now holds it");
@@ -369,20 +369,20 @@ fn commands_answer_and_state_changing_ones_are_logged() {
     let sent = send(&d, "C", 4);
     wait_drained(&d, &central, 4);
 
-    let ping = json_out(&central.cmd("test", "gw", "ping", None, 30));
+    let ping = json_out(&central.cli.cmd("test", "gw", "ping", None, 30));
     assert_eq!(ping["ok"], true, "{ping}");
     assert_eq!(ping["result"]["pong"], true);
 
-    let status = json_out(&central.cmd("test", "gw", "status", None, 30));
+    let status = json_out(&central.cli.cmd("test", "gw", "status", None, 30));
     assert_eq!(status["result"]["site"], "test", "{status}");
     assert_eq!(status["result"]["uplink"]["state"], "connected");
 
-    let out = central.cmd("test", "gw", "frobnicate", None, 30);
+    let out = central.cli.cmd("test", "gw", "frobnicate", None, 30);
     assert!(!out.status.success());
     assert!(json_out(&out)["error"].as_str().unwrap_or("").contains("unknown command"));
 
     // Resend from seq 3: items 3 and 4 come again, flagged historical.
-    let resend = json_out(&central.cmd("test", "gw", "resend", Some(&serde_json::json!({"from_seq": 3})), 30));
+    let resend = json_out(&central.cli.cmd("test", "gw", "resend", Some(&serde_json::json!({"from_seq": 3})), 30));
     assert_eq!(resend["result"]["items"], 2, "{resend}");
     wait_for("the resent copies", DEADLINE, || {
         let again: Vec<_> = central.receipts().into_iter().filter(|r| r.seq >= 3 && r.historical).collect();
@@ -392,12 +392,12 @@ fn commands_answer_and_state_changing_ones_are_logged() {
     assert_same_items(&items, &sent);
     assert_eq!(items.iter().filter(|i| i.copies == 2).count(), 2);
 
-    let retry = json_out(&central.cmd("test", "gw", "retry", None, 30));
+    let retry = json_out(&central.cli.cmd("test", "gw", "retry", None, 30));
     assert_eq!(retry["result"]["items"], 0, "{retry}");
-    let reload = json_out(&central.cmd("test", "gw", "reload", None, 30));
+    let reload = json_out(&central.cli.cmd("test", "gw", "reload", None, 30));
     assert_eq!(reload["result"]["reloaded"], true, "{reload}");
     let births = central.observed("/state").iter().filter(|b| b["status"] == "online").count();
-    let rebirth = json_out(&central.cmd("test", "gw", "rebirth", None, 30));
+    let rebirth = json_out(&central.cli.cmd("test", "gw", "rebirth", None, 30));
     assert_eq!(rebirth["ok"], true, "{rebirth}");
     wait_for("a second birth", DEADLINE, || {
         (central.observed("/state").iter().filter(|b| b["status"] == "online").count() > births).then_some(())
@@ -467,7 +467,7 @@ fn items_wait_while_central_is_offline() {
     let mut sent = send(&d, "O", 2);
     wait_drained(&d, &central, 2);
 
-    central.set_state(false);
+    central.cli.set_state(false);
     wait_for("the gateway to see central offline", DEADLINE, || (uplink(&d)["central_online"] == false).then_some(()));
     sent.extend(send(&d, "P", 3));
     assert_nothing_for("items sent while central is offline", Duration::from_secs(1), || {
@@ -475,7 +475,7 @@ fn items_wait_while_central_is_offline() {
     });
     assert_eq!(backlog(&d), 3);
 
-    central.set_state(true);
+    central.cli.set_state(true);
     let items = wait_drained(&d, &central, 5);
     assert_same_items(&items, &sent);
     assert!(items[2..].iter().all(|i| i.historical), "held items are replayed as backlog");
@@ -494,7 +494,7 @@ fn a_config_whose_uplink_cannot_connect_is_rolled_back() {
     let moved = running.replace(&url, &format!("mqtt://{dead}"));
     let file = d.path("moved.toml");
     std::fs::write(&file, &moved).unwrap();
-    let out = central.publish_config("test", "gw", &file, "v-dead-broker", &["--wait-status", "60"]);
+    let out = central.cli.publish_config("test", "gw", &file, "v-dead-broker", &["--wait-status", "60"]);
     let status = json_out(&out);
     assert_eq!(status["status"], "rolled_back", "{status}");
     assert!(status["errors"].to_string().contains("uplink"), "{status}");
