@@ -652,3 +652,32 @@ fn events_are_kept_across_a_restart_until_central_acknowledges_them() {
     assert_ne!(later.json()["subject"], event["subject"]);
     assert_eq!(copies(&id), before, "an acknowledged event was sent again");
 }
+
+#[test]
+fn a_live_item_overtakes_a_rate_limited_backlog() {
+    let broker = Broker::start();
+    let url = broker.url();
+    // Central is away while a backlog builds up; it replays at 40 items/s (ten seconds).
+    let d = Daemon::start(&config(&url, "replay_rate = 40"));
+    wait_state(&d, "connected");
+    let backlog_sent = send(&d, "B", 400);
+    let central = Central::start(&url, None, &[]);
+    wait_for("the replay to start", DEADLINE, || (central.count() >= 5).then_some(()));
+    // A fresh result arrives during the replay: it goes up at once, as live, not behind the
+    // backlog.
+    let live = send(&d, "L", 1).remove(0);
+    let item = wait_for("the live item at central", DEADLINE, || central.items().into_iter().find(|i| i.body == live));
+    assert!(!item.historical, "journaled during the session: live");
+    let receipts = central.receipts();
+    let live_arrival = receipts.iter().find(|r| r.id == item.id).map(|r| r.arrival).unwrap_or(i64::MAX);
+    let replayed_before = receipts.iter().filter(|r| r.historical && r.arrival < live_arrival).count();
+    assert!(
+        replayed_before < backlog_sent.len() / 2,
+        "{replayed_before} of {} backlog items went up before the live one",
+        backlog_sent.len()
+    );
+    // The replay carries on behind it, and everything arrives.
+    wait_drained(&d, &central, backlog_sent.len() + 1);
+    let after = central.receipts().into_iter().filter(|r| r.historical && r.arrival > live_arrival).count();
+    assert!(after > 0, "the backlog went on after the live item");
+}
