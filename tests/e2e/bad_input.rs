@@ -256,52 +256,6 @@ fn random_and_mangled_messages_never_take_the_daemon_down() {
     assert!(!daemon.log().contains("panicked"));
 }
 
-/// A tmpfs of `size` mounted on a fresh directory for the life of the value: a filesystem that
-/// really runs out of space. Mounting needs root: run as root (as CI does), or with
-/// password-less sudo.
-struct SmallDisk {
-    dir: tempfile::TempDir,
-}
-
-fn as_root(cmd: &str) -> std::process::Command {
-    if nix::unistd::geteuid().is_root() {
-        std::process::Command::new(cmd)
-    } else {
-        let mut c = std::process::Command::new("sudo");
-        c.args(["-n", cmd]);
-        c
-    }
-}
-
-impl SmallDisk {
-    fn mount(size: &str) -> SmallDisk {
-        let dir = tempfile::tempdir().unwrap();
-        let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
-        let out = as_root("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700,uid={uid},gid={gid}"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "this test mounts a small tmpfs to fill a real filesystem: run the tests as root or with \
-             password-less sudo: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        SmallDisk { dir }
-    }
-
-    fn path(&self, rel: &str) -> std::path::PathBuf {
-        self.dir.path().join(rel)
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = as_root("umount").arg("-l").arg(self.dir.path()).status();
-    }
-}
-
 #[test]
 fn a_full_disk_answers_ar_keeps_what_it_acknowledged_and_recovers_when_space_is_freed() {
     // The journal on a 6 MiB filesystem, with the free-space guard off so that the disk really

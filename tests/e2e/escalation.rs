@@ -102,3 +102,23 @@ fn items_left_for_a_removed_destination_are_escalated_until_it_is_back() {
     assert_success(&daemon.cli(&["reload"]));
     wait_for("the orphaned escalation to clear", DEADLINE, || (!has(&daemon, "orphaned", "lis")).then_some(()));
 }
+
+#[test]
+fn free_disk_below_twice_the_floor_raises_low_disk_then_clears() {
+    // A real 16 MiB filesystem under the journal; the floor is 5 MiB, so the warning starts
+    // below 10 MiB free, while items are still taken.
+    let disk = SmallDisk::mount("16m");
+    let top = format!(
+        "[journal]\npath = \"{}\"\nmin_free_disk = \"5MiB\"\n\n[escalation]\ncheck_interval = \"1s\"",
+        disk.path("journal.db").display()
+    );
+    let daemon = Daemon::start(&single_route_config(&top, dead_addr(), "", ""));
+    let mut client = Client::connect(daemon.addr("ehr"));
+    assert_eq!(ack_code(&client.send(&adt("LD-1"))), "AA");
+    // Something else takes 8 MiB: about 8 MiB stay free.
+    std::fs::write(disk.path("filler"), vec![0u8; 8 << 20]).unwrap();
+    wait_for("the low_disk escalation", DEADLINE, || has(&daemon, "low_disk", "journal").then_some(()));
+    assert_eq!(ack_code(&client.send(&adt("LD-2"))), "AA", "a warning, not yet a refusal");
+    std::fs::remove_file(disk.path("filler")).unwrap();
+    wait_for("low_disk to clear", DEADLINE, || (!has(&daemon, "low_disk", "journal")).then_some(()));
+}

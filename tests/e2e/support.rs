@@ -584,3 +584,49 @@ impl Daemon {
         assert_success(&out);
     }
 }
+
+/// A tmpfs of `size` mounted on a fresh directory for the life of the value: a filesystem that
+/// really runs out of space. Mounting needs root: run as root (as CI does), or with
+/// password-less sudo.
+pub struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+fn as_root(cmd: &str) -> std::process::Command {
+    if nix::unistd::geteuid().is_root() {
+        std::process::Command::new(cmd)
+    } else {
+        let mut c = std::process::Command::new("sudo");
+        c.args(["-n", cmd]);
+        c
+    }
+}
+
+impl SmallDisk {
+    pub fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
+        let out = as_root("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700,uid={uid},gid={gid}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "this test mounts a small tmpfs to fill a real filesystem: run the tests as root or with \
+             password-less sudo: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk { dir }
+    }
+
+    pub fn path(&self, rel: &str) -> std::path::PathBuf {
+        self.dir.path().join(rel)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = as_root("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
