@@ -515,20 +515,26 @@ fn print_status(r: &StatusReport) {
     println!();
     println!(
         "{:<16} {:<5} {:<22} {:>5} {:>9} {:>8} {:>8} {:>6}",
-        "SOURCE", "KIND", "LISTEN", "CONN", "RECEIVED", "REJECTED", "REFUSED", "DUPS"
+        "SOURCE", "KIND", "AT", "OPEN", "RECEIVED", "REJECTED", "REFUSED", "DUPS"
     );
     for s in &r.sources {
+        let (at, open) = source_columns(s);
         println!(
             "{:<16} {:<5} {:<22} {:>5} {:>9} {:>8} {:>8} {:>6}",
             s.name,
-            s.kind,
-            s.bound.as_deref().unwrap_or("(not listening)"),
-            s.connections,
+            s.detail.kind(),
+            at,
+            open,
             s.received,
             s.rejected,
             s.refused,
             s.duplicates
         );
+    }
+    for s in &r.sources {
+        if let Some(e) = &s.last_error {
+            println!("  {} {}: {e}", s.name, if s.state == crate::stats::SourceState::Up { "problem" } else { "down" });
+        }
     }
     println!();
     println!(
@@ -604,6 +610,17 @@ fn print_status(r: &StatusReport) {
 }
 
 /// Shortens `s` to `width` characters, keeping its end (the informative part of a path).
+/// A source's AT and OPEN columns: where it is (bound address, folder) and its open
+/// connections (or files waiting), each in its kind's terms.
+fn source_columns(s: &crate::control::protocol::SourceStatus) -> (String, String) {
+    use crate::ingress::SourceDetail;
+    match &s.detail {
+        SourceDetail::Mllp(m) => {
+            (m.bound.clone().unwrap_or_else(|| "(not listening)".into()), m.connections.to_string())
+        }
+    }
+}
+
 fn fit(s: &str, width: usize) -> String {
     let n = s.chars().count();
     if n <= width {

@@ -10,6 +10,7 @@ pub mod egress;
 pub mod envelope;
 pub mod escalate;
 pub mod events;
+pub mod health;
 pub mod hl7;
 pub mod ingress;
 pub mod intake;

@@ -2,21 +2,81 @@
 //! workers, read by the control server; plain atomics and short locks, no IO.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
+/// A source's live counters and link. The counters are those most kinds share (a kind shows
+/// the ones that mean something for it, see `ingress::status`); intake counts items, adapters
+/// count the rest.
 #[derive(Debug, Default)]
 pub struct SourceStats {
+    /// Open connections or sessions (MLLP connections, TCP peers).
     pub connections: AtomicU64,
     pub received: AtomicU64,
     pub rejected: AtomicU64,
     pub refused: AtomicU64,
     pub duplicates: AtomicU64,
+    /// Bytes outside the kind's framing, dropped.
     pub discarded_bytes: AtomicU64,
+    /// Items larger than the source's limit, refused.
     pub oversized: AtomicU64,
-    pub bound: Mutex<Option<SocketAddr>>,
+    /// Work waiting at the source itself (files in a watched folder not yet taken in).
+    pub waiting: AtomicU64,
+    pub link: Mutex<SourceLink>,
+}
+
+/// Whether a source can take items now.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceState {
+    /// Not opened yet, or its resource failed (an unplugged port, a folder gone).
+    #[default]
+    Down,
+    Up,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct SourceLink {
+    pub state: SourceState,
+    /// What the source holds while up: the bound address, the folder watched, the device.
+    pub at: Option<String>,
+    /// Unix ms of the last change of `state`.
+    pub since: i64,
+    /// Why it is down, or the last problem while up (a file that cannot be read).
+    pub last_error: Option<String>,
+}
+
+impl SourceStats {
+    pub fn link(&self) -> SourceLink {
+        self.link.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Marks the source up at `at` (clearing the last error).
+    pub fn up(&self, at: String) {
+        self.set_link(SourceState::Up, Some(at), None);
+    }
+
+    /// Marks the source down, with why.
+    pub fn down(&self, why: Option<String>) {
+        self.set_link(SourceState::Down, None, why);
+    }
+
+    /// Records a problem that does not take the source down.
+    pub fn problem(&self, why: Option<String>) {
+        if let Ok(mut l) = self.link.lock() {
+            l.last_error = why;
+        }
+    }
+
+    fn set_link(&self, state: SourceState, at: Option<String>, last_error: Option<String>) {
+        if let Ok(mut l) = self.link.lock() {
+            if l.state != state {
+                l.since = crate::envelope::now_ms();
+            }
+            *l = SourceLink { state, at, since: l.since, last_error };
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone)]

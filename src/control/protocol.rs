@@ -2,6 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::ingress::SourceDetail;
+use crate::stats::SourceState;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
@@ -93,20 +96,25 @@ pub struct UplinkStatus {
     pub events_dropped: u64,
 }
 
+/// One source: what every kind has, then (flattened, tagged by `kind`) what is its own.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SourceStatus {
     pub name: String,
-    pub kind: String,
-    pub listen: String,
-    /// The address actually bound (differs from `listen` for port 0).
-    pub bound: Option<String>,
-    pub connections: u64,
+    /// `up` or `down`.
+    #[serde(default)]
+    pub state: SourceState,
+    /// Unix ms of the last change of `state`.
+    #[serde(default)]
+    pub since: i64,
+    /// Why it is down, or its last problem while up.
+    #[serde(default)]
+    pub last_error: Option<String>,
     pub received: u64,
     pub rejected: u64,
     pub refused: u64,
     pub duplicates: u64,
-    pub oversized: u64,
-    pub discarded_bytes: u64,
+    #[serde(flatten)]
+    pub detail: SourceDetail,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::protocol::*;
-use crate::config::{Config, DestinationKind, RoutingMode, SourceKind};
+use crate::config::{Config, DestinationKind, RoutingMode};
 use crate::current::Current;
 use crate::envelope::now_ms;
 use crate::escalate::ActiveEscalations;
@@ -202,29 +202,7 @@ where
 
 /// Each configured source with its live counters (no journal read).
 pub fn source_statuses(ctx: &ControlContext, config: &Config) -> Vec<SourceStatus> {
-    config
-        .sources
-        .iter()
-        .map(|s| {
-            let st = ctx.stats.source(&s.name);
-            let (kind, listen) = match &s.kind {
-                SourceKind::Mllp(m) => ("mllp", m.listen.to_string()),
-            };
-            SourceStatus {
-                name: s.name.clone(),
-                kind: kind.into(),
-                listen,
-                bound: st.bound.lock().ok().and_then(|b| b.map(|a| a.to_string())),
-                connections: get(&st.connections),
-                received: get(&st.received),
-                rejected: get(&st.rejected),
-                refused: get(&st.refused),
-                duplicates: get(&st.duplicates),
-                oversized: get(&st.oversized),
-                discarded_bytes: get(&st.discarded_bytes),
-            }
-        })
-        .collect()
+    config.sources.iter().map(|s| crate::ingress::status(s, &ctx.stats.source(&s.name))).collect()
 }
 
 /// What `outpost status` shows (also the uplink's `status` command and the base of its telemetry).

@@ -4,22 +4,45 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
+use super::{OpenError, Serving};
 use crate::config::MllpSource;
 use crate::envelope::hl7_now;
 use crate::hl7::{self, AckMode, Charset, Outcome};
 use crate::intake::{Intake, Receipt};
 use crate::mllp::{self, Frame};
-use crate::stats::{SourceStats, Stats};
+use crate::stats::{SourceLink, SourceStats, get};
+
+/// What `status` shows of an MLLP source beyond the common counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Detail {
+    /// The configured address.
+    pub listen: String,
+    /// The address actually bound (differs from `listen` for port 0); absent while down.
+    pub bound: Option<String>,
+    pub connections: u64,
+    pub oversized: u64,
+    pub discarded_bytes: u64,
+}
+
+pub fn detail(cfg: &MllpSource, stats: &SourceStats, link: &SourceLink) -> Detail {
+    Detail {
+        listen: cfg.listen.to_string(),
+        bound: link.at.clone(),
+        connections: get(&stats.connections),
+        oversized: get(&stats.oversized),
+        discarded_bytes: get(&stats.discarded_bytes),
+    }
+}
 
 /// Binds the listening socket (separately from serving, so that a bad address or a port in
 /// use is reported at start or reload, before anything else changes).
-pub async fn bind(name: &str, cfg: &MllpSource) -> Result<TcpListener, String> {
+pub async fn bind(name: &str, cfg: &MllpSource) -> Result<TcpListener, OpenError> {
     TcpListener::bind(cfg.listen).await.map_err(|e| {
         let hint = match e.kind() {
             std::io::ErrorKind::AddrInUse => {
@@ -32,30 +55,18 @@ pub async fn bind(name: &str, cfg: &MllpSource) -> Result<TcpListener, String> {
             std::io::ErrorKind::AddrNotAvailable => "this machine has no such address; use 0.0.0.0 or one of `ip addr`",
             _ => "check the address in the config",
         };
-        format!("source `{name}`: cannot listen on {}: {e}; {hint}", cfg.listen)
+        OpenError { name: name.to_string(), message: format!("cannot listen on {}: {e}; {hint}", cfg.listen) }
     })
 }
 
-/// Accepts connections until `accept_cancel` fires, then hands the listener back (a reload
+/// Accepts connections until `serving.stop` fires, then hands the listener back (a reload
 /// that changes a source's settings but not its address keeps the same socket). Connections
-/// run until `conn_cancel` fires or they close; they are tracked so that shutdown can wait for
-/// them to finish the message they are on.
-#[allow(clippy::too_many_arguments)]
-pub async fn serve(
-    name: String,
-    cfg: MllpSource,
-    listener: TcpListener,
-    intake: Arc<Intake>,
-    stats: Arc<Stats>,
-    accept_cancel: CancellationToken,
-    conn_cancel: CancellationToken,
-    tracker: TaskTracker,
-) -> TcpListener {
-    let source_stats = stats.source(&name);
+/// run until `serving.abort` fires or they close; they are tracked so that shutdown can wait
+/// for them to finish the message they are on.
+pub async fn serve(name: String, cfg: MllpSource, listener: TcpListener, serving: Serving) -> TcpListener {
+    let Serving { intake, stats: source_stats, stop: accept_cancel, abort: conn_cancel, tracker } = serving;
     if let Ok(addr) = listener.local_addr() {
-        if let Ok(mut b) = source_stats.bound.lock() {
-            *b = Some(addr);
-        }
+        source_stats.up(addr.to_string());
         tracing::info!(source = %name, %addr, "listening for MLLP");
     }
     let permits = Arc::new(Semaphore::new(cfg.max_connections));

@@ -1,4 +1,212 @@
-//! Ingress adapters: they own sockets (and later serial ports and modems), turn bytes into
-//! items, hand them to [`crate::intake::Intake`], and answer the sender. One module per kind.
+//! Ingress adapters: they own sockets, folders (and later serial ports and modems), turn bytes
+//! into items, hand them to [`crate::intake::Intake`], and answer the sender. One module per
+//! kind.
+//!
+//! This file is the one place that knows the set of source kinds. For each kind it says:
+//! - what the source holds exclusively ([`resources`]: a TCP address, a folder, a device), so a
+//!   reload can keep a running source, hand its resources to the source's new settings, or
+//!   refuse a config where two sources claim one;
+//! - how it opens ([`open`]): at start and at reload, before anything switches, so that a bad
+//!   address or a missing folder fails early with words a field tech can act on;
+//! - how it serves until told to stop ([`serve`]), handing its opened resources back;
+//! - what state it reports ([`status`]): for `outpost status`, birth and telemetry alike.
+//!
+//! Adding a kind: a module here, an arm in each `match` below, its config section.
 
 pub mod mllp;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Source, SourceKind};
+use crate::control::protocol::SourceStatus;
+use crate::intake::Intake;
+use crate::stats::{SourceState, SourceStats, get};
+
+/// Something a source holds exclusively while it runs.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Resource {
+    /// A listening TCP address.
+    Tcp(SocketAddr),
+    /// A folder watched for files.
+    Folder(PathBuf),
+}
+
+impl fmt::Display for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Resource::Tcp(a) => write!(f, "address {a}"),
+            Resource::Folder(p) => write!(f, "folder {}", p.display()),
+        }
+    }
+}
+
+/// What a source holds exclusively.
+pub fn resources(source: &Source) -> Vec<Resource> {
+    match &source.kind {
+        SourceKind::Mllp(m) => vec![Resource::Tcp(m.listen)],
+    }
+}
+
+/// Refuses sources that claim one resource twice (two listeners on one address, two sources
+/// taking files from one folder). Port 0 (any free port) is never a clash.
+pub fn check_exclusive(sources: &[Source]) -> Result<(), OpenError> {
+    let mut owners: BTreeMap<Resource, &str> = BTreeMap::new();
+    for s in sources {
+        for r in resources(s) {
+            if matches!(r, Resource::Tcp(a) if a.port() == 0) {
+                continue;
+            }
+            if let Some(other) = owners.insert(r.clone(), &s.name) {
+                return Err(OpenError {
+                    name: s.name.clone(),
+                    message: format!("{r} is already used by source `{other}`; give each source its own"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Why a source could not open, in a field tech's words.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("source `{name}`: {message}")]
+pub struct OpenError {
+    /// The source's name.
+    pub name: String,
+    pub message: String,
+}
+
+/// A source's resources, opened and ready to serve.
+#[derive(Debug)]
+pub enum Opened {
+    Mllp(tokio::net::TcpListener),
+}
+
+/// Opens what `source` needs (binds, checks folders and ports).
+pub async fn open(source: &Source) -> Result<Opened, OpenError> {
+    match &source.kind {
+        SourceKind::Mllp(m) => mllp::bind(&source.name, m).await.map(Opened::Mllp),
+    }
+}
+
+/// What a serving source works with.
+#[derive(Clone)]
+pub struct Serving {
+    pub intake: Arc<Intake>,
+    pub stats: Arc<SourceStats>,
+    /// Stops taking new work (accepting connections, picking up files); `serve` then returns
+    /// the opened resources.
+    pub stop: CancellationToken,
+    /// Ends work in progress (open connections); fired only when the source goes away.
+    pub abort: CancellationToken,
+    /// Tracks work in progress so that shutdown can wait for it.
+    pub tracker: TaskTracker,
+}
+
+/// Serves until `serving.stop` fires, then hands back what it opened (a reload that keeps a
+/// source's resources but changes its settings serves them again without closing them).
+pub async fn serve(source: Source, opened: Opened, serving: Serving) -> Opened {
+    let name = source.name;
+    match (source.kind, opened) {
+        (SourceKind::Mllp(cfg), Opened::Mllp(listener)) => {
+            Opened::Mllp(mllp::serve(name, cfg, listener, serving).await)
+        }
+    }
+}
+
+/// What is particular to a kind in its status: flattened into [`SourceStatus`] with `kind` as
+/// the tag, so a status reads `{"name": .., "kind": "mllp", "listen": .., "bound": ..}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SourceDetail {
+    Mllp(mllp::Detail),
+}
+
+impl SourceDetail {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceDetail::Mllp(_) => "mllp",
+        }
+    }
+
+    /// The word for `link` in birth and telemetry (docs/mqtt.md): the kind's own word for up
+    /// (`listening`), or `down`.
+    pub fn link_word(&self, state: SourceState) -> &'static str {
+        match (state, self) {
+            (SourceState::Down, _) => "down",
+            (SourceState::Up, SourceDetail::Mllp(_)) => "listening",
+        }
+    }
+
+    /// The kind's own fields for birth and telemetry (no patient data: counts and states).
+    pub fn contract_fields(&self) -> Vec<(&'static str, serde_json::Value)> {
+        match self {
+            SourceDetail::Mllp(d) => vec![("connections", d.connections.into())],
+        }
+    }
+}
+
+/// A source's status from its config and live counters (no journal read).
+pub fn status(source: &Source, stats: &SourceStats) -> SourceStatus {
+    let link = stats.link();
+    let detail = match &source.kind {
+        SourceKind::Mllp(m) => SourceDetail::Mllp(mllp::detail(m, stats, &link)),
+    };
+    SourceStatus {
+        name: source.name.clone(),
+        state: link.state,
+        since: link.since,
+        last_error: link.last_error,
+        received: get(&stats.received),
+        rejected: get(&stats.rejected),
+        refused: get(&stats.refused),
+        duplicates: get(&stats.duplicates),
+        detail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mllp(name: &str, listen: &str) -> Source {
+        let toml = format!(
+            "[node]\nsite = \"s\"\nid = \"n\"\nstate_dir = \"/tmp/x\"\n[[source]]\nname = \"{name}\"\nkind = \"mllp\"\nlisten = \"{listen}\"\n"
+        );
+        crate::config::Config::parse(&toml, "t").unwrap().sources.remove(0)
+    }
+
+    #[test]
+    fn two_sources_on_one_address_are_refused_but_port_zero_never_clashes() {
+        let a = mllp("a", "127.0.0.1:2575");
+        let b = mllp("b", "127.0.0.1:2575");
+        let e = check_exclusive(&[a.clone(), b]).unwrap_err();
+        assert_eq!(e.name, "b");
+        assert!(e.message.contains("already used by source `a`"), "{e}");
+        assert!(check_exclusive(&[mllp("a", "127.0.0.1:0"), mllp("b", "127.0.0.1:0")]).is_ok());
+        assert!(check_exclusive(&[a, mllp("c", "127.0.0.1:2576")]).is_ok());
+    }
+
+    #[test]
+    fn status_json_keeps_the_kind_fields_flat_and_reads_back() {
+        let stats = SourceStats::default();
+        stats.up("127.0.0.1:4000".into());
+        let st = status(&mllp("ehr", "127.0.0.1:0"), &stats);
+        let v = serde_json::to_value(&st).unwrap();
+        assert_eq!(v["kind"], "mllp");
+        assert_eq!(v["bound"], "127.0.0.1:4000");
+        assert_eq!(v["listen"], "127.0.0.1:0");
+        assert_eq!(v["state"], "up");
+        let back: SourceStatus = serde_json::from_value(v).unwrap();
+        assert_eq!(back.detail, st.detail);
+        assert_eq!(back.detail.link_word(back.state), "listening");
+    }
+}

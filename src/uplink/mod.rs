@@ -718,7 +718,7 @@ impl Link {
     async fn publish_config_status(&mut self, s: &mut Session, rebirth: bool) {
         let status = self.ctx.remote.status.borrow().clone();
         let Some(status) = status else { return };
-        let applied = status.status == "applied";
+        let applied = status.status == crate::remote::ConfigState::Applied;
         s.out.push(
             self.topics.config_status(),
             QoS::AtLeastOnce,

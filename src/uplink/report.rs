@@ -123,11 +123,12 @@ pub async fn telemetry(ctx: &ControlContext, session: i64) -> Vec<u8> {
 
 /// A source in birth (`counts` false) and telemetry.
 fn source(s: &crate::control::protocol::SourceStatus, counts: bool) -> Value {
-    let mut v = json!({
-        "name": s.name, "kind": s.kind,
-        "link": if s.bound.is_some() { "listening" } else { "down" },
-        "connections": s.connections,
-    });
+    let mut v = json!({"name": s.name, "kind": s.detail.kind(), "link": s.detail.link_word(s.state)});
+    if let Some(o) = v.as_object_mut() {
+        for (k, value) in s.detail.contract_fields() {
+            o.insert(k.into(), value);
+        }
+    }
     if counts && let Some(o) = v.as_object_mut() {
         for (k, n) in
             [("received", s.received), ("rejected", s.rejected), ("duplicates", s.duplicates), ("refused", s.refused)]

@@ -8,18 +8,20 @@
 //! applied again. Nothing is written until the new config has proved itself, so a crash while
 //! it is watched restarts on the old one.
 
+pub mod watch;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::current::Current;
 use crate::envelope::{now_ms, rfc3339};
 
 /// A configuration from central.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct ConfigSet {
     pub version: String,
     pub hash: String,
@@ -28,26 +30,39 @@ pub struct ConfigSet {
     pub from: Option<String>,
 }
 
+/// Where a config from central stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfigState {
+    /// Applied and being watched.
+    Applying,
+    /// Healthy and kept (written over the config file).
+    Applied,
+    /// Refused before anything changed.
+    Rejected,
+    /// Applied, found unhealthy or unsaveable, and the previous config applied again.
+    RolledBack,
+}
+
 /// What became of a config from central: `{root}/config/status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConfigStatus {
     pub v: u32,
     pub version: String,
     pub hash: String,
-    /// `applying`, `applied`, `rejected` or `rolled_back`.
-    pub status: String,
+    pub status: ConfigState,
     pub at: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
 }
 
 impl ConfigStatus {
-    pub fn new(set: &ConfigSet, status: &str, errors: Vec<String>) -> ConfigStatus {
+    pub fn new(set: &ConfigSet, status: ConfigState, errors: Vec<String>) -> ConfigStatus {
         ConfigStatus {
             v: 1,
             version: set.version.clone(),
             hash: set.hash.clone(),
-            status: status.to_string(),
+            status,
             at: rfc3339(now_ms()),
             errors,
         }
@@ -58,7 +73,7 @@ impl ConfigStatus {
 #[derive(Clone)]
 pub struct RemoteHandle {
     pub tx: mpsc::Sender<ConfigSet>,
-    pub status: watch::Receiver<Option<ConfigStatus>>,
+    pub status: tokio::sync::watch::Receiver<Option<ConfigStatus>>,
     /// The version central gave the running config, or `local`.
     pub version: Arc<Current<String>>,
 }
