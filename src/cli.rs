@@ -368,7 +368,7 @@ fn queue(command: QueueCommand, socket: &Path) -> anyhow::Result<u8> {
                     rfc3339(it["received_at"].as_i64().unwrap_or(0)),
                     it["source"].as_str().unwrap_or(""),
                     it["status"].as_str().unwrap_or(""),
-                    it["summary"]["message_type"].as_str().unwrap_or(""),
+                    it["type"].as_str().unwrap_or(""),
                     deliveries.join(" ")
                 );
             }
@@ -394,14 +394,23 @@ fn queue(command: QueueCommand, socket: &Path) -> anyhow::Result<u8> {
                 println!("note         {note}");
             }
             println!("size         {} bytes, charset {}", data["size"], data["charset"].as_str().unwrap_or("?"));
-            println!(
-                "message      {} control id {} from {} / {} (HL7 {})",
-                s["message_type"].as_str().unwrap_or(""),
-                s["control_id"].as_str().unwrap_or(""),
-                s["sending_application"].as_str().unwrap_or(""),
-                s["sending_facility"].as_str().unwrap_or(""),
-                s["version"].as_str().unwrap_or("")
-            );
+            // HL7's summary reads as a sentence; any other field (another kind's, or what the
+            // adapter added, such as the file an item came from) as `name value`.
+            let mut said: &[&str] = &[];
+            if data["kind"] == "hl7v2" && data["status"] != "rejected" {
+                println!(
+                    "message      {} control id {} from {} / {} (HL7 {})",
+                    s["message_type"].as_str().unwrap_or(""),
+                    s["control_id"].as_str().unwrap_or(""),
+                    s["sending_app"].as_str().unwrap_or(""),
+                    s["sending_facility"].as_str().unwrap_or(""),
+                    s["version"].as_str().unwrap_or("")
+                );
+                said = &["message_type", "control_id", "sending_app", "sending_facility", "version"];
+            }
+            for (name, value) in s.as_object().into_iter().flatten().filter(|(k, _)| !said.contains(&k.as_str())) {
+                println!("{:<12} {}", name.replace('_', " "), value.as_str().unwrap_or(""));
+            }
             let routes: Vec<&str> =
                 data["routes"].as_array().map(|r| r.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
             println!("routes       {}", if routes.is_empty() { "(none)".to_string() } else { routes.join(", ") });
@@ -739,8 +748,8 @@ fn rules_test(file: &Path, config: Option<&Path>, source: Option<&str>, json: bo
         }
     };
     let router = Router::new(&config);
-    let (decision, traces) = router.route_traced(&source, &message);
     let summary = message.summary();
+    let (decision, traces) = router.route_traced(&source, &crate::payload::Parsed::Hl7(message));
     let mut outputs = Vec::new();
     for name in &decision.destinations {
         let Some(dest) = config.destination(name) else { continue };

@@ -1,9 +1,9 @@
 //! The one currency: an envelope is one received item, exactly as received, with a small
 //! summary that logs and the CLI may show (ids and types, never patient data).
 
-use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
-use crate::hl7::Summary;
+use serde::{Deserialize, Serialize};
 
 /// What kind of item an envelope carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +24,59 @@ impl Kind {
             "hl7v2" => Some(Kind::Hl7v2),
             _ => None,
         }
+    }
+
+    /// How a person names the kind ("an HL7 v2 message" reads "a readable HL7 v2 item").
+    pub fn label(&self) -> &'static str {
+        match self {
+            Kind::Hl7v2 => "HL7 v2",
+        }
+    }
+
+    /// The file name extension of an item of this kind written to a folder.
+    pub fn extension(&self) -> &'static str {
+        match self {
+            Kind::Hl7v2 => "hl7",
+        }
+    }
+}
+
+/// What logs, the CLI and central may know of an item: ids and types, never patient data.
+/// Kind-neutral: `item_type` and `item_ref` are what every kind has (the journal indexes
+/// them); `fields` are the kind's own, by the names the uplink contract gives them (HL7:
+/// `message_type`, `control_id`, `sending_app`, `sending_facility`, `version`), plus what the
+/// adapter adds (`file` for an item taken from a folder). As JSON it is `fields`, flat.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// What sort of item it is (HL7: the message type, `ORU^R01`).
+    #[serde(skip)]
+    pub item_type: String,
+    /// The sender's own id for it (HL7: MSH-10). With the source and the bytes, it recognises
+    /// a retransmission; empty when the kind has none.
+    #[serde(skip)]
+    pub item_ref: String,
+    #[serde(flatten)]
+    pub fields: BTreeMap<String, String>,
+}
+
+impl Summary {
+    pub fn new(item_type: &str, item_ref: &str) -> Summary {
+        Summary { item_type: item_type.to_string(), item_ref: item_ref.to_string(), fields: BTreeMap::new() }
+    }
+
+    pub fn set(&mut self, name: &str, value: String) {
+        self.fields.insert(name.to_string(), value);
+    }
+
+    /// The fields as stored in the journal (a JSON object).
+    pub fn fields_json(&self) -> String {
+        serde_json::to_string(&self.fields).unwrap_or_else(|_| "{}".into())
+    }
+
+    /// Rebuilds a summary from the journal's columns.
+    pub fn from_columns(item_type: String, item_ref: String, fields_json: &str) -> Summary {
+        let fields = serde_json::from_str(fields_json).unwrap_or_default();
+        Summary { item_type, item_ref, fields }
     }
 }
 

@@ -1,6 +1,7 @@
-//! Intake: what every adapter (MLLP now; ASTM and fax later) does with an item it received.
-//! Read it (charset, parse, summary), route it, journal it durably, announce it, and tell the
-//! adapter how to answer the sender. Adapters own sockets and framing; this owns the rest.
+//! Intake: what every adapter does with an item it received, whatever its kind. Read it (the
+//! payload kind's reader: charset, parse, summary), route it, journal it durably, announce it,
+//! and tell the adapter how to answer the sender. Adapters own sockets, folders and framing;
+//! this owns the rest.
 
 use std::sync::Arc;
 
@@ -8,15 +9,36 @@ use crate::current::Current;
 use crate::envelope::{Kind, NewEnvelope, Status, now_ms};
 use crate::escalate::ActiveEscalations;
 use crate::events::{Bus, Escalation, EventKind, Severity};
-use crate::hl7::{self, Charset, Header, Outcome};
+use crate::hl7::{Charset, Header, Outcome};
 use crate::journal::{Inserted, Journal, JournalError};
+use crate::payload;
 use crate::router::Router;
 use crate::stats::{Stats, inc};
+
+/// One item as an adapter received it.
+#[derive(Debug)]
+pub struct Arrival {
+    pub source: String,
+    pub kind: Kind,
+    /// Overrides the charset the item declares (a source setting).
+    pub charset: Option<Charset>,
+    /// The exact bytes received.
+    pub body: Vec<u8>,
+    /// What the adapter adds to the summary (`file` for an item taken from a folder). Names
+    /// and ids only: never content.
+    pub fields: Vec<(&'static str, String)>,
+}
+
+impl Arrival {
+    pub fn new(source: &str, kind: Kind, charset: Option<Charset>, body: Vec<u8>) -> Arrival {
+        Arrival { source: source.to_string(), kind, charset, body, fields: Vec::new() }
+    }
+}
 
 /// How the adapter should answer the sender.
 #[derive(Debug, Clone)]
 pub struct Receipt {
-    /// The message's header, when it could be parsed (the ACK mirrors it).
+    /// The item's HL7 header, when it is HL7 and could be parsed (an HL7 ACK mirrors it).
     pub header: Option<Header>,
     pub outcome: Outcome,
     /// The journal id, when stored (or already stored, for a retransmission).
@@ -75,39 +97,46 @@ impl Intake {
         self.rules.set(rules);
     }
 
-    /// Takes one HL7 v2 message as received from `source`.
-    pub async fn accept_hl7(&self, source: &str, charset: Option<Charset>, body: Vec<u8>) -> Receipt {
+    /// Takes one item as received: reads it as its kind, routes, journals (returning after
+    /// the commit), announces.
+    pub async fn accept(&self, arrival: Arrival) -> Receipt {
+        let Arrival { source, kind, charset, body, fields } = arrival;
+        let source = source.as_str();
         let stats = self.stats.source(source);
         let received_at = now_ms();
-        let decoded = hl7::decode(&body, charset);
-        let charset_name = decoded.charset.name().to_string();
-        let parsed = hl7::Message::parse(&decoded.text);
+        let decoded = payload::decode(kind, &body, charset);
+        let charset_name = decoded.charset().map(|c| c.name().to_string());
+        let parsed = decoded.parse();
         let rules = self.rules.get();
-        let (header, summary, status, decision, note) = match &parsed {
-            Ok(msg) => {
-                if msg.skipped_lines() > 0 {
+        let (header, mut summary, status, decision, note) = match &parsed {
+            Ok(item) => {
+                if item.skipped_lines() > 0 {
                     tracing::info!(
                         source,
-                        lines = msg.skipped_lines(),
-                        "message has lines that are not segments (kept as received; routing cannot see them)"
+                        lines = item.skipped_lines(),
+                        "item has lines the reader skipped (kept as received; routing cannot see them)"
                     );
                 }
-                let decision = rules.router.route(source, msg);
+                let decision = rules.router.route(source, item);
                 let status = if decision.is_unrouted() { Status::Unrouted } else { Status::Accepted };
-                (Some(msg.header()), msg.summary(), status, decision, None)
+                (item.hl7_header(), item.summary(), status, decision, None)
             }
-            Err(e) => (None, Default::default(), Status::Rejected, Default::default(), Some(e.to_string())),
+            Err(e) => (None, payload::unreadable_summary(kind), Status::Rejected, Default::default(), Some(e.clone())),
         };
+        for (name, value) in fields {
+            summary.set(name, value);
+        }
         drop(parsed);
+        drop(decoded);
         let size = body.len();
         let envelope = NewEnvelope {
             source: source.to_string(),
-            kind: Kind::Hl7v2,
+            kind,
             received_at,
             status,
             body,
             summary: summary.clone(),
-            charset: Some(charset_name),
+            charset: charset_name,
             routes: decision.routes.clone(),
             destinations: decision.destinations.clone(),
             note: note.clone(),
@@ -119,13 +148,13 @@ impl Intake {
         match inserted {
             Ok(Inserted::Stored { id, .. }) => {
                 inc(&stats.received);
-                tracing::info!(source, %id, message_type = %summary.message_type, size, status = status.as_str(), "received");
+                tracing::info!(source, %id, kind = kind.as_str(), item_type = %summary.item_type, size, status = status.as_str(), "received");
                 self.bus.emit(EventKind::Received {
                     id: id.clone(),
                     source: source.to_string(),
-                    kind: Kind::Hl7v2.as_str().into(),
-                    message_type: summary.message_type.clone(),
-                    control_id: summary.control_id.clone(),
+                    kind: kind.as_str().into(),
+                    message_type: summary.item_type.clone(),
+                    control_id: summary.item_ref.clone(),
                     size,
                 });
                 match status {
@@ -138,12 +167,12 @@ impl Intake {
                         self.bus.emit(EventKind::Unrouted {
                             id: id.clone(),
                             source: source.to_string(),
-                            message_type: summary.message_type.clone(),
+                            message_type: summary.item_type.clone(),
                         });
                         if rules.escalate_unrouted {
                             self.escalate("unrouted", &id, format!(
                                 "item {id} ({}) from {source} matched no route; it is kept (outpost queue ls --state unrouted)",
-                                summary.message_type
+                                summary.item_type
                             ));
                         }
                     }
@@ -157,7 +186,7 @@ impl Intake {
                         });
                         if rules.escalate_rejected {
                             self.escalate("rejected", &id, format!(
-                                "item {id} from {source} is not a readable HL7 message ({reason}); it is kept (outpost queue show {id})"
+                                "item {id} from {source} is not a readable {} item ({reason}); it is kept (outpost queue show {id})", kind.label()
                             ));
                         }
                     }
@@ -174,7 +203,7 @@ impl Intake {
                 self.bus.emit(EventKind::Duplicate {
                     id: id.clone(),
                     source: source.to_string(),
-                    control_id: summary.control_id.clone(),
+                    control_id: summary.item_ref.clone(),
                 });
                 Receipt { header, outcome: Outcome::Stored, id: Some(id), error: None }
             }
@@ -207,9 +236,9 @@ impl Intake {
         let mut still = 0;
         for item in &items {
             let charset = item.charset.as_deref().and_then(Charset::from_label);
-            let decoded = hl7::decode(&item.body, charset);
-            let decision = match hl7::Message::parse(&decoded.text) {
-                Ok(msg) => rules.router.route(&item.source, &msg),
+            let decoded = payload::decode(item.kind, &item.body, charset);
+            let decision = match decoded.parse() {
+                Ok(parsed) => rules.router.route(&item.source, &parsed),
                 Err(_) => Default::default(),
             };
             if decision.is_unrouted() {

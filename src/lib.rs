@@ -17,6 +17,7 @@ pub mod intake;
 pub mod journal;
 pub mod logging;
 pub mod mllp;
+pub mod payload;
 pub mod remote;
 pub mod router;
 pub mod stats;

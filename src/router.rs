@@ -1,10 +1,10 @@
-//! Local routing rules. Pure: an item's source and parsed message in, a decision out. No IO,
+//! Local routing rules. Pure: an item's source and parsed payload in, a decision out. No IO,
 //! so routing works offline and `outpost rules test` shows exactly what the daemon would do.
 
 use serde::Serialize;
 
 use crate::config::{Config, Route, RoutingMode};
-use crate::hl7::Message;
+use crate::payload::Parsed;
 
 #[derive(Debug, Clone)]
 pub struct Router {
@@ -45,13 +45,13 @@ impl Router {
         self.mode
     }
 
-    /// Routes a parsed message from `source`.
-    pub fn route(&self, source: &str, message: &Message<'_>) -> Decision {
-        self.route_traced(source, message).0
+    /// Routes a parsed item from `source`.
+    pub fn route(&self, source: &str, item: &Parsed<'_>) -> Decision {
+        self.route_traced(source, item).0
     }
 
     /// Routes and explains every route's verdict.
-    pub fn route_traced(&self, source: &str, message: &Message<'_>) -> (Decision, Vec<RouteTrace>) {
+    pub fn route_traced(&self, source: &str, item: &Parsed<'_>) -> (Decision, Vec<RouteTrace>) {
         let mut decision = Decision::default();
         let mut traces = Vec::with_capacity(self.routes.len());
         for route in &self.routes {
@@ -59,7 +59,7 @@ impl Router {
             let verdict = if taken {
                 Err("an earlier route matched (routing.mode = \"first-match\")".to_string())
             } else {
-                check(route, source, message)
+                check(route, source, item)
             };
             match verdict {
                 Ok(()) => {
@@ -78,17 +78,17 @@ impl Router {
     }
 }
 
-fn check(route: &Route, source: &str, message: &Message<'_>) -> Result<(), String> {
+fn check(route: &Route, source: &str, item: &Parsed<'_>) -> Result<(), String> {
     if !route.from.iter().any(|f| f == "*" || f == source) {
         return Err(format!("source `{source}` is not in `from`"));
     }
     for cond in &route.when {
-        let values = message.values(&cond.path);
+        let values = item.values(&cond.field);
         if !values.iter().any(|v| cond.matcher.is_match(v)) {
             return Err(if values.is_empty() {
-                format!("{} is absent", cond.path)
+                format!("{} is absent", cond.field)
             } else {
-                format!("{} does not match", cond.path)
+                format!("{} does not match", cond.field)
             });
         }
     }

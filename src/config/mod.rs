@@ -224,8 +224,8 @@ pub enum NakAction {
 #[derive(Debug, Clone, PartialEq)]
 pub struct FileDestination {
     pub dir: PathBuf,
-    /// File name extension, without the dot.
-    pub extension: String,
+    /// File name extension, without the dot; `None`: the item kind's own (`hl7` for HL7 v2).
+    pub extension: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -250,13 +250,29 @@ pub struct Route {
 
 #[derive(Debug, Clone)]
 pub struct Condition {
-    pub path: FieldPath,
+    pub field: Field,
     pub matcher: Matcher,
+}
+
+/// What a routing condition looks at: a field of the item, named the way its payload kind
+/// names fields. A condition on one kind's fields never holds for an item of another kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Field {
+    /// An HL7 v2 field path (`MSH-9.1`, `OBX-8`).
+    Hl7(FieldPath),
+}
+
+impl std::fmt::Display for Field {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Field::Hl7(p) => p.fmt(f),
+        }
+    }
 }
 
 impl PartialEq for Condition {
     fn eq(&self, other: &Self) -> bool {
-        self.path == other.path && self.matcher == other.matcher
+        self.field == other.field && self.matcher == other.matcher
     }
 }
 

@@ -718,7 +718,7 @@ fn mllp_destination(ck: &mut Checker, t: &Tbl<'_, '_>) -> Option<MllpDestination
 
 fn file_destination(ck: &mut Checker, t: &Tbl<'_, '_>, state_dir: &Path) -> Option<FileDestination> {
     let dir = t.req(ck, "dir", "dir = \"archive\"", |ck, v| path(ck, v).map(|p| state_dir.join(p)));
-    let extension = t.opt(ck, "extension", "hl7".to_string(), extension);
+    let extension = t.opt(ck, "extension", None, |ck, v| extension(ck, v).map(Some));
     Some(FileDestination { dir: dir?, extension: extension? })
 }
 
@@ -976,7 +976,7 @@ fn conditions(ck: &mut Checker, t: &Tbl<'_, '_>) -> Option<Vec<Condition>> {
         };
         let matcher = matcher(ck, &v);
         match (path, matcher, out.as_mut()) {
-            (Some(path), Some(matcher), Some(out)) => out.push(Condition { path, matcher }),
+            (Some(path), Some(matcher), Some(out)) => out.push(Condition { field: super::Field::Hl7(path), matcher }),
             _ => out = None,
         }
     }
@@ -2085,7 +2085,7 @@ to = ["lis"]
         // "*" is expanded to every source.
         assert_eq!(c.routes[3].from, vec!["ehr-feed".to_string()]);
         // Conditions keep file order.
-        let when: Vec<String> = c.routes[1].when.iter().map(|w| w.path.to_string()).collect();
+        let when: Vec<String> = c.routes[1].when.iter().map(|w| w.field.to_string()).collect();
         assert_eq!(when, ["MSH-9.1", "MSH-9.2", "MSH-11"]);
     }
 
@@ -2162,14 +2162,20 @@ to = ["lis"]
         );
         assert_eq!(
             c.destinations[1].kind,
-            DestinationKind::File(FileDestination { dir: "/var/lib/outpost/archive".into(), extension: "hl7".into() })
+            DestinationKind::File(FileDestination {
+                dir: "/var/lib/outpost/archive".into(),
+                extension: Some("hl7".into())
+            })
         );
         assert_eq!(
             c.routes,
             vec![Route {
                 name: "everything".into(),
                 from: vec!["ehr-feed".into()],
-                when: vec![Condition { path: p("MSH-9.1"), matcher: Matcher::Exact(vec!["ORU".into()]) }],
+                when: vec![Condition {
+                    field: crate::config::Field::Hl7(p("MSH-9.1")),
+                    matcher: Matcher::Exact(vec!["ORU".into()])
+                }],
                 to: vec!["lis".into(), "archive".into()],
             }]
         );

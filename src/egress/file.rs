@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use super::DeliveryError;
 use crate::config::FileDestination;
+use crate::envelope::Kind;
 
 pub(super) struct FileSink {
     cfg: FileDestination,
@@ -16,9 +17,11 @@ impl FileSink {
         FileSink { cfg }
     }
 
-    pub(super) async fn deliver(&mut self, id: &str, bytes: Vec<u8>) -> Result<(), DeliveryError> {
+    /// Writes `bytes` as `{id}.{extension}`; the extension follows the item's kind unless the
+    /// destination sets one.
+    pub(super) async fn deliver(&mut self, id: &str, kind: Kind, bytes: Vec<u8>) -> Result<(), DeliveryError> {
         let dir = self.cfg.dir.clone();
-        let name = format!("{id}.{}", self.cfg.extension);
+        let name = format!("{id}.{}", self.cfg.extension.as_deref().unwrap_or(kind.extension()));
         tokio::task::spawn_blocking(move || write_atomically(dir, &name, &bytes))
             .await
             .map_err(|e| DeliveryError::Local(format!("file writer stopped: {e}")))?

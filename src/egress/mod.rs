@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Destination, DestinationKind, NakAction, RetryPolicy};
-use crate::envelope::now_ms;
+use crate::envelope::{Kind, now_ms};
 use crate::events::{Bus, EventKind};
 use crate::hl7::{self, AckCode, Charset};
 use crate::journal::{DeliveryUpdate, Journal, PendingItem, Reader};
@@ -52,7 +52,7 @@ impl Sink {
     async fn deliver(&mut self, item: &PendingItem, bytes: Vec<u8>, control_id: &str) -> Result<(), DeliveryError> {
         match self {
             Sink::Mllp(c) => c.deliver(bytes, control_id).await,
-            Sink::File(f) => f.deliver(&item.id, bytes).await,
+            Sink::File(f) => f.deliver(&item.id, item.kind, bytes).await,
         }
     }
 
@@ -239,11 +239,19 @@ impl Worker {
         }
     }
 
-    /// The bytes this destination receives, and the control id its ACK must name.
+    /// The bytes this destination receives, and the ref its answer must name (HL7: the control
+    /// id an ACK names). Transforms apply to the kinds they understand; `config check` refuses
+    /// them on a destination that can receive any other.
     fn prepare(&self, item: &PendingItem) -> Result<(Vec<u8>, String), DeliveryError> {
         if self.dest.transforms.is_empty() {
-            return Ok((item.body.clone(), item.control_id.clone()));
+            return Ok((item.body.clone(), item.item_ref.clone()));
         }
+        match item.kind {
+            Kind::Hl7v2 => self.prepare_hl7(item),
+        }
+    }
+
+    fn prepare_hl7(&self, item: &PendingItem) -> Result<(Vec<u8>, String), DeliveryError> {
         let charset = item
             .charset
             .as_deref()
@@ -252,9 +260,8 @@ impl Worker {
         let bytes = hl7::apply_transforms(&item.body, charset, &self.dest.transforms)
             .map_err(|e| DeliveryError::Permanent(format!("transform failed: {e}")))?;
         let decoded = hl7::decode(&bytes, Some(charset));
-        let control_id = hl7::Message::parse(&decoded.text)
-            .map(|m| m.header().control_id)
-            .unwrap_or_else(|_| item.control_id.clone());
+        let control_id =
+            hl7::Message::parse(&decoded.text).map(|m| m.header().control_id).unwrap_or_else(|_| item.item_ref.clone());
         Ok((bytes, control_id))
     }
 

@@ -12,9 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::{OpenError, Serving};
 use crate::config::MllpSource;
+use crate::envelope::Kind;
 use crate::envelope::hl7_now;
 use crate::hl7::{self, AckMode, Charset, Outcome};
-use crate::intake::{Intake, Receipt};
+use crate::intake::{Arrival, Intake, Receipt};
 use crate::mllp::{self, Frame};
 use crate::stats::{SourceLink, SourceStats, get};
 
@@ -179,7 +180,8 @@ impl Connection {
         for frame in frames.drain(..) {
             match frame {
                 Frame::Message(body) => {
-                    let receipt = self.intake.accept_hl7(&self.source, self.cfg.charset, body).await;
+                    let arrival = Arrival::new(&self.source, Kind::Hl7v2, self.cfg.charset, body);
+                    let receipt = self.intake.accept(arrival).await;
                     self.answer(stream, &receipt).await?;
                 }
                 Frame::Oversized { head, size } => {

@@ -5,7 +5,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
 use super::JournalError;
-use crate::hl7::Summary;
+use crate::envelope::{Kind, Summary};
 
 /// The next undelivered item for a destination.
 #[derive(Debug, Clone)]
@@ -14,8 +14,12 @@ pub struct PendingItem {
     pub id: String,
     pub received_at: i64,
     pub body: Vec<u8>,
+    /// What the item is (destinations write and transform by kind).
+    pub kind: Kind,
     pub charset: Option<String>,
-    pub control_id: String,
+    /// The sender's own id for the item (HL7: MSH-10; an MLLP destination checks its ACK
+    /// against it).
+    pub item_ref: String,
     pub attempts: u32,
     pub next_attempt_at: i64,
 }
@@ -53,6 +57,7 @@ pub struct UnroutedItem {
     pub seq: i64,
     pub id: String,
     pub source: String,
+    pub kind: Kind,
     pub charset: Option<String>,
     pub body: Vec<u8>,
 }
@@ -85,6 +90,9 @@ pub struct Item {
     pub received_at: i64,
     pub status: String,
     pub size: u64,
+    /// What sort of item (HL7: the message type); also in `summary` by the kind's own name.
+    #[serde(rename = "type")]
+    pub item_type: String,
     pub summary: Summary,
     pub charset: Option<String>,
     pub routes: Vec<String>,
@@ -123,8 +131,8 @@ pub struct Reader {
     conn: Connection,
 }
 
-const UPLINK_COLUMNS: &str = "d.seq, d.useq, e.id, e.source, e.kind, e.status, e.received_at, e.message_type,
-    e.control_id, e.sending_app, e.sending_facility, e.version, e.charset, e.body";
+const UPLINK_COLUMNS: &str = "d.seq, d.useq, e.id, e.source, e.kind, e.status, e.received_at, e.item_type,
+    e.item_ref, e.summary, e.charset, e.body";
 
 fn uplink_item(r: &Row<'_>) -> rusqlite::Result<UplinkItem> {
     Ok(UplinkItem {
@@ -136,13 +144,13 @@ fn uplink_item(r: &Row<'_>) -> rusqlite::Result<UplinkItem> {
         status: r.get(5)?,
         received_at: r.get(6)?,
         summary: summary_at(r, 7)?,
-        charset: r.get(12)?,
-        body: r.get(13)?,
+        charset: r.get(10)?,
+        body: r.get(11)?,
     })
 }
 
-const ITEM_COLUMNS: &str = "e.seq, e.id, e.source, e.kind, e.received_at, e.status, e.size, e.message_type,
-    e.control_id, e.sending_app, e.sending_facility, e.version, e.charset, e.routes, e.note, e.duplicates";
+const ITEM_COLUMNS: &str = "e.seq, e.id, e.source, e.kind, e.received_at, e.status, e.size, e.item_type,
+    e.item_ref, e.summary, e.charset, e.routes, e.note, e.duplicates";
 
 impl Reader {
     pub(super) fn new(conn: Connection) -> Self {
@@ -152,7 +160,7 @@ impl Reader {
     /// Undelivered items for `destination` after `after_seq`, in journal order.
     pub fn pending(&self, destination: &str, after_seq: i64, limit: usize) -> Result<Vec<PendingItem>, JournalError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT d.seq, e.id, e.received_at, e.body, e.charset, e.control_id, d.attempts, d.next_attempt_at
+            "SELECT d.seq, e.id, e.received_at, e.body, e.charset, e.item_ref, d.attempts, d.next_attempt_at, e.kind
              FROM deliveries d JOIN envelopes e ON e.seq = d.seq
              WHERE d.destination = ?1 AND d.state <> 'delivered' AND d.state <> 'failed' AND d.seq > ?2
              ORDER BY d.seq LIMIT ?3",
@@ -164,9 +172,10 @@ impl Reader {
                 received_at: r.get(2)?,
                 body: r.get(3)?,
                 charset: r.get(4)?,
-                control_id: r.get(5)?,
+                item_ref: r.get(5)?,
                 attempts: r.get(6)?,
                 next_attempt_at: r.get(7)?,
+                kind: kind_at(r, 8)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -250,9 +259,16 @@ impl Reader {
     /// Unrouted items: one (by id or seq) or the oldest `limit`.
     pub fn unrouted(&self, id: Option<&str>, limit: usize) -> Result<Vec<UnroutedItem>, JournalError> {
         let map = |r: &Row<'_>| {
-            Ok(UnroutedItem { seq: r.get(0)?, id: r.get(1)?, source: r.get(2)?, charset: r.get(3)?, body: r.get(4)? })
+            Ok(UnroutedItem {
+                seq: r.get(0)?,
+                id: r.get(1)?,
+                source: r.get(2)?,
+                charset: r.get(3)?,
+                body: r.get(4)?,
+                kind: kind_at(r, 5)?,
+            })
         };
-        let sql = "SELECT seq, id, source, charset, body FROM envelopes WHERE status = 'unrouted'";
+        let sql = "SELECT seq, id, source, charset, body, kind FROM envelopes WHERE status = 'unrouted'";
         match id {
             Some(text) => {
                 let Some((seq, id)) = super::resolve_id(text) else { return Ok(Vec::new()) };
@@ -401,20 +417,28 @@ impl Reader {
     }
 }
 
-/// The five summary columns (message type, control id, sending application and facility,
-/// version), in that order from column `first`.
+/// The three summary columns (type, ref, the kind's fields as JSON), in that order from column
+/// `first`.
 fn summary_at(r: &Row<'_>, first: usize) -> rusqlite::Result<Summary> {
-    Ok(Summary {
-        message_type: r.get(first)?,
-        control_id: r.get(first + 1)?,
-        sending_application: r.get(first + 2)?,
-        sending_facility: r.get(first + 3)?,
-        version: r.get(first + 4)?,
+    let fields: String = r.get(first + 2)?;
+    Ok(Summary::from_columns(r.get(first)?, r.get(first + 1)?, &fields))
+}
+
+/// A kind column; a kind this build does not know (a journal written by a newer outpost) is
+/// an error, not a guess.
+fn kind_at(r: &Row<'_>, i: usize) -> rusqlite::Result<Kind> {
+    let text: String = r.get(i)?;
+    Kind::parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("unknown item kind {text:?}").into(),
+        )
     })
 }
 
 fn item_from_row(r: &Row<'_>) -> rusqlite::Result<Item> {
-    let routes: String = r.get(13)?;
+    let routes: String = r.get(11)?;
     Ok(Item {
         seq: r.get(0)?,
         id: r.get(1)?,
@@ -423,11 +447,12 @@ fn item_from_row(r: &Row<'_>) -> rusqlite::Result<Item> {
         received_at: r.get(4)?,
         status: r.get(5)?,
         size: r.get::<_, i64>(6)? as u64,
+        item_type: r.get(7)?,
         summary: summary_at(r, 7)?,
-        charset: r.get(12)?,
+        charset: r.get(10)?,
         routes: serde_json::from_str(&routes).unwrap_or_default(),
-        note: r.get(14)?,
-        duplicates: r.get(15)?,
+        note: r.get(12)?,
+        duplicates: r.get(13)?,
         deliveries: Vec::new(),
         attempts: Vec::new(),
         body: None,

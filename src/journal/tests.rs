@@ -1,8 +1,7 @@
 //! Journal tests against real SQLite files in a temporary directory.
 
 use super::*;
-use crate::envelope::{Kind, NewEnvelope, Status, now_ms};
-use crate::hl7::Summary;
+use crate::envelope::{Kind, NewEnvelope, Status, Summary, now_ms};
 
 fn limits() -> Limits {
     Limits { uplink_destination: None, max_bytes: 1 << 30, min_free_disk: 0, dedup_window_ms: 60_000 }
@@ -15,7 +14,7 @@ fn envelope(control_id: &str, body: &[u8], dests: &[&str]) -> NewEnvelope {
         received_at: now_ms(),
         status: Status::Accepted,
         body: body.to_vec(),
-        summary: Summary { control_id: control_id.into(), message_type: "ADT^A01".into(), ..Default::default() },
+        summary: Summary::new("ADT^A01", control_id),
         charset: Some("utf-8".into()),
         routes: vec!["r".into()],
         destinations: dests.iter().map(|d| d.to_string()).collect(),
@@ -190,6 +189,48 @@ fn purge_removes_only_delivered_items_past_retention_and_survives_reopen() {
         assert_eq!(j.shared().stored_bytes.load(Ordering::Relaxed), 5);
         assert_eq!(j.head().borrow().seq, 2);
         j.close();
+    });
+}
+
+#[test]
+fn a_journal_from_before_kind_neutral_summaries_reads_the_same_after_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.db");
+    {
+        let mut c = rusqlite::Connection::open(&path).unwrap();
+        schema::create_at(&mut c, 3).unwrap();
+        c.execute(
+            "INSERT INTO envelopes (seq, id, source, kind, received_at, status, size, message_type, control_id,
+                sending_app, sending_facility, version, charset, routes, body)
+             VALUES (1, ?1, 'ehr', 'hl7v2', ?2, 'accepted', 5, 'ORU^R01', 'C-OLD', 'EPIC', 'NORTH', '2.5.1',
+                'utf-8', '[\"r\"]', x'4d53487c31')",
+            rusqlite::params![envelope_id(1000, 1), now_ms()],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO deliveries (destination, seq, state, updated_at) VALUES ('lis', 1, 'pending', 1000)",
+            [],
+        )
+        .unwrap();
+    }
+    rt().block_on(async {
+        let j = Journal::open(&path, limits()).unwrap();
+        let r = j.reader().unwrap();
+        let item = r.show("1", true).unwrap().expect("the old item is still there");
+        assert_eq!((item.item_type.as_str(), item.summary.item_ref.as_str()), ("ORU^R01", "C-OLD"));
+        let v = serde_json::to_value(&item.summary).unwrap();
+        assert_eq!(v["sending_app"], "EPIC");
+        assert_eq!(v["sending_facility"], "NORTH");
+        assert_eq!(v["version"], "2.5.1");
+        assert_eq!(v["control_id"], "C-OLD");
+        assert_eq!(item.body.as_deref(), Some(&b"MSH|1"[..]));
+        let pending = r.pending("lis", 0, 10).unwrap();
+        assert_eq!((pending.len(), pending[0].kind, pending[0].item_ref.as_str()), (1, Kind::Hl7v2, "C-OLD"));
+        // A retransmission of the old item is still recognised after the migration.
+        let again = NewEnvelope { source: "ehr".into(), body: b"MSH|1".to_vec(), ..envelope("C-OLD", b"", &["lis"]) };
+        assert!(matches!(j.insert(again).await.unwrap(), Inserted::Duplicate { seq: 1, .. }));
+        drop(r);
+        tokio::task::spawn_blocking(move || j.close()).await.unwrap();
     });
 }
 

@@ -261,8 +261,8 @@ impl Writer {
     }
 
     fn insert(&mut self, env: &NewEnvelope, now: i64) -> Result<Inserted, JournalError> {
-        let dedup_key = (env.status != Status::Rejected && !env.summary.control_id.is_empty())
-            .then(|| recent::key(&env.source, &env.summary.control_id));
+        let dedup_key = (env.status != Status::Rejected && !env.summary.item_ref.is_empty())
+            .then(|| recent::key(&env.source, &env.summary.item_ref));
         if let Some(key) = dedup_key {
             self.recent.expire(env.received_at - self.limits.dedup_window_ms);
             // The newest first: an item earlier in this same transaction, then one committed.
@@ -277,9 +277,9 @@ impl Writer {
                 let same: Option<String> = self
                     .conn
                     .prepare_cached(
-                        "SELECT id FROM envelopes WHERE seq = ?1 AND source = ?2 AND control_id = ?3 AND body = ?4",
+                        "SELECT id FROM envelopes WHERE seq = ?1 AND source = ?2 AND item_ref = ?3 AND body = ?4",
                     )?
-                    .query_row(params![seq, env.source, env.summary.control_id, env.body], |r| r.get(0))
+                    .query_row(params![seq, env.source, env.summary.item_ref, env.body], |r| r.get(0))
                     .optional()?;
                 if let Some(id) = same {
                     self.conn
@@ -310,9 +310,9 @@ impl Writer {
         let routes = serde_json::to_string(&env.routes).unwrap_or_else(|_| "[]".into());
         self.conn
             .prepare_cached(
-                "INSERT INTO envelopes (id, source, kind, received_at, status, size, message_type,
-                    control_id, sending_app, sending_facility, version, charset, routes, note, body, seq)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                "INSERT INTO envelopes (id, source, kind, received_at, status, size, item_type,
+                    item_ref, summary, charset, routes, note, body, seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )?
             .execute(params![
                 id,
@@ -321,11 +321,9 @@ impl Writer {
                 env.received_at,
                 env.status.as_str(),
                 size as i64,
-                env.summary.message_type,
-                env.summary.control_id,
-                env.summary.sending_application,
-                env.summary.sending_facility,
-                env.summary.version,
+                env.summary.item_type,
+                env.summary.item_ref,
+                env.summary.fields_json(),
                 env.charset,
                 routes,
                 env.note,
@@ -619,9 +617,9 @@ fn warm_recent(conn: &Connection, limits: &Limits) -> Recent {
     let since = now_ms() - limits.dedup_window_ms;
     let rows = conn
         .prepare(
-            "SELECT seq, source, control_id, received_at FROM envelopes
+            "SELECT seq, source, item_ref, received_at FROM envelopes
              WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM envelopes) - ?1
-               AND status <> 'rejected' AND control_id <> '' AND received_at >= ?2
+               AND status <> 'rejected' AND item_ref <> '' AND received_at >= ?2
              ORDER BY seq",
         )
         .and_then(|mut stmt| {

@@ -3,7 +3,7 @@
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use crate::envelope::rfc3339;
+use crate::envelope::{Summary, rfc3339};
 use crate::journal::UplinkItem;
 
 pub const VERSION: u32 = 1;
@@ -55,15 +55,6 @@ impl Topics {
 }
 
 #[derive(Debug, Serialize)]
-struct ItemSummary<'a> {
-    message_type: &'a str,
-    control_id: &'a str,
-    sending_app: &'a str,
-    sending_facility: &'a str,
-    version: &'a str,
-}
-
-#[derive(Debug, Serialize)]
 struct Chunk {
     index: usize,
     count: usize,
@@ -80,7 +71,8 @@ struct ItemMessage<'a> {
     status: &'a str,
     received_at: String,
     historical: bool,
-    summary: ItemSummary<'a>,
+    /// The kind's summary fields (docs/mqtt.md names them per kind).
+    summary: &'a Summary,
     charset: Option<&'a str>,
     size: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -101,13 +93,7 @@ pub fn item_payloads(item: &UplinkItem, session: i64, historical: bool, max_payl
         status: &item.status,
         received_at: rfc3339(item.received_at),
         historical,
-        summary: ItemSummary {
-            message_type: &item.summary.message_type,
-            control_id: &item.summary.control_id,
-            sending_app: &item.summary.sending_application,
-            sending_facility: &item.summary.sending_facility,
-            version: &item.summary.version,
-        },
+        summary: &item.summary,
         charset: item.charset.as_deref(),
         size: item.body.len(),
         chunk,
@@ -199,7 +185,7 @@ pub fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hl7::Summary;
+    use crate::envelope::Summary;
 
     fn item(body: Vec<u8>) -> UplinkItem {
         UplinkItem {
@@ -210,7 +196,11 @@ mod tests {
             kind: "hl7v2".into(),
             status: "accepted".into(),
             received_at: 1_700_000_000_000,
-            summary: Summary { message_type: "ORU^R01".into(), control_id: "C1".into(), ..Default::default() },
+            summary: {
+                let mut s = Summary::new("ORU^R01", "C1");
+                s.set("message_type", "ORU^R01".into());
+                s
+            },
             charset: Some("UNICODE UTF-8".into()),
             body,
         }

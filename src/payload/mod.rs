@@ -1,0 +1,89 @@
+//! Payload kinds: what the bytes of an item are, and how they are read. This file is the one
+//! place that knows the set of kinds; each kind's reading lives in a module of its own.
+//!
+//! A kind's reader turns the exact bytes received into:
+//! - a [`Summary`]: ids and types for logs, the CLI and central, never patient data; its
+//!   `item_ref` (the sender's own id, HL7's MSH-10) with the bytes recognises a retransmission;
+//! - a view that routing conditions match ([`Parsed::values`]);
+//! - or the reason it cannot be read (the item is then kept as rejected).
+//!
+//! Pure: no IO. Adding a kind: a module here, an arm in each `match` below, its name in
+//! [`Kind`].
+
+pub mod hl7;
+
+use crate::config::Field;
+use crate::envelope::{Kind, Summary};
+use crate::hl7::Charset;
+
+/// The summary of an item of `kind` that could not be read: the kind's fields, empty (so a
+/// consumer sees the same names on every item of a kind).
+pub fn unreadable_summary(kind: Kind) -> Summary {
+    match kind {
+        Kind::Hl7v2 => hl7::empty_summary(),
+    }
+}
+
+/// Bytes read as the kind's text (charset chosen), ready to be parsed. Borrows the bytes.
+pub enum Decoded<'b> {
+    Hl7(crate::hl7::Decoded<'b>),
+}
+
+/// Reads `body` as `kind`; `charset` overrides what the item declares (a source setting).
+pub fn decode(kind: Kind, body: &[u8], charset: Option<Charset>) -> Decoded<'_> {
+    match kind {
+        Kind::Hl7v2 => Decoded::Hl7(crate::hl7::decode(body, charset)),
+    }
+}
+
+impl Decoded<'_> {
+    /// The charset the text was read with, as stored with the item (for transforms later).
+    pub fn charset(&self) -> Option<Charset> {
+        match self {
+            Decoded::Hl7(d) => Some(d.charset),
+        }
+    }
+
+    /// Parses the item; the error says in words (never content) why it cannot be read.
+    pub fn parse(&self) -> Result<Parsed<'_>, String> {
+        match self {
+            Decoded::Hl7(d) => crate::hl7::Message::parse(&d.text).map(Parsed::Hl7).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// A readable item: its summary and the values routing conditions look at.
+pub enum Parsed<'d> {
+    Hl7(crate::hl7::Message<'d>),
+}
+
+impl Parsed<'_> {
+    pub fn summary(&self) -> Summary {
+        match self {
+            Parsed::Hl7(m) => hl7::summary(m),
+        }
+    }
+
+    /// The values `field` designates in this item; none when the field belongs to another
+    /// kind (a condition on HL7 fields does not hold for an item of another kind).
+    pub fn values(&self, field: &Field) -> Vec<String> {
+        match (self, field) {
+            (Parsed::Hl7(m), Field::Hl7(path)) => m.values(path),
+        }
+    }
+
+    /// Lines the reader could not make sense of and skipped (kept in the bytes, invisible to
+    /// routing); worth a note in the log.
+    pub fn skipped_lines(&self) -> usize {
+        match self {
+            Parsed::Hl7(m) => m.skipped_lines(),
+        }
+    }
+
+    /// The HL7 header, for adapters that answer in HL7 (an MLLP ACK mirrors it).
+    pub fn hl7_header(&self) -> Option<crate::hl7::Header> {
+        match self {
+            Parsed::Hl7(m) => Some(m.header()),
+        }
+    }
+}
