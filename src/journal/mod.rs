@@ -125,6 +125,17 @@ pub enum DeliveryUpdate {
     },
 }
 
+/// A file whose items are all committed (see `source_files` in the schema).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakenFile {
+    pub source: String,
+    pub name: String,
+    /// `sha256:` and the hex SHA-256 of the file's bytes.
+    pub digest: String,
+    pub size: u64,
+    pub items: u64,
+}
+
 /// Which failed deliveries to retry.
 #[derive(Debug, Clone, Default)]
 pub struct RetryTarget {
@@ -183,6 +194,8 @@ enum Op {
     },
     /// Increments a persistent counter and returns its new value.
     Bump(&'static str),
+    /// Records a file taken from a folder.
+    FileTaken(TakenFile),
     Barrier,
 }
 
@@ -347,6 +360,14 @@ impl Journal {
         let (reply, rx) = oneshot::channel();
         self.send(Op::Bump(key), Reply::Value(reply)).await?;
         rx.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Records that every item of a file is committed; returns once that is committed too (the
+    /// file may then be moved or deleted).
+    pub async fn file_taken(&self, file: TakenFile) -> Result<(), JournalError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::FileTaken(file), Reply::Unit(reply)).await?;
+        rx.await.map_err(|_| JournalError::Closed)
     }
 
     /// Waits until everything sent before it is committed.

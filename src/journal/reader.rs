@@ -283,6 +283,16 @@ impl Reader {
         }
     }
 
+    /// Whether the file `name` with this digest was taken by `source` (all its items committed).
+    pub fn file_taken(&self, source: &str, name: &str, digest: &str) -> Result<bool, JournalError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM source_files WHERE source = ?1 AND name = ?2 AND digest = ?3")?
+            .query_row(params![source, name, digest], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
     pub fn status_counts(&self) -> Result<StatusCounts, JournalError> {
         let mut counts = StatusCounts::default();
         // Counted from the queue index and the (small) dead-letter index alone: joining every

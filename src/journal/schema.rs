@@ -87,6 +87,21 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE envelopes DROP COLUMN sending_facility;
     ALTER TABLE envelopes DROP COLUMN version;
     "#,
+    // 5: files taken from folders (directory sources). A file is recorded once every item in it
+    // is committed, before it is moved or deleted: finding it here again after a crash means
+    // "already taken, only the move is left", so re-reading it stores nothing twice. Kept as
+    // long as rejected items (journal.rejected_retention).
+    r#"
+    CREATE TABLE source_files (
+        source   TEXT NOT NULL,
+        name     TEXT NOT NULL,                   -- the file's name in its folder
+        digest   TEXT NOT NULL,                   -- sha256 of its bytes: a new file of the same name differs
+        size     INTEGER NOT NULL,
+        items    INTEGER NOT NULL,                -- items taken from it
+        taken_at INTEGER NOT NULL,                -- unix ms
+        PRIMARY KEY (source, name, digest)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes.

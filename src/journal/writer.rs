@@ -256,6 +256,15 @@ impl Writer {
                     .query_row([key], |r| r.get(0))?;
                 Ok(Outcome::Value(v))
             }
+            Op::FileTaken(f) => {
+                self.conn
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO source_files (source, name, digest, size, items, taken_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )?
+                    .execute(params![f.source, f.name, f.digest, f.size as i64, f.items as i64, now])?;
+                Ok(Outcome::Unit)
+            }
             Op::Barrier => Ok(Outcome::Unit),
         }
     }
@@ -528,6 +537,7 @@ impl Writer {
             i64::MAX,
         )?;
         self.sub_stored(freed);
+        self.conn.prepare_cached("DELETE FROM source_files WHERE taken_at < ?1")?.execute([problems_before])?;
         Ok(delivered + problems)
     }
 
