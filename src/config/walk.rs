@@ -348,3 +348,84 @@ fn edit_distance(a: &str, b: &str) -> usize {
     }
     row[b.len()]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::values::{count_in, string};
+
+    /// Reads `text` as the table `[[source]]` (path `source[0]`) with `read`, finishes it with
+    /// `elsewhere`, and returns what was reported as `key: message`.
+    fn walk(text: &str, elsewhere: &[Elsewhere], read: impl FnOnce(&mut Checker, &Tbl<'_, '_>)) -> Vec<String> {
+        let doc = DeTable::parse(text).unwrap();
+        let mut ck = Checker::new(text);
+        let t = Tbl::new(doc.get_ref(), 0..0, "source[0]".to_string(), "[[source]]");
+        read(&mut ck, &t);
+        t.finish(&mut ck, elsewhere);
+        ck.errors.iter().map(|e| format!("{}: {}", e.key, e.message)).collect()
+    }
+
+    fn listen_and_connections(ck: &mut Checker, t: &Tbl<'_, '_>) {
+        t.req(ck, "listen", "", string);
+        t.opt(ck, "max_connections", 64, count_in(1, 65_535));
+    }
+
+    #[test]
+    fn a_key_read_is_accepted_and_one_not_read_is_unknown() {
+        let got = walk("listen = \"0.0.0.0:2575\"\nmax_conections = 5\n", &[], listen_and_connections);
+        assert_eq!(
+            got,
+            ["source[0].max_conections: unknown key \"max_conections\"; did you mean \"max_connections\"? \
+                 The keys of [[source]] are: listen, max_connections"]
+        );
+        // Present or not, a key looked up is one of the table's keys.
+        assert_eq!(walk("listen = \"0.0.0.0:2575\"\n", &[], listen_and_connections), Vec::<String>::new());
+    }
+
+    #[test]
+    fn keys_are_listed_in_the_order_first_read() {
+        let got = walk("colour = 1\nlisten = \"x\"\n", &[], |ck, t| {
+            t.opt(ck, "max_connections", 64, count_in(1, 65_535));
+            t.req(ck, "listen", "", string);
+            t.val("max_connections");
+        });
+        assert_eq!(
+            got,
+            ["source[0].colour: unknown key \"colour\"; remove it or fix its spelling. The keys of \
+                 [[source]] are: max_connections, listen"]
+        );
+    }
+
+    #[test]
+    fn looking_at_a_key_without_reading_it_does_not_accept_it() {
+        let got = walk("listen = \"x\"\nset = 1\n", &[], |ck, t| {
+            assert!(t.has("set") && !t.has("copy"));
+            t.req(ck, "listen", "", string);
+        });
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].starts_with("source[0].set: unknown key \"set\""), "{got:?}");
+    }
+
+    #[test]
+    fn a_key_of_another_form_says_where_it_belongs() {
+        let other = keys_read_by(&Checker::new(""), |ck, t| {
+            t.req(ck, "dir", "", string);
+        });
+        assert_eq!(other, ["dir"]);
+        let elsewhere = [Elsewhere { owner: "kind = \"directory\" sources".to_string(), keys: other }];
+        let got = walk("listen = \"x\"\ndir = \"in\"\n", &elsewhere, listen_and_connections);
+        assert_eq!(
+            got,
+            ["source[0].dir: \"dir\" only applies to kind = \"directory\" sources; remove it here. \
+                 The keys of [[source]] are: listen, max_connections"]
+        );
+    }
+
+    #[test]
+    fn keys_read_by_keeps_no_reports() {
+        let ck = Checker::new("");
+        let keys = keys_read_by(&ck, listen_and_connections);
+        assert_eq!(keys, ["listen", "max_connections"]);
+        assert!(ck.errors.is_empty());
+    }
+}

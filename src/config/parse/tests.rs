@@ -411,6 +411,166 @@ fn key_of_another_kind_says_which_kind_it_belongs_to() {
     );
 }
 
+/// The message of the one unknown-key error in `text` (other errors, such as a missing `kind`,
+/// may come with it).
+#[track_caller]
+fn unknown_key_message(text: &str) -> String {
+    let errs = errors(text);
+    let unknown: Vec<&ConfigError> = errs.iter().filter(|e| e.kind == ConfigErrorKind::UnknownKey).collect();
+    assert_eq!(unknown.len(), 1, "expected one unknown key, got:\n{errs}");
+    format!("{}: {}", unknown[0].key, unknown[0].message)
+}
+
+/// A table's keys are the keys its reader reads: this pins, for every table, which keys those are
+/// and the order messages list them in.
+#[test]
+fn every_table_lists_its_keys_in_reading_order() {
+    let unknown = "unknown key \"zzz\"; remove it or fix its spelling. The keys of";
+    let with_zzz = |line: usize, kept: &str| edit(line, &format!("{kept}\nzzz = 1"));
+    let cases: Vec<(String, String)> = vec![
+        (
+            format!("zzz = 1\n{BASE}"),
+            format!(
+                "zzz: {unknown} the top level of the file are: node, control, journal, routing, escalation, \
+                 uplink, source, destination, route"
+            ),
+        ),
+        (
+            with_zzz(4, "state_dir = \"/srv/outpost\""),
+            format!("node.zzz: {unknown} [node] are: site, id, state_dir, shutdown_grace"),
+        ),
+        (format!("{BASE}[control]\nzzz = 1\n"), format!("control.zzz: {unknown} [control] are: socket, socket_mode")),
+        (
+            format!("{BASE}[journal]\nzzz = 1\n"),
+            format!(
+                "journal.zzz: {unknown} [journal] are: path, max_bytes, high_water, min_free_disk, retention, \
+                 rejected_retention, dedup_window"
+            ),
+        ),
+        (format!("{BASE}[routing]\nzzz = 1\n"), format!("routing.zzz: {unknown} [routing] are: mode")),
+        (
+            format!("{BASE}[escalation]\nzzz = 1\n"),
+            format!(
+                "escalation.zzz: {unknown} [escalation] are: undelivered_after, unreachable_after, on_unrouted, \
+                 on_rejected, check_interval"
+            ),
+        ),
+        (
+            with_zzz(9, "listen = \"0.0.0.0:2575\""),
+            format!(
+                "source[0].zzz: {unknown} [[source]] are: name, kind, listen, max_message_size, idle_timeout, \
+                 max_connections, charset"
+            ),
+        ),
+        (
+            // With no kind, every kind's keys are accepted.
+            edit(8, "zzz = 1"),
+            format!(
+                "source[0].zzz: {unknown} [[source]] are: name, kind, listen, max_message_size, idle_timeout, \
+                 max_connections, charset"
+            ),
+        ),
+        (
+            with_zzz(14, "connect = \"10.0.0.7:6661\""),
+            format!(
+                "destination[0].zzz: {unknown} [[destination]] are: name, kind, connect, connect_timeout, \
+                 ack_timeout, on_ae, on_ar, retry, transform"
+            ),
+        ),
+        (
+            edit(13, "kind = \"file\"\ndir = \"out\"\nzzz = 1").replace("connect = \"10.0.0.7:6661\"\n", ""),
+            format!("destination[0].zzz: {unknown} [[destination]] are: name, kind, dir, extension, retry, transform"),
+        ),
+        (
+            edit(13, "zzz = 1"),
+            format!(
+                "destination[0].zzz: {unknown} [[destination]] are: name, kind, connect, connect_timeout, \
+                 ack_timeout, on_ae, on_ar, retry, transform, dir, extension"
+            ),
+        ),
+        (
+            UPLINK.replace("kind = \"uplink\"", "kind = \"uplink\"\nzzz = 1"),
+            format!("destination[0].zzz: {unknown} [[destination]] are: name, kind"),
+        ),
+        (
+            edit(14, "connect = \"10.0.0.7:6661\"\nretry = { zzz = 1 }"),
+            format!(
+                "destination[0].retry.zzz: {unknown} retry are: initial_backoff, max_backoff, max_attempts, max_age"
+            ),
+        ),
+        (with_zzz(19, "to = [\"lis\"]"), format!("route[0].zzz: {unknown} [[route]] are: name, from, when, to")),
+        (
+            edit(19, "to = [\"lis\"]\nwhen = { \"MSH-3\" = { glob = \"A*\", zzz = 1 } }"),
+            format!("route[0].when.MSH-3.zzz: {unknown} a condition are: glob, regex"),
+        ),
+        (
+            UPLINK.replace("key = \"certs/gw.key\"", "key = \"certs/gw.key\"\nzzz = 1"),
+            format!(
+                "uplink.zzz: {unknown} [uplink] are: url, client_id, username, password, ca, cert, key, \
+                 keep_alive, max_in_flight, ack_timeout, replay_rate, max_packet_size, telemetry_interval, \
+                 reconnect_min, reconnect_max, wait_for_central, remote_config, config_rollback_after"
+            ),
+        ),
+    ];
+    for (text, expected) in &cases {
+        assert_eq!(&unknown_key_message(text), expected, "in:\n{text}");
+    }
+    let transform = |t: &str| edit(14, &format!("connect = \"10.0.0.7:6661\"\ntransform = [{t}]"));
+    for (t, keys) in [
+        ("{ set = \"MSH-5\", value = \"X\", zzz = 1 }", "set, value"),
+        ("{ copy = \"MSH-4\", to = \"MSH-6\", zzz = 1 }", "copy, to"),
+        ("{ clear = \"PID-19\", zzz = 1 }", "clear"),
+        ("{ zzz = 1 }", "set, value, copy, to, clear"),
+    ] {
+        let expected = format!("destination[0].transform[0].zzz: {unknown} a transform are: {keys}");
+        assert_eq!(unknown_key_message(&transform(t)), expected);
+    }
+}
+
+/// Each kind's messages name the keys of the other kinds without a list of them: they are found
+/// by reading.
+#[test]
+fn a_key_of_another_kind_names_that_kind() {
+    let cases = [
+        (
+            edit(14, "connect = \"10.0.0.7:6661\"\nextension = \"txt\""),
+            "destination[0].extension: \"extension\" only applies to kind = \"file\" destinations; remove it here. \
+             The keys of [[destination]] are: name, kind, connect, connect_timeout, ack_timeout, on_ae, on_ar, \
+             retry, transform",
+        ),
+        (
+            edit(13, "kind = \"file\"\ndir = \"out\"\non_ae = \"retry\"").replace("connect = \"10.0.0.7:6661\"\n", ""),
+            "destination[0].on_ae: \"on_ae\" only applies to kind = \"mllp\" destinations; remove it here. The \
+             keys of [[destination]] are: name, kind, dir, extension, retry, transform",
+        ),
+        (
+            UPLINK.replace("kind = \"uplink\"", "kind = \"uplink\"\ndir = \"out\""),
+            "destination[0].dir: \"dir\" only applies to kind = \"mllp\" and kind = \"file\" destinations (an \
+             uplink destination sends the exact bytes and waits for central's acknowledgement; the link's \
+             settings are in [uplink]); remove it here. The keys of [[destination]] are: name, kind",
+        ),
+        (
+            UPLINK.replace("kind = \"uplink\"", "kind = \"uplink\"\ntransform = []"),
+            "destination[0].transform: \"transform\" only applies to kind = \"mllp\" and kind = \"file\" \
+             destinations (an uplink destination sends the exact bytes and waits for central's acknowledgement; \
+             the link's settings are in [uplink]); remove it here. The keys of [[destination]] are: name, kind",
+        ),
+        (
+            edit(14, "connect = \"10.0.0.7:6661\"\ntransform = [{ clear = \"PID-19\", value = \"X\" }]"),
+            "destination[0].transform[0].value: \"value\" only applies to set transforms; remove it here. The \
+             keys of a transform are: clear",
+        ),
+        (
+            edit(14, "connect = \"10.0.0.7:6661\"\ntransform = [{ set = \"PID-19\", value = \"X\", to = \"Y\" }]"),
+            "destination[0].transform[0].to: \"to\" only applies to copy transforms; remove it here. The keys of \
+             a transform are: set, value",
+        ),
+    ];
+    for (text, expected) in &cases {
+        assert_eq!(&unknown_key_message(text), expected, "in:\n{text}");
+    }
+}
+
 #[test]
 fn missing_required_key_points_at_its_table() {
     let e = one_error(&edit(3, "# no id"), ConfigErrorKind::MissingKey, 1, "node.id", "add it, e.g. id = ");
