@@ -2,14 +2,25 @@
 //!
 //! Files are TOML. `parse.rs` reads the raw document (keeping positions), checks every key and
 //! value, and builds these types, reporting *all* problems at once with their line and column.
+//! Each section is read in its own file (`sections.rs`, `uplink.rs`, `source/`, `destination/`,
+//! `route.rs`), over the table walker in `walk.rs` and the value readers in `values.rs`.
 //! Nothing here does IO except `load`, and nothing here binds ports or opens files: a config can
 //! be checked on a laptop (`outpost config check`) exactly as the daemon checks it.
 //!
 //! Relative paths in a config are resolved against `node.state_dir`.
 
+mod condition;
+mod destination;
+mod error;
 mod parse;
+mod route;
+mod sections;
+mod source;
+mod uplink;
+mod values;
+mod walk;
 
-pub use parse::{ConfigError, ConfigErrorKind, ConfigErrors};
+pub use error::{ConfigError, ConfigErrorKind, ConfigErrors};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

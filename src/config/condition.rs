@@ -1,0 +1,159 @@
+//! A route's `when` table: each key a field path, each value what that field must hold (a value,
+//! any of a list, a glob or a regex). Every key of `when` is a condition, so the table is never
+//! finished: there are no unknown keys to report, only field paths that do not parse.
+
+use toml::de::DeValue;
+
+use super::error::ConfigErrorKind;
+use super::values::string;
+use super::walk::{Checker, Tbl, Val, join_key};
+use super::{Condition, Matcher};
+use crate::hl7::FieldPath;
+
+pub(super) fn conditions(ck: &mut Checker, t: &Tbl<'_, '_>) -> Option<Vec<Condition>> {
+    let mut out = Some(Vec::new());
+    for (key, value) in t.entries() {
+        let key_text: &str = key.get_ref();
+        let v = Val { value: value.get_ref(), span: value.span(), path: join_key(&t.path, key_text) };
+        // `MSH-9.1 = "ORU"` without quotes is TOML for a table `MSH-9` holding a key `1`.
+        let dotted = match v.value {
+            DeValue::Table(inner) if inner.get("glob").is_none() && inner.get("regex").is_none() => {
+                inner.iter().find_map(|(k, _)| {
+                    let joined = format!("{key_text}.{}", k.get_ref());
+                    joined.parse::<FieldPath>().ok().map(|_| joined)
+                })
+            }
+            _ => None,
+        };
+        if let Some(joined) = dotted {
+            ck.report(
+                ConfigErrorKind::InvalidValue,
+                &key.span(),
+                &v.path,
+                format!(
+                    "TOML read the dot in {joined} as a nested key; put field paths that \
+                     contain a dot in double quotes: \"{joined}\" = ..."
+                ),
+            );
+            out = None;
+            continue;
+        }
+        let path = match key_text.parse::<FieldPath>() {
+            Ok(p) => Some(p),
+            Err(why) => {
+                ck.report(ConfigErrorKind::InvalidValue, &key.span(), &v.path, why);
+                None
+            }
+        };
+        let matcher = matcher(ck, &v);
+        match (path, matcher, out.as_mut()) {
+            (Some(path), Some(matcher), Some(out)) => {
+                out.push(Condition { field: crate::config::Field::Hl7(path), matcher })
+            }
+            _ => out = None,
+        }
+    }
+    out
+}
+
+fn matcher(ck: &mut Checker, v: &Val<'_, '_>) -> Option<Matcher> {
+    const FORMS: &str = "\"value\", [\"any\", \"of\", \"these\"], { glob = \"A0*\" } or \
+                         { regex = \"^A0[1-4]$\" }";
+    match v.value {
+        DeValue::String(s) => Some(Matcher::Exact(vec![s.to_string()])),
+        DeValue::Array(items) => {
+            if items.is_empty() {
+                ck.report(
+                    ConfigErrorKind::MissingKey,
+                    &v.span,
+                    &v.path,
+                    "an empty list matches nothing; list the values to accept, e.g. [\"A01\", \
+                     \"A04\"], or remove the condition"
+                        .to_string(),
+                );
+                return None;
+            }
+            let mut values = Some(Vec::with_capacity(items.len()));
+            for (i, item) in items.iter().enumerate() {
+                let iv = Val { value: item.get_ref(), span: item.span(), path: format!("{}[{i}]", v.path) };
+                match (string(ck, &iv), values.as_mut()) {
+                    (Some(s), Some(values)) => values.push(s),
+                    _ => values = None,
+                }
+            }
+            values.map(Matcher::Exact)
+        }
+        DeValue::Table(table) => {
+            let t = Tbl::new(table, v.span.clone(), v.path.clone(), "a condition");
+            let (glob, regex) = (t.val("glob"), t.val("regex"));
+            t.finish(ck, &[]);
+            match (glob, regex) {
+                (Some(_), Some(r)) => {
+                    r.invalid(ck, "a condition takes either glob or regex, not both; keep one".to_string());
+                    None
+                }
+                (Some(g), None) => {
+                    let pattern = string(ck, &g)?;
+                    match globset::Glob::new(&pattern) {
+                        Ok(glob) => Some(Matcher::Glob { pattern, matcher: glob.compile_matcher() }),
+                        Err(e) => {
+                            g.invalid(
+                                ck,
+                                format!(
+                                    "{pattern:?} is not a glob: {}; use * for any text, ? for \
+                                     one character, [1-4] for a range",
+                                    e.kind()
+                                ),
+                            );
+                            None
+                        }
+                    }
+                }
+                (None, Some(r)) => {
+                    let pattern = string(ck, &r)?;
+                    match regex::Regex::new(&pattern) {
+                        Ok(re) => Some(Matcher::Regex(re)),
+                        Err(e) => {
+                            // Shown as written: Debug quoting would double every backslash.
+                            let written = ck.snippet(&r.span);
+                            r.invalid(
+                                ck,
+                                format!(
+                                    "{written} is not a regular expression: {}; fix the \
+                                     pattern (inside \"...\" a backslash must be doubled, \
+                                     inside '...' it need not)",
+                                    regex_reason(&e)
+                                ),
+                            );
+                            None
+                        }
+                    }
+                }
+                (None, None) => {
+                    // Unknown keys were reported above; an empty table gets its own message.
+                    if table.is_empty() {
+                        ck.report(
+                            ConfigErrorKind::MissingKey,
+                            &v.span,
+                            &v.path,
+                            format!("an empty table is not a condition; write one of {FORMS}"),
+                        );
+                    }
+                    None
+                }
+            }
+        }
+        _ => {
+            v.wrong_type(ck, &format!("one of {FORMS}"), "");
+            None
+        }
+    }
+}
+
+fn regex_reason(e: &regex::Error) -> String {
+    let text = e.to_string();
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("error: "))
+        .map(str::to_string)
+        .unwrap_or_else(|| text.split_whitespace().collect::<Vec<_>>().join(" "))
+}
