@@ -856,3 +856,73 @@ fn read_ack(stream: &mut std::net::TcpStream) -> anyhow::Result<Option<Vec<u8>>>
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `outpost tail`'s human lines, from the JSON lines the daemon streams.
+    #[test]
+    fn tail_lines_read_as_before() {
+        let at = "2023-11-14T22:13:20.123Z";
+        let cases = [
+            (
+                r#"{"at":1700000000123,"event":"received","id":"01A","source":"lab","kind":"hl7v2","message_type":"ORU^R01","control_id":"C1","size":321}"#,
+                "received    01A ORU^R01 from lab (321 bytes)",
+            ),
+            (
+                r#"{"at":1700000000123,"event":"duplicate","id":"01A","source":"lab","control_id":"C1"}"#,
+                "duplicate   01A from lab (acknowledged again, not stored)",
+            ),
+            (
+                r#"{"at":1700000000123,"event":"routed","id":"01A","routes":["r1","r2"],"destinations":["lis","archive"]}"#,
+                "routed      01A by r1,r2 to lis,archive",
+            ),
+            (
+                r#"{"at":1700000000123,"event":"unrouted","id":"01A","source":"lab","message_type":"ADT^A01"}"#,
+                "UNROUTED    01A ADT^A01 from lab: no route matched",
+            ),
+            (
+                r#"{"at":1700000000123,"event":"rejected","id":"01A","source":"lab","reason":"no MSH"}"#,
+                "REJECTED    01A from lab: no MSH",
+            ),
+            (
+                r#"{"at":1700000000123,"event":"refused","source":"lab","reason":"journal full"}"#,
+                "REFUSED     from lab: journal full",
+            ),
+            (
+                r#"{"at":1700000000123,"event":"delivered","id":"01A","destination":"lis","attempts":2}"#,
+                "delivered   01A to lis (attempt 2)",
+            ),
+            (
+                r#"{"at":1700000000123,"event":"attempt_failed","id":"01A","destination":"lis","attempt":3,"error":"connection refused","retry_in_ms":4000}"#,
+                "retrying    01A to lis (attempt 3, next in 4000 ms): connection refused",
+            ),
+            (
+                r#"{"at":1700000000123,"event":"failed","id":"01A","destination":"lis","attempts":5,"error":"AR bad"}"#,
+                "FAILED      01A to lis after 5 attempt(s): AR bad",
+            ),
+            (
+                r#"{"at":1700000000123,"event":"escalation","code":"unreachable","severity":"critical","subject":"lis","message":"lis unreachable for 90s","active":true}"#,
+                "ESCALATION  [critical] unreachable: lis unreachable for 90s",
+            ),
+            (
+                r#"{"at":1700000000123,"event":"escalation","code":"high_water","severity":"warning","subject":"journal","message":"journal holds 9 of 10 bytes","active":false}"#,
+                "cleared     [warning] high_water: journal holds 9 of 10 bytes",
+            ),
+            (
+                r#"{"at":1700000000123,"event":"lagged","missed":17}"#,
+                "(missed 17 events: the terminal could not keep up)",
+            ),
+            // An event this CLI does not know (a newer daemon): its name and the line as it came.
+            (
+                r#"{"at":1700000000123,"event":"something_new","x":1}"#,
+                r#"something_new {"at":1700000000123,"event":"something_new","x":1}"#,
+            ),
+        ];
+        for (line, expect) in cases {
+            assert_eq!(format_event(line), format!("{at}  {expect}"), "{line}");
+        }
+        assert_eq!(format_event("not json"), "not json");
+    }
+}
