@@ -61,8 +61,8 @@ pub async fn monitor(
     active: ActiveEscalations,
     cancel: CancellationToken,
 ) {
-    let reader = match journal.reader() {
-        Ok(r) => Arc::new(std::sync::Mutex::new(r)),
+    let reader = match journal.shared_reader() {
+        Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "escalation monitor cannot read the journal; thresholds are not checked");
             return;
@@ -71,13 +71,7 @@ pub async fn monitor(
     loop {
         let config = config.get();
         let interval = config.escalation.check_interval;
-        let r = reader.clone();
-        let counts = tokio::task::spawn_blocking(move || {
-            r.lock().map_err(|_| ()).and_then(|r| r.status_counts().map_err(|_| ()))
-        })
-        .await
-        .ok()
-        .and_then(|r| r.ok());
+        let counts = reader.read(|r| r.status_counts()).await.ok();
         let now = now_ms();
         let esc = &config.escalation;
         for dest in &config.destinations {

@@ -134,14 +134,14 @@ async fn answer(req: Request, ctx: &ControlContext) -> Response {
         },
         Request::QueueLs { state, destination, limit } => {
             let filter = ItemFilter { state, destination, limit };
-            match read(ctx, move |r| r.list(&filter)).await {
+            match ctx.journal.read(move |r| r.list(&filter)).await {
                 Ok(items) => Response::ok(items),
-                Err(e) => Response::err(e),
+                Err(e) => Response::err(e.to_string()),
             }
         }
         Request::QueueShow { id, body } => {
             let wanted = id.clone();
-            match read(ctx, move |r| r.show(&id, body)).await {
+            match ctx.journal.read(move |r| r.show(&id, body)).await {
                 Ok(Some(item)) => {
                     let mut value = serde_json::to_value(&item).unwrap_or_default();
                     if let (Some(body), Some(obj)) = (&item.body, value.as_object_mut()) {
@@ -152,7 +152,7 @@ async fn answer(req: Request, ctx: &ControlContext) -> Response {
                 Ok(None) => Response::err(format!(
                     "no item {wanted} in the journal (it may have been purged after delivery); list items with `outpost queue ls`"
                 )),
-                Err(e) => Response::err(e),
+                Err(e) => Response::err(e.to_string()),
             }
         }
         Request::QueueRetry { id, destination } => {
@@ -187,19 +187,6 @@ async fn answer(req: Request, ctx: &ControlContext) -> Response {
     }
 }
 
-/// Runs a read on a fresh read-only connection in a blocking thread.
-async fn read<T, F>(ctx: &ControlContext, f: F) -> Result<T, String>
-where
-    T: Send + 'static,
-    F: FnOnce(&crate::journal::Reader) -> Result<T, crate::journal::JournalError> + Send + 'static,
-{
-    let journal = ctx.journal.clone();
-    match tokio::task::spawn_blocking(move || f(&journal.reader()?)).await {
-        Ok(r) => r.map_err(|e| e.to_string()),
-        Err(e) => Err(format!("internal error: {e}")),
-    }
-}
-
 /// Each configured source with its live counters (no journal read).
 pub fn source_statuses(ctx: &ControlContext, config: &Config) -> Vec<SourceStatus> {
     config
@@ -230,7 +217,7 @@ pub fn source_statuses(ctx: &ControlContext, config: &Config) -> Vec<SourceStatu
 /// What `outpost status` shows (also the uplink's `status` command and the base of its telemetry).
 pub async fn status(ctx: &ControlContext) -> Result<StatusReport, String> {
     let config = ctx.config.get();
-    let counts = read(ctx, |r| r.status_counts()).await?;
+    let counts = ctx.journal.read(|r| r.status_counts()).await.map_err(|e| e.to_string())?;
     let now = now_ms();
     let sources = source_statuses(ctx, &config);
     let destinations = config

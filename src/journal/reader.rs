@@ -1,5 +1,5 @@
 //! Read-only queries of the journal, on a connection of their own (WAL readers never block
-//! the writer). Synchronous: async callers use `spawn_blocking`.
+//! the writer). Synchronous: async callers go through `Journal::read` or a `SharedReader`.
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;

@@ -321,3 +321,26 @@ fn events_for_central_keep_the_newest_until_acknowledged_and_survive_reopen() {
         j.close();
     });
 }
+
+#[test]
+fn reads_run_off_the_async_threads_and_see_what_was_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.db");
+    rt().block_on(async {
+        let j = Journal::open(&path, limits()).unwrap();
+        j.insert(envelope("1", b"MSH|1", &["a"])).await.unwrap();
+        let fresh = j.read(|r| r.pending("a", 0, 10)).await.unwrap();
+        assert_eq!(fresh.len(), 1);
+
+        // A shared reader keeps its connection between reads and still sees later commits.
+        let shared = j.shared_reader().unwrap();
+        assert_eq!(shared.read(|r| r.pending("a", 0, 10)).await.unwrap().len(), 1);
+        j.insert(envelope("2", b"MSH|2", &["a"])).await.unwrap();
+        assert_eq!(shared.read(|r| r.pending("a", 0, 10)).await.unwrap().len(), 2);
+
+        // The read's own error comes back as it was.
+        let failed = shared.read(|_| Err::<(), _>(JournalError::Full { stored: 2, max: 1 })).await;
+        assert!(matches!(failed, Err(JournalError::Full { stored: 2, max: 1 })));
+        j.close();
+    });
+}

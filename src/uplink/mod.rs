@@ -19,7 +19,7 @@ mod tls;
 pub use contract::{CENTRAL_STATE, Topics};
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS, Transport};
@@ -30,9 +30,9 @@ use crate::config::Uplink;
 use crate::control::ControlContext;
 use crate::envelope::now_ms;
 use crate::events::{EventKind, Severity};
-use crate::journal::{DeliveryUpdate, RetryTarget};
+use crate::journal::{DeliveryUpdate, RetryTarget, SharedReader};
 use crate::stats::inc;
-use flow::{Flow, SharedReader, read};
+use flow::Flow;
 use outbox::Outbox;
 
 /// Events kept in the journal until central acknowledges them (the newest win).
@@ -56,8 +56,8 @@ pub struct Stopping {
 /// Runs the uplink until cancelled. `destination` is the config's uplink destination, if any
 /// (without one the link still carries state, telemetry, events, config and commands).
 pub async fn run(ctx: ControlContext, cfg: Uplink, destination: Option<String>, stopping: Stopping) {
-    let reader = match ctx.journal.reader() {
-        Ok(r) => Arc::new(Mutex::new(r)),
+    let reader = match ctx.journal.shared_reader() {
+        Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "the uplink cannot read the journal; it does not start");
             return;
@@ -593,7 +593,7 @@ impl Link {
         // Acknowledgements received before now must be committed, or their events would be
         // sent again.
         let _ = self.ctx.journal.barrier().await;
-        match read(&self.reader, |r| r.uplink_events(MAX_KEPT_EVENTS)).await {
+        match self.reader.read(|r| r.uplink_events(MAX_KEPT_EVENTS)).await {
             Ok(kept) => self.events = kept.into_iter().map(|(_, payload)| payload).collect(),
             Err(e) => tracing::error!(error = %e, "cannot read the events kept for central; they are sent later"),
         }
@@ -675,7 +675,9 @@ impl Link {
         let Some(flow) = s.flow.as_mut() else {
             return Err("central is offline for this gateway; items are not being sent".into());
         };
-        let count = read(&self.reader, move |r| r.uplink_range(&dest, from_seq, to_seq, 0, usize::MAX / 2))
+        let count = self
+            .reader
+            .read(move |r| r.uplink_range(&dest, from_seq, to_seq, 0, usize::MAX / 2))
             .await
             .map_err(|e| e.to_string())?
             .len();

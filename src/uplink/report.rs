@@ -4,10 +4,10 @@
 use serde_json::{Value, json};
 
 use super::contract::{VERSION, now_rfc3339};
-use super::flow::SharedReader;
 use crate::control::ControlContext;
 use crate::envelope::rfc3339;
 use crate::events::Escalation;
+use crate::journal::SharedReader;
 
 /// The birth message: `{root}/state`, retained. `upto_seq` is where this session's historical
 /// lane ends (journal seq).
@@ -22,7 +22,7 @@ pub async fn birth(
     let backlog = match destination {
         Some(dest) => {
             let dest = dest.to_string();
-            super::read(reader, move |r| r.uplink_backlog(&dest, upto_seq)).await.ok()
+            reader.read(move |r| r.uplink_backlog(&dest, upto_seq)).await.ok()
         }
         None => None,
     };
