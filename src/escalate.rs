@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::sleep_or_cancel;
 use crate::config::Config;
 use crate::envelope::now_ms;
 use crate::events::{Bus, Escalation, EventKind, Severity};
@@ -150,9 +151,8 @@ pub async fn monitor(
         });
         active.set(&bus, "low_disk", Severity::Warning, "journal", msg);
 
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
+        if sleep_or_cancel(interval, &cancel).await {
+            return;
         }
     }
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::{jitter, sleep_or_cancel};
 use crate::config::{Destination, DestinationKind, NakAction, RetryPolicy};
 use crate::envelope::now_ms;
 use crate::events::{Bus, EventKind};
@@ -270,14 +271,6 @@ impl Worker {
     }
 }
 
-/// Sleeps; returns true if cancelled first.
-async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
-    tokio::select! {
-        _ = cancel.cancelled() => true,
-        _ = tokio::time::sleep(d) => false,
-    }
-}
-
 /// Whether the retry policy is used up after `attempts` attempts of an item received at
 /// `received_at`.
 pub fn exhausted(policy: &RetryPolicy, attempts: u32, received_at: i64) -> bool {
@@ -292,8 +285,7 @@ pub fn exhausted(policy: &RetryPolicy, attempts: u32, received_at: i64) -> bool 
 pub fn backoff(policy: &RetryPolicy, attempts: u32) -> Duration {
     let exp = attempts.saturating_sub(1).min(30);
     let base = policy.initial_backoff.saturating_mul(1u32 << exp).min(policy.max_backoff);
-    let jitter: f64 = rand::random_range(0.8..1.2);
-    base.mul_f64(jitter).min(policy.max_backoff.mul_f64(1.2))
+    jitter(base).min(policy.max_backoff.mul_f64(1.2))
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS, Transport}
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::{jitter, sleep_or_cancel};
 use crate::config::Uplink;
 use crate::control::ControlContext;
 use crate::envelope::now_ms;
@@ -145,6 +146,7 @@ impl Link {
                     if connected {
                         backoff = self.cfg.reconnect_min;
                     }
+                    // Jitter, so that a fleet does not reconnect in step after a broker restart.
                     let wait = jitter(backoff);
                     tracing::warn!(broker = %self.cfg.broker, session, retry_in_ms = wait.as_millis() as u64,
                         "uplink down: {reason}");
@@ -759,17 +761,5 @@ fn describe(e: &rumqttc::ConnectionError) -> String {
         ),
         C::Tls(e) => format!("TLS failed: {e}; check uplink.ca, cert and key against the broker's certificate"),
         other => other.to_string(),
-    }
-}
-
-/// ±20 % so that a fleet does not reconnect in step after a broker restart.
-fn jitter(d: Duration) -> Duration {
-    d.mul_f64(rand::random_range(0.8..1.2))
-}
-
-async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
-    tokio::select! {
-        _ = cancel.cancelled() => true,
-        _ = tokio::time::sleep(d) => false,
     }
 }
