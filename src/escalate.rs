@@ -140,13 +140,11 @@ pub async fn monitor(
         // Below journal.min_free_disk new items are refused; warn at twice that, while there is
         // still time to make room.
         let min_free = config.journal.min_free_disk;
-        let dir = journal.path().parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-        let free = nix::sys::statvfs::statvfs(dir).ok().map(|s| s.blocks_available() * s.fragment_size());
-        let msg = free.filter(|&f| min_free > 0 && f < min_free.saturating_mul(2)).map(|f| {
+        let msg = journal.free_disk().filter(|&f| min_free > 0 && f < min_free.saturating_mul(2)).map(|f| {
             format!(
                 "{f} bytes free on the journal's filesystem ({}); below {min_free} (journal.min_free_disk) new \
                  items are refused: make room",
-                dir.display()
+                journal.dir().display()
             )
         });
         active.set(&bus, "low_disk", Severity::Warning, "journal", msg);

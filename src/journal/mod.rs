@@ -12,6 +12,7 @@
 //!   it is committed but not awaited, so a crash may re-deliver an item (at-least-once), never
 //!   lose one.
 
+mod disk;
 mod reader;
 mod recent;
 mod schema;
@@ -384,6 +385,16 @@ impl Journal {
     /// escalation monitor): one connection for its whole life, prepared statements and all.
     pub fn shared_reader(&self) -> Result<SharedReader, JournalError> {
         Ok(SharedReader(Arc::new(Mutex::new(self.reader()?))))
+    }
+
+    /// The directory the journal lives in.
+    pub fn dir(&self) -> &Path {
+        disk::dir_of(&self.path)
+    }
+
+    /// Bytes free on the journal's filesystem; `None` when it cannot be read.
+    pub fn free_disk(&self) -> Option<u64> {
+        disk::free_bytes(self.dir())
     }
 
     /// Bytes the journal occupies on disk (database and WAL).

@@ -57,7 +57,7 @@ impl Writer {
         head: watch::Sender<Head>,
         lock: nix::fcntl::Flock<std::fs::File>,
     ) -> Self {
-        let dir = path.parent().map(|p| p.to_path_buf()).unwrap_or_else(|| PathBuf::from("."));
+        let dir = super::disk::dir_of(&path).to_path_buf();
         let recent = warm_recent(&conn, &limits);
         let next_seq = head.borrow().seq + 1;
         let next_useq = last_useq(&conn) + 1;
@@ -357,10 +357,7 @@ impl Writer {
         let free = match self.free_disk {
             Some((at, free)) if at.elapsed() < FREE_DISK_TTL => free,
             _ => {
-                let free = match nix::sys::statvfs::statvfs(&self.dir) {
-                    Ok(s) => s.blocks_available() * s.fragment_size(),
-                    Err(_) => u64::MAX,
-                };
+                let free = super::disk::free_bytes(&self.dir).unwrap_or(u64::MAX);
                 self.free_disk = Some((Instant::now(), free));
                 free
             }

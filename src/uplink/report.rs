@@ -72,14 +72,7 @@ pub async fn telemetry(ctx: &ControlContext, session: i64) -> Vec<u8> {
                 .unwrap_or_default();
         }
     };
-    let free_disk = ctx
-        .journal
-        .path()
-        .parent()
-        .and_then(|d| {
-            nix::sys::statvfs::statvfs(if d.as_os_str().is_empty() { std::path::Path::new(".") } else { d }).ok()
-        })
-        .map(|s| s.blocks_available() * s.fragment_size());
+    let free_disk = ctx.journal.free_disk();
     let sources: Vec<Value> = st.sources.iter().map(|s| source(s, true)).collect();
     let destinations: Vec<Value> = st
         .destinations
