@@ -16,7 +16,7 @@ use crate::current::Current;
 use crate::envelope::now_ms;
 use crate::escalate::ActiveEscalations;
 use crate::events::Bus;
-use crate::journal::{ItemFilter, Journal, RetryTarget, SCHEMA_VERSION};
+use crate::journal::{Item, ItemFilter, Journal, RetryTarget, SCHEMA_VERSION, StateFilter};
 use crate::stats::{Stats, get};
 
 /// A request to reload the config; the answer says what happened.
@@ -133,6 +133,11 @@ async fn answer(req: Request, ctx: &ControlContext) -> Response {
             Err(e) => Response::err(e),
         },
         Request::QueueLs { state, destination, limit } => {
+            let state = match state.as_deref().map(StateFilter::parse) {
+                // A state that is none of them matches no item.
+                Some(None) => return Response::ok(Vec::<Item>::new()),
+                parsed => parsed.flatten(),
+            };
             let filter = ItemFilter { state, destination, limit };
             match ctx.journal.read(move |r| r.list(&filter)).await {
                 Ok(items) => Response::ok(items),

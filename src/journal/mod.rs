@@ -12,15 +12,17 @@
 //!   it is committed but not awaited, so a crash may re-deliver an item (at-least-once), never
 //!   lose one.
 
+mod delivery;
 mod disk;
 mod reader;
 mod recent;
 mod schema;
 mod writer;
 
+pub use delivery::DeliveryState;
 pub use reader::{
-    AttemptRow, DeliveryRow, Item, ItemFilter, PendingItem, Reader, StatusCounts, UnroutedItem, UplinkBacklog,
-    UplinkItem,
+    AttemptRow, DeliveryRow, Item, ItemFilter, PendingItem, Reader, StateFilter, StatusCounts, UnroutedItem,
+    UplinkBacklog, UplinkItem,
 };
 pub use schema::VERSION as SCHEMA_VERSION;
 
@@ -115,7 +117,8 @@ pub enum DeliveryUpdate {
         seq: i64,
         destination: String,
     },
-    /// A failed attempt. With `give_up`, the delivery becomes `failed` (dead letter).
+    /// A failed attempt. With `give_up`, the delivery becomes [`DeliveryState::Failed`] (a dead
+    /// letter); otherwise it is pending again.
     Failed {
         seq: i64,
         destination: String,

@@ -4,7 +4,8 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
-use super::JournalError;
+use super::{DeliveryState, JournalError};
+use crate::envelope::Status;
 use crate::hl7::Summary;
 
 /// The next undelivered item for a destination.
@@ -60,7 +61,7 @@ pub struct UnroutedItem {
 #[derive(Debug, Clone, Serialize)]
 pub struct DeliveryRow {
     pub destination: String,
-    pub state: String,
+    pub state: DeliveryState,
     pub attempts: u32,
     pub next_attempt_at: i64,
     pub updated_at: i64,
@@ -100,11 +101,33 @@ pub struct Item {
 /// Which items `queue ls` lists.
 #[derive(Debug, Clone, Default)]
 pub struct ItemFilter {
-    /// A delivery state (pending, in_flight, delivered, failed) or an envelope status
-    /// (rejected, unrouted). `None`: every item not yet fully delivered.
-    pub state: Option<String>,
+    /// `None`: every item not yet fully delivered.
+    pub state: Option<StateFilter>,
     pub destination: Option<String>,
     pub limit: usize,
+}
+
+/// The `--state` of `queue ls`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateFilter {
+    /// Every item, delivered or not.
+    All,
+    /// Items with a delivery (to the filter's destination, if any) in this state.
+    Delivery(DeliveryState),
+    /// Items kept with this status (unrouted or rejected ones have no deliveries).
+    Status(Status),
+}
+
+impl StateFilter {
+    /// `all`, a delivery state, or `unrouted` / `rejected`.
+    pub fn parse(s: &str) -> Option<StateFilter> {
+        match s {
+            "all" => Some(StateFilter::All),
+            "unrouted" => Some(StateFilter::Status(Status::Unrouted)),
+            "rejected" => Some(StateFilter::Status(Status::Rejected)),
+            other => DeliveryState::parse(other).map(StateFilter::Delivery),
+        }
+    }
 }
 
 /// Per-destination and per-status counts for `status`.
@@ -319,22 +342,26 @@ impl Reader {
     /// Lists items, newest first.
     pub fn list(&self, filter: &ItemFilter) -> Result<Vec<Item>, JournalError> {
         let limit = if filter.limit == 0 { 100 } else { filter.limit } as i64;
-        let seqs: Vec<i64> = match filter.state.as_deref() {
-            Some(status @ ("rejected" | "unrouted")) => {
+        let seqs: Vec<i64> = match filter.state {
+            Some(StateFilter::Status(status)) => {
                 let mut stmt = self
                     .conn
                     .prepare_cached("SELECT seq FROM envelopes WHERE status = ?1 ORDER BY seq DESC LIMIT ?2")?;
-                stmt.query_map(params![status, limit], |r| r.get(0))?.collect::<Result<_, _>>()?
+                stmt.query_map(params![status.as_str(), limit], |r| r.get(0))?.collect::<Result<_, _>>()?
             }
-            Some("all") => {
+            Some(StateFilter::All) => {
                 let mut stmt = self.conn.prepare_cached(
                     "SELECT DISTINCT e.seq FROM envelopes e LEFT JOIN deliveries d ON d.seq = e.seq
                      WHERE (?1 IS NULL OR d.destination = ?1) ORDER BY e.seq DESC LIMIT ?2",
                 )?;
                 stmt.query_map(params![filter.destination, limit], |r| r.get(0))?.collect::<Result<_, _>>()?
             }
-            state => {
+            Some(StateFilter::Delivery(_)) | None => {
                 // A delivery state, or (None) everything not yet delivered.
+                let state = match filter.state {
+                    Some(StateFilter::Delivery(state)) => Some(state),
+                    _ => None,
+                };
                 let mut stmt = self.conn.prepare_cached(
                     "SELECT DISTINCT d.seq FROM deliveries d
                      WHERE (?1 IS NULL AND d.state <> 'delivered' OR d.state = ?1)

@@ -344,3 +344,43 @@ fn reads_run_off_the_async_threads_and_see_what_was_committed() {
         j.close();
     });
 }
+
+#[test]
+fn items_are_listed_by_delivery_state_or_status() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let j = Journal::open(&dir.path().join("j.db"), limits()).unwrap();
+        let (failed, _) = stored(j.insert(envelope("1", b"MSH|1", &["a"])).await.unwrap());
+        let (waiting, _) = stored(j.insert(envelope("2", b"MSH|2", &["a"])).await.unwrap());
+        let rejected = NewEnvelope { status: Status::Rejected, destinations: vec![], ..envelope("", b"junk", &[]) };
+        let (rejected, _) = stored(j.insert(rejected).await.unwrap());
+        let give_up = DeliveryUpdate::Failed {
+            seq: failed,
+            destination: "a".into(),
+            error: "refused".into(),
+            outcome: "error",
+            next_attempt_at: 0,
+            give_up: true,
+        };
+        j.update(give_up).await.unwrap();
+        j.barrier().await.unwrap();
+        let r = j.reader().unwrap();
+        let list = |text: Option<&str>| {
+            let state = text.map(|t| StateFilter::parse(t).unwrap());
+            r.list(&ItemFilter { state, destination: None, limit: 0 })
+                .unwrap()
+                .iter()
+                .map(|i| i.seq)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(list(None), vec![waiting, failed]);
+        assert_eq!(list(Some("failed")), vec![failed]);
+        assert_eq!(list(Some("pending")), vec![waiting]);
+        assert_eq!(list(Some("rejected")), vec![rejected]);
+        assert_eq!(list(Some("all")), vec![rejected, waiting, failed]);
+        assert_eq!(StateFilter::parse("accepted"), None);
+        let item = r.show(&failed.to_string(), false).unwrap().unwrap();
+        assert_eq!(item.deliveries[0].state, DeliveryState::Failed);
+        j.close();
+    });
+}

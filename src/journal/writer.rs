@@ -9,7 +9,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, watch};
 
 use super::recent::{self, Recent};
-use super::{DeliveryUpdate, Head, Inserted, JournalError, Limits, Op, Reply, Request, Rerouted, RetryTarget, Shared};
+use super::{
+    DeliveryState, DeliveryUpdate, Head, Inserted, JournalError, Limits, Op, Reply, Request, Rerouted, RetryTarget,
+    Shared,
+};
 use crate::envelope::{NewEnvelope, Status, now_ms};
 
 /// Most operations committed in one transaction; bounds the latency of a batch's last member.
@@ -388,7 +391,7 @@ impl Writer {
                     .execute(params![destination, seq, now])?;
             }
             DeliveryUpdate::Failed { seq, destination, error, outcome, next_attempt_at, give_up } => {
-                let state = if *give_up { "failed" } else { "pending" };
+                let state = if *give_up { DeliveryState::Failed } else { DeliveryState::Pending };
                 self.conn
                     .prepare_cached(
                         "UPDATE deliveries SET state = ?3, attempts = attempts + 1, next_attempt_at = ?4,
