@@ -18,6 +18,7 @@ use crate::envelope::rfc3339;
 use crate::hl7;
 use crate::mllp;
 use crate::router::Router;
+use crate::stats::UplinkState;
 
 pub const EX_USAGE: u8 = 64;
 pub const EX_DATAERR: u8 = 65;
@@ -567,10 +568,10 @@ fn print_status(r: &StatusReport) {
             None => "central state not yet seen",
         };
         let since = human_duration(((now - u.since).max(0) / 1000) as u64);
-        let state = match u.state.as_str() {
-            "connected" => format!("connected for {since} · {central}"),
-            "down" => format!("DOWN for {since}: {}", u.last_disconnect.as_deref().unwrap_or("")),
-            other => other.to_string(),
+        let state = match u.state {
+            UplinkState::Connected => format!("connected for {since} · {central}"),
+            UplinkState::Down => format!("DOWN for {since}: {}", u.last_disconnect.as_deref().unwrap_or("")),
+            UplinkState::Connecting => u.state.to_string(),
         };
         println!("uplink   {} · session {} · {state}", u.broker, u.session);
         println!(

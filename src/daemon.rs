@@ -496,7 +496,7 @@ impl Daemon {
         if config.uplink.is_some() {
             let link = self.stats.uplink.link();
             let fresh = !p.uplink_restarted || link.since >= p.applied_at;
-            if link.state != "connected" || !fresh {
+            if link.state != crate::stats::UplinkState::Connected || !fresh {
                 let why = link.last_disconnect.clone().unwrap_or_else(|| "not connected yet".into());
                 problems.push(format!("the uplink has not reconnected with the new settings: {why}"));
             }

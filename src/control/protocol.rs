@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::stats::UplinkState;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
@@ -73,8 +75,7 @@ pub struct StatusReport {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UplinkStatus {
     pub broker: String,
-    /// `connecting`, `connected` or `down`.
-    pub state: String,
+    pub state: UplinkState,
     pub central_online: Option<bool>,
     pub session: i64,
     pub since: i64,

@@ -281,7 +281,7 @@ pub async fn status(ctx: &ControlContext) -> Result<StatusReport, String> {
             let c = config.uplink_destination().and_then(|d| counts.destinations.iter().find(|c| c.0 == d));
             UplinkStatus {
                 broker: u.broker.to_string(),
-                state: if link.state.is_empty() { "connecting".into() } else { link.state.into() },
+                state: link.state,
                 central_online: link.central_online,
                 session: link.session,
                 since: link.since,

@@ -32,7 +32,7 @@ use crate::control::ControlContext;
 use crate::envelope::now_ms;
 use crate::events::{EventKind, Severity};
 use crate::journal::{DeliveryUpdate, RetryTarget, SharedReader};
-use crate::stats::inc;
+use crate::stats::{UplinkState, inc};
 use flow::Flow;
 use outbox::Outbox;
 
@@ -113,7 +113,7 @@ impl Link {
     async fn run(&mut self, cancel: CancellationToken) {
         let stats = &self.ctx.stats.uplink;
         stats.set_link(|l| {
-            l.state = "connecting";
+            l.state = UplinkState::Connecting;
             l.broker = self.cfg.broker.to_string();
             l.since = now_ms();
         });
@@ -136,7 +136,7 @@ impl Link {
             match end {
                 End::Cancelled => {
                     self.ctx.stats.uplink.set_link(|l| {
-                        l.state = "down";
+                        l.state = UplinkState::Down;
                         l.since = now_ms();
                         l.last_disconnect = Some(self.stop_reason().into());
                     });
@@ -151,10 +151,10 @@ impl Link {
                     tracing::warn!(broker = %self.cfg.broker, session, retry_in_ms = wait.as_millis() as u64,
                         "uplink down: {reason}");
                     self.ctx.stats.uplink.set_link(|l| {
-                        if l.state != "down" {
+                        if l.state != UplinkState::Down {
                             l.since = now_ms();
                         }
-                        l.state = "down";
+                        l.state = UplinkState::Down;
                         l.central_online = None;
                         l.last_disconnect = Some(reason.clone());
                     });
@@ -324,7 +324,7 @@ impl Link {
             inc(&self.ctx.stats.uplink.reconnects);
         }
         self.ctx.stats.uplink.set_link(|l| {
-            l.state = "connected";
+            l.state = UplinkState::Connected;
             l.since = now_ms();
         });
         if let Some(dest) = &self.destination {
