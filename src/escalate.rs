@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::sleep_or_cancel;
 use crate::config::Config;
 use crate::envelope::now_ms;
-use crate::events::{Bus, Escalation, EventKind, Severity};
+use crate::events::{Bus, Escalation, EscalationCode, EventKind, Severity};
 use crate::journal::Journal;
 use crate::stats::{Stats, get};
 
@@ -25,7 +25,7 @@ impl ActiveEscalations {
     }
 
     /// Subjects with an active escalation of this code.
-    fn subjects(&self, code: &str) -> Vec<String> {
+    fn subjects(&self, code: EscalationCode) -> Vec<String> {
         self.0
             .lock()
             .map(|m| m.values().filter(|e| e.code == code).map(|e| e.subject.clone()).collect())
@@ -33,7 +33,7 @@ impl ActiveEscalations {
     }
 
     /// Raises (with a message) or clears (`None`); emits only on change.
-    pub fn set(&self, bus: &Bus, code: &'static str, severity: Severity, subject: &str, message: Option<String>) {
+    pub fn set(&self, bus: &Bus, code: EscalationCode, severity: Severity, subject: &str, message: Option<String>) {
         let key = format!("{code}:{subject}");
         let Ok(mut map) = self.0.lock() else { return };
         match message {
@@ -88,7 +88,7 @@ pub async fn monitor(
                     esc.undelivered_after.as_secs()
                 )
             });
-            active.set(&bus, "undelivered", Severity::Warning, &dest.name, msg);
+            active.set(&bus, EscalationCode::Undelivered, Severity::Warning, &dest.name, msg);
 
             let link = stats.destination(&dest.name).link();
             let msg = link
@@ -102,7 +102,7 @@ pub async fn monitor(
                         link.last_error.clone().unwrap_or_default()
                     )
                 });
-            active.set(&bus, "unreachable", Severity::Critical, &dest.name, msg);
+            active.set(&bus, EscalationCode::Unreachable, Severity::Critical, &dest.name, msg);
         }
         // Items waiting for a destination that is no longer configured would wait forever, and
         // `status` (which lists configured destinations) would not show them.
@@ -115,13 +115,13 @@ pub async fn monitor(
                          add it back to deliver them",
                         pending + failed
                     );
-                    active.set(&bus, "orphaned", Severity::Critical, dest, Some(msg));
+                    active.set(&bus, EscalationCode::Orphaned, Severity::Critical, dest, Some(msg));
                     orphaned.push(dest.clone());
                 }
             }
-            for dest in active.subjects("orphaned") {
+            for dest in active.subjects(EscalationCode::Orphaned) {
                 if !orphaned.contains(&dest) {
-                    active.set(&bus, "orphaned", Severity::Critical, &dest, None);
+                    active.set(&bus, EscalationCode::Orphaned, Severity::Critical, &dest, None);
                 }
             }
         }
@@ -135,7 +135,7 @@ pub async fn monitor(
                 config.journal.high_water * 100.0
             )
         });
-        active.set(&bus, "high_water", Severity::Warning, "journal", msg);
+        active.set(&bus, EscalationCode::HighWater, Severity::Warning, "journal", msg);
 
         // Below journal.min_free_disk new items are refused; warn at twice that, while there is
         // still time to make room.
@@ -147,7 +147,7 @@ pub async fn monitor(
                 journal.dir().display()
             )
         });
-        active.set(&bus, "low_disk", Severity::Warning, "journal", msg);
+        active.set(&bus, EscalationCode::LowDisk, Severity::Warning, "journal", msg);
 
         if sleep_or_cancel(interval, &cancel).await {
             return;

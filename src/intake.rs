@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::current::Current;
 use crate::envelope::{Kind, NewEnvelope, Status, now_ms};
 use crate::escalate::ActiveEscalations;
-use crate::events::{Bus, Escalation, EventKind, Severity};
+use crate::events::{Bus, Escalation, EscalationCode, EventKind, Severity};
 use crate::hl7::{self, Charset, Header, Outcome};
 use crate::journal::{Inserted, Journal, JournalError};
 use crate::router::Router;
@@ -67,7 +67,7 @@ impl Intake {
 
     fn journal_full(&self, reason: Option<String>) {
         self.refusing.store(reason.is_some(), std::sync::atomic::Ordering::Relaxed);
-        self.escalations.set(&self.bus, "journal_full", Severity::Critical, "journal", reason);
+        self.escalations.set(&self.bus, EscalationCode::JournalFull, Severity::Critical, "journal", reason);
     }
 
     /// Swaps the routing rules (config reload). Items already journaled keep their decision.
@@ -141,7 +141,7 @@ impl Intake {
                             message_type: summary.message_type.clone(),
                         });
                         if rules.escalate_unrouted {
-                            self.escalate("unrouted", &id, format!(
+                            self.escalate(EscalationCode::Unrouted, &id, format!(
                                 "item {id} ({}) from {source} matched no route; it is kept (outpost queue ls --state unrouted)",
                                 summary.message_type
                             ));
@@ -156,7 +156,7 @@ impl Intake {
                             reason: reason.clone(),
                         });
                         if rules.escalate_rejected {
-                            self.escalate("rejected", &id, format!(
+                            self.escalate(EscalationCode::Rejected, &id, format!(
                                 "item {id} from {source} is not a readable HL7 message ({reason}); it is kept (outpost queue show {id})"
                             ));
                         }
@@ -237,11 +237,11 @@ impl Intake {
     pub fn refuse(&self, source: &str, reason: String) {
         inc(&self.stats.source(source).refused);
         self.bus.emit(EventKind::Refused { source: source.to_string(), reason: reason.clone() });
-        self.escalate("refused", source, format!("{source}: {reason}"));
+        self.escalate(EscalationCode::Refused, source, format!("{source}: {reason}"));
     }
 
     /// A per-item escalation (an event each time, not a state that is raised and cleared).
-    fn escalate(&self, code: &'static str, subject: &str, message: String) {
+    fn escalate(&self, code: EscalationCode, subject: &str, message: String) {
         self.bus.emit(EventKind::Escalation(Escalation {
             code,
             severity: Severity::Warning,

@@ -30,7 +30,7 @@ use crate::backoff::{jitter, sleep_or_cancel};
 use crate::config::Uplink;
 use crate::control::ControlContext;
 use crate::envelope::now_ms;
-use crate::events::{EventKind, Severity};
+use crate::events::{EscalationCode, EventKind, Severity};
 use crate::journal::{DeliveryUpdate, RetryTarget, SharedReader};
 use crate::stats::{UplinkState, inc};
 use flow::Flow;
@@ -339,7 +339,7 @@ impl Link {
             let secs = (now_ms() - since).max(0) / 1000;
             tracing::info!(down_s = secs, "uplink back after: {reason}");
         }
-        self.ctx.escalations.set(&self.ctx.bus, "link_down", Severity::Warning, "uplink", None);
+        self.ctx.escalations.set(&self.ctx.bus, EscalationCode::LinkDown, Severity::Warning, "uplink", None);
         if s.central_online == Some(true) {
             self.start_flow(s).await;
         } else {
@@ -534,7 +534,7 @@ impl Link {
         }
         self.ctx.escalations.set(
             &self.ctx.bus,
-            "link_down",
+            EscalationCode::LinkDown,
             Severity::Warning,
             "uplink",
             Some(format!("uplink to {} down: {reason}", self.cfg.broker)),
