@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::control::{client, protocol::*};
 use crate::daemon::ConfigOrigin;
 use crate::envelope::rfc3339;
+use crate::events::{Event, EventKind};
 use crate::hl7;
 use crate::mllp;
 use crate::router::Router;
@@ -615,48 +616,48 @@ fn fit(s: &str, width: usize) -> String {
 }
 
 fn format_event(line: &str) -> String {
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { return line.to_string() };
-    let at = rfc3339(v["at"].as_i64().unwrap_or(0));
-    let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
-    let list = |k: &str| {
-        v[k].as_array().map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(",")).unwrap_or_default()
-    };
-    let text = match v["event"].as_str().unwrap_or("") {
-        "received" => {
-            format!("received    {} {} from {} ({} bytes)", s("id"), s("message_type"), s("source"), v["size"])
+    let event = match serde_json::from_str::<Event>(line) {
+        Ok(event) => event,
+        // An event this CLI does not know (from a newer daemon): its name, then the line as it came.
+        Err(_) => {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { return line.to_string() };
+            return format!("{}  {} {line}", rfc3339(v["at"].as_i64().unwrap_or(0)), v["event"].as_str().unwrap_or(""));
         }
-        "duplicate" => format!("duplicate   {} from {} (acknowledged again, not stored)", s("id"), s("source")),
-        "routed" => format!("routed      {} by {} to {}", s("id"), list("routes"), list("destinations")),
-        "unrouted" => format!("UNROUTED    {} {} from {}: no route matched", s("id"), s("message_type"), s("source")),
-        "rejected" => format!("REJECTED    {} from {}: {}", s("id"), s("source"), s("reason")),
-        "refused" => format!("REFUSED     from {}: {}", s("source"), s("reason")),
-        "delivered" => format!("delivered   {} to {} (attempt {})", s("id"), s("destination"), v["attempts"]),
-        "attempt_failed" => format!(
-            "retrying    {} to {} (attempt {}, next in {} ms): {}",
-            s("id"),
-            s("destination"),
-            v["attempt"],
-            v["retry_in_ms"],
-            s("error")
-        ),
-        "failed" => format!(
-            "FAILED      {} to {} after {} attempt(s): {}",
-            s("id"),
-            s("destination"),
-            v["attempts"],
-            s("error")
-        ),
-        "escalation" => format!(
-            "{}  [{}] {}: {}",
-            if v["active"].as_bool().unwrap_or(true) { "ESCALATION" } else { "cleared   " },
-            s("severity"),
-            s("code"),
-            s("message")
-        ),
-        "lagged" => format!("(missed {} events: the terminal could not keep up)", v["missed"]),
-        other => format!("{other} {line}"),
     };
-    format!("{at}  {text}")
+    let text = match event.kind {
+        EventKind::Received { id, source, message_type, size, .. } => {
+            format!("received    {id} {message_type} from {source} ({size} bytes)")
+        }
+        EventKind::Duplicate { id, source, .. } => {
+            format!("duplicate   {id} from {source} (acknowledged again, not stored)")
+        }
+        EventKind::Routed { id, routes, destinations } => {
+            format!("routed      {id} by {} to {}", routes.join(","), destinations.join(","))
+        }
+        EventKind::Unrouted { id, source, message_type } => {
+            format!("UNROUTED    {id} {message_type} from {source}: no route matched")
+        }
+        EventKind::Rejected { id, source, reason } => format!("REJECTED    {id} from {source}: {reason}"),
+        EventKind::Refused { source, reason } => format!("REFUSED     from {source}: {reason}"),
+        EventKind::Delivered { id, destination, attempts } => {
+            format!("delivered   {id} to {destination} (attempt {attempts})")
+        }
+        EventKind::AttemptFailed { id, destination, attempt, error, retry_in_ms } => {
+            format!("retrying    {id} to {destination} (attempt {attempt}, next in {retry_in_ms} ms): {error}")
+        }
+        EventKind::Failed { id, destination, attempts, error } => {
+            format!("FAILED      {id} to {destination} after {attempts} attempt(s): {error}")
+        }
+        EventKind::Escalation(e) => format!(
+            "{}  [{}] {}: {}",
+            if e.active { "ESCALATION" } else { "cleared   " },
+            e.severity.as_str(),
+            e.code,
+            e.message
+        ),
+        EventKind::Lagged { missed } => format!("(missed {missed} events: the terminal could not keep up)"),
+    };
+    format!("{}  {text}", rfc3339(event.at))
 }
 
 /// Reads a message file for `rules test`: line ends normalised to CR.

@@ -6,7 +6,8 @@ use tokio::sync::broadcast;
 
 use crate::envelope::now_ms;
 
-#[derive(Debug, Clone, Serialize)]
+/// One event, as `tail` streams it (a JSON object per line).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     /// Unix ms.
     pub at: i64,
@@ -14,7 +15,7 @@ pub struct Event {
     pub kind: EventKind,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum EventKind {
     Received {
@@ -69,6 +70,10 @@ pub enum EventKind {
         error: String,
     },
     Escalation(Escalation),
+    /// Never on the bus: a `tail` stream's notice that its reader fell behind and missed events.
+    Lagged {
+        missed: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -225,5 +230,13 @@ mod tests {
             line,
             r#"{"at":5,"event":"escalation","code":"high_water","severity":"warning","subject":"journal","message":"above","active":true}"#
         );
+        let back: Event = serde_json::from_str(&line).unwrap();
+        assert!(matches!(back.kind, EventKind::Escalation(Escalation { code: EscalationCode::HighWater, .. })));
+    }
+
+    #[test]
+    fn the_lagged_notice_reads_as_before() {
+        let line = serde_json::to_string(&Event { at: 5, kind: EventKind::Lagged { missed: 3 } }).unwrap();
+        assert_eq!(line, r#"{"at":5,"event":"lagged","missed":3}"#);
     }
 }

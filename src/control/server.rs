@@ -15,7 +15,7 @@ use crate::config::{Config, DestinationKind, RoutingMode, SourceKind};
 use crate::current::Current;
 use crate::envelope::now_ms;
 use crate::escalate::ActiveEscalations;
-use crate::events::Bus;
+use crate::events::{Bus, Event, EventKind};
 use crate::journal::{Item, ItemFilter, Journal, RetryTarget, SCHEMA_VERSION, StateFilter};
 use crate::stats::{Stats, get};
 
@@ -113,14 +113,14 @@ async fn tail(
             _ = cancel.cancelled() => return Ok(()),
             e = rx.recv() => e,
         };
-        let line = match event {
-            Ok(ev) => serde_json::to_vec(&ev).unwrap_or_default(),
+        let event = match event {
+            Ok(ev) => ev,
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                serde_json::to_vec(&serde_json::json!({"at": now_ms(), "event": "lagged", "missed": n}))
-                    .unwrap_or_default()
+                Event { at: now_ms(), kind: EventKind::Lagged { missed: n } }
             }
             Err(_) => return Ok(()),
         };
+        let line = serde_json::to_vec(&event).unwrap_or_default();
         write.write_all(&line).await?;
         write.write_all(b"\n").await?;
     }
