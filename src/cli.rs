@@ -17,6 +17,7 @@ use crate::daemon::ConfigOrigin;
 use crate::envelope::rfc3339;
 use crate::events::{Event, EventKind};
 use crate::hl7;
+use crate::journal::Item;
 use crate::mllp;
 use crate::router::Router;
 use crate::stats::UplinkState;
@@ -285,7 +286,8 @@ fn command(command: Command) -> anyhow::Result<u8> {
         }
         Command::Reload { target } => {
             let data = client::request(&socket_of(&target)?, &Request::Reload)?;
-            println!("{}", data.get("message").and_then(|m| m.as_str()).unwrap_or("reloaded"));
+            let reloaded: Reloaded = serde_json::from_value(data)?;
+            println!("{}", reloaded.message);
             Ok(0)
         }
         Command::Config { command: ConfigCommand::Check { file } } => match Config::load(&file) {
@@ -338,7 +340,7 @@ fn queue(command: QueueCommand, socket: &Path) -> anyhow::Result<u8> {
                 println!("{}", serde_json::to_string_pretty(&data)?);
                 return Ok(0);
             }
-            let items = data.as_array().cloned().unwrap_or_default();
+            let items: Vec<Item> = serde_json::from_value(data)?;
             if items.is_empty() {
                 println!("no items");
                 return Ok(0);
@@ -348,29 +350,21 @@ fn queue(command: QueueCommand, socket: &Path) -> anyhow::Result<u8> {
                 "ID", "RECEIVED", "SOURCE", "STATUS", "TYPE"
             );
             for it in items {
-                let deliveries: Vec<String> = it["deliveries"]
-                    .as_array()
-                    .map(|ds| {
-                        ds.iter()
-                            .map(|d| {
-                                let attempts = d["attempts"].as_u64().unwrap_or(0);
-                                format!(
-                                    "{}:{}{}",
-                                    d["destination"].as_str().unwrap_or("?"),
-                                    d["state"].as_str().unwrap_or("?"),
-                                    if attempts > 0 { format!("({attempts})") } else { String::new() }
-                                )
-                            })
-                            .collect()
+                let deliveries: Vec<String> = it
+                    .deliveries
+                    .iter()
+                    .map(|d| {
+                        let attempts = if d.attempts > 0 { format!("({})", d.attempts) } else { String::new() };
+                        format!("{}:{}{attempts}", d.destination, d.state)
                     })
-                    .unwrap_or_default();
+                    .collect();
                 println!(
                     "{:<26}  {:<24}  {:<12}  {:<10}  {:<16}  {}",
-                    it["id"].as_str().unwrap_or(""),
-                    rfc3339(it["received_at"].as_i64().unwrap_or(0)),
-                    it["source"].as_str().unwrap_or(""),
-                    it["status"].as_str().unwrap_or(""),
-                    it["summary"]["message_type"].as_str().unwrap_or(""),
+                    it.id,
+                    rfc3339(it.received_at),
+                    it.source,
+                    it.status,
+                    it.summary.message_type,
                     deliveries.join(" ")
                 );
             }
@@ -382,53 +376,39 @@ fn queue(command: QueueCommand, socket: &Path) -> anyhow::Result<u8> {
                 println!("{}", serde_json::to_string_pretty(&data)?);
                 return Ok(0);
             }
-            let s = &data["summary"];
-            println!("id           {}", data["id"].as_str().unwrap_or(""));
-            println!("seq          {}", data["seq"]);
-            println!("received     {}", rfc3339(data["received_at"].as_i64().unwrap_or(0)));
-            println!(
-                "source       {} ({})",
-                data["source"].as_str().unwrap_or(""),
-                data["kind"].as_str().unwrap_or("")
-            );
-            println!("status       {}", data["status"].as_str().unwrap_or(""));
-            if let Some(note) = data["note"].as_str() {
+            let ShownItem { item, body_b64 } = serde_json::from_value(data)?;
+            let s = &item.summary;
+            println!("id           {}", item.id);
+            println!("seq          {}", item.seq);
+            println!("received     {}", rfc3339(item.received_at));
+            println!("source       {} ({})", item.source, item.kind);
+            println!("status       {}", item.status);
+            if let Some(note) = &item.note {
                 println!("note         {note}");
             }
-            println!("size         {} bytes, charset {}", data["size"], data["charset"].as_str().unwrap_or("?"));
+            println!("size         {} bytes, charset {}", item.size, item.charset.as_deref().unwrap_or("?"));
             println!(
                 "message      {} control id {} from {} / {} (HL7 {})",
-                s["message_type"].as_str().unwrap_or(""),
-                s["control_id"].as_str().unwrap_or(""),
-                s["sending_application"].as_str().unwrap_or(""),
-                s["sending_facility"].as_str().unwrap_or(""),
-                s["version"].as_str().unwrap_or("")
+                s.message_type, s.control_id, s.sending_application, s.sending_facility, s.version
             );
-            let routes: Vec<&str> =
-                data["routes"].as_array().map(|r| r.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
-            println!("routes       {}", if routes.is_empty() { "(none)".to_string() } else { routes.join(", ") });
-            if data["duplicates"].as_u64().unwrap_or(0) > 0 {
-                println!("duplicates   {} retransmission(s) acknowledged without storing", data["duplicates"]);
+            let routes = if item.routes.is_empty() { "(none)".to_string() } else { item.routes.join(", ") };
+            println!("routes       {routes}");
+            if item.duplicates > 0 {
+                println!("duplicates   {} retransmission(s) acknowledged without storing", item.duplicates);
             }
-            for d in data["deliveries"].as_array().cloned().unwrap_or_default() {
+            for d in &item.deliveries {
                 println!(
                     "delivery     {:<16} {:<10} attempts {}{}",
-                    d["destination"].as_str().unwrap_or(""),
-                    d["state"].as_str().unwrap_or(""),
-                    d["attempts"],
-                    d["last_error"].as_str().map(|e| format!("  last error: {e}")).unwrap_or_default()
+                    d.destination,
+                    d.state,
+                    d.attempts,
+                    d.last_error.as_ref().map(|e| format!("  last error: {e}")).unwrap_or_default()
                 );
             }
-            for a in data["attempts"].as_array().cloned().unwrap_or_default() {
-                println!(
-                    "attempt      {} {:<16} {:<8} {}",
-                    rfc3339(a["at"].as_i64().unwrap_or(0)),
-                    a["destination"].as_str().unwrap_or(""),
-                    a["outcome"].as_str().unwrap_or(""),
-                    a["error"].as_str().unwrap_or("")
-                );
+            for a in &item.attempts {
+                println!("attempt      {} {:<16} {:<8} {}", rfc3339(a.at), a.destination, a.outcome, a.error);
             }
-            if let Some(b64) = data["body_b64"].as_str() {
+            if let Some(b64) = body_b64 {
                 let bytes = base64::engine::general_purpose::STANDARD.decode(b64)?;
                 let decoded = hl7::decode(&bytes, None);
                 println!("--- body ---");
@@ -441,15 +421,16 @@ fn queue(command: QueueCommand, socket: &Path) -> anyhow::Result<u8> {
                 return reroute(socket, None);
             }
             let data = client::request(socket, &Request::QueueRetry { id: id.clone(), destination })?;
-            let n = data["retried"].as_u64().unwrap_or(0);
+            let Retried { retried: n } = serde_json::from_value(data)?;
             match (&id, n) {
                 (Some(id), 0) => {
                     let again = client::request(socket, &Request::QueueReroute { id: Some(id.clone()) })?;
-                    if again["routed"].as_u64().unwrap_or(0) > 0 {
+                    let again: Rerouted = serde_json::from_value(again)?;
+                    if again.routed > 0 {
                         println!("unrouted item {id} routed again with the current rules");
                         return Ok(0);
                     }
-                    if again["still_unrouted"].as_u64().unwrap_or(0) > 0 {
+                    if again.still_unrouted > 0 {
                         println!(
                             "item {id} is unrouted and the current rules still match no route; \
                              check them with `outpost rules test`, then `outpost reload`"
@@ -470,9 +451,8 @@ fn queue(command: QueueCommand, socket: &Path) -> anyhow::Result<u8> {
 
 fn reroute(socket: &Path, id: Option<String>) -> anyhow::Result<u8> {
     let data = client::request(socket, &Request::QueueReroute { id })?;
-    let routed = data["routed"].as_u64().unwrap_or(0);
-    let still = data["still_unrouted"].as_u64().unwrap_or(0);
-    println!("{routed} unrouted item(s) routed again; {still} still match no route");
+    let Rerouted { routed, still_unrouted } = serde_json::from_value(data)?;
+    println!("{routed} unrouted item(s) routed again; {still_unrouted} still match no route");
     Ok(0)
 }
 
@@ -595,12 +575,7 @@ fn print_status(r: &StatusReport) {
     if !r.escalations.is_empty() {
         println!();
         for e in &r.escalations {
-            println!(
-                "ESCALATION [{}] {}: {}",
-                e["severity"].as_str().unwrap_or(""),
-                e["code"].as_str().unwrap_or(""),
-                e["message"].as_str().unwrap_or("")
-            );
+            println!("ESCALATION [{}] {}: {}", e.severity.as_str(), e.code, e.message);
         }
     }
 }

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::events::Escalation;
+use crate::journal::Item;
 use crate::stats::UplinkState;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,6 +57,34 @@ impl Response {
     }
 }
 
+/// `queue show`: the item, and its body (base64) when asked for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShownItem {
+    #[serde(flatten)]
+    pub item: Item,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_b64: Option<String>,
+}
+
+/// `queue retry`: how many failed deliveries were put back in the queue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Retried {
+    pub retried: usize,
+}
+
+/// `queue retry --unrouted`: unrouted items routed again, and those the rules still miss.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Rerouted {
+    pub routed: usize,
+    pub still_unrouted: usize,
+}
+
+/// `reload`: what the daemon did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reloaded {
+    pub message: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusReport {
     pub version: String,
@@ -66,7 +96,7 @@ pub struct StatusReport {
     pub sources: Vec<SourceStatus>,
     pub destinations: Vec<DestinationStatus>,
     pub journal: JournalStatus,
-    pub escalations: Vec<serde_json::Value>,
+    pub escalations: Vec<Escalation>,
     /// The link to central, when configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uplink: Option<UplinkStatus>,

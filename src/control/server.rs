@@ -148,11 +148,8 @@ async fn answer(req: Request, ctx: &ControlContext) -> Response {
             let wanted = id.clone();
             match ctx.journal.read(move |r| r.show(&id, body)).await {
                 Ok(Some(item)) => {
-                    let mut value = serde_json::to_value(&item).unwrap_or_default();
-                    if let (Some(body), Some(obj)) = (&item.body, value.as_object_mut()) {
-                        obj.insert("body_b64".into(), base64::engine::general_purpose::STANDARD.encode(body).into());
-                    }
-                    Response { ok: true, data: Some(value), error: None }
+                    let body_b64 = item.body.as_ref().map(|b| base64::engine::general_purpose::STANDARD.encode(b));
+                    Response::ok(ShownItem { item, body_b64 })
                 }
                 Ok(None) => Response::err(format!(
                     "no item {wanted} in the journal (it may have been purged after delivery); list items with `outpost queue ls`"
@@ -168,13 +165,13 @@ async fn answer(req: Request, ctx: &ControlContext) -> Response {
                         item = id.as_deref().unwrap_or("all failed"),
                         "retry requested from the CLI"
                     );
-                    Response::ok(serde_json::json!({ "retried": n }))
+                    Response::ok(Retried { retried: n })
                 }
                 Err(e) => Response::err(e.to_string()),
             }
         }
         Request::QueueReroute { id } => match ctx.intake.reroute(id).await {
-            Ok((routed, still)) => Response::ok(serde_json::json!({ "routed": routed, "still_unrouted": still })),
+            Ok((routed, still_unrouted)) => Response::ok(Rerouted { routed, still_unrouted }),
             Err(e) => Response::err(e.to_string()),
         },
         Request::Reload => {
@@ -183,7 +180,7 @@ async fn answer(req: Request, ctx: &ControlContext) -> Response {
                 return Response::err("the daemon is shutting down");
             }
             match rx.await {
-                Ok(Ok(msg)) => Response::ok(serde_json::json!({ "message": msg })),
+                Ok(Ok(message)) => Response::ok(Reloaded { message }),
                 Ok(Err(e)) => Response::err(e),
                 Err(_) => Response::err("reload was interrupted"),
             }
@@ -274,7 +271,7 @@ pub async fn status(ctx: &ControlContext) -> Result<StatusReport, String> {
             refused: get(&shared.refused),
             schema_version: SCHEMA_VERSION,
         },
-        escalations: ctx.escalations.snapshot().into_iter().filter_map(|e| serde_json::to_value(e).ok()).collect(),
+        escalations: ctx.escalations.snapshot(),
         uplink: config.uplink.as_ref().map(|u| {
             let st = &ctx.stats.uplink;
             let link = st.link();

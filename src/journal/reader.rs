@@ -2,7 +2,7 @@
 //! the writer). Synchronous: async callers go through `Journal::read` or a `SharedReader`.
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{DeliveryState, JournalError};
 use crate::envelope::Status;
@@ -58,7 +58,7 @@ pub struct UnroutedItem {
     pub body: Vec<u8>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeliveryRow {
     pub destination: String,
     pub state: DeliveryState,
@@ -68,7 +68,7 @@ pub struct DeliveryRow {
     pub last_error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AttemptRow {
     pub destination: String,
     pub at: i64,
@@ -77,7 +77,7 @@ pub struct AttemptRow {
 }
 
 /// An envelope as the CLI shows it (body only on request).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Item {
     pub seq: i64,
     pub id: String,
@@ -92,7 +92,7 @@ pub struct Item {
     pub note: Option<String>,
     pub duplicates: u32,
     pub deliveries: Vec<DeliveryRow>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<AttemptRow>,
     #[serde(skip)]
     pub body: Option<Vec<u8>>,
