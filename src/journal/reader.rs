@@ -121,12 +121,12 @@ pub enum StateFilter {
 impl StateFilter {
     /// `all`, a delivery state, or `unrouted` / `rejected`.
     pub fn parse(s: &str) -> Option<StateFilter> {
-        match s {
-            "all" => Some(StateFilter::All),
-            "unrouted" => Some(StateFilter::Status(Status::Unrouted)),
-            "rejected" => Some(StateFilter::Status(Status::Rejected)),
-            other => DeliveryState::parse(other).map(StateFilter::Delivery),
+        if s == "all" {
+            return Some(StateFilter::All);
         }
+        // Accepted items are listed by the state of their deliveries.
+        let kept = || Status::parse(s).filter(|status| *status != Status::Accepted).map(StateFilter::Status);
+        DeliveryState::parse(s).map(StateFilter::Delivery).or_else(kept)
     }
 }
 
@@ -329,9 +329,9 @@ impl Reader {
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
         for row in rows {
             let (status, n) = row?;
-            match status.as_str() {
-                "unrouted" => counts.unrouted = n as u64,
-                "rejected" => counts.rejected = n as u64,
+            match Status::parse(&status) {
+                Some(Status::Unrouted) => counts.unrouted = n as u64,
+                Some(Status::Rejected) => counts.rejected = n as u64,
                 _ => {}
             }
         }
