@@ -15,9 +15,12 @@ use crate::config::Config;
 use crate::control::{client, protocol::*};
 use crate::daemon::ConfigOrigin;
 use crate::envelope::rfc3339;
+use crate::events::{Event, EventKind};
 use crate::hl7;
+use crate::journal::Item;
 use crate::mllp;
 use crate::router::Router;
+use crate::stats::UplinkState;
 
 pub const EX_USAGE: u8 = 64;
 pub const EX_DATAERR: u8 = 65;
@@ -283,7 +286,8 @@ fn command(command: Command) -> anyhow::Result<u8> {
         }
         Command::Reload { target } => {
             let data = client::request(&socket_of(&target)?, &Request::Reload)?;
-            println!("{}", data.get("message").and_then(|m| m.as_str()).unwrap_or("reloaded"));
+            let reloaded: Reloaded = serde_json::from_value(data)?;
+            println!("{}", reloaded.message);
             Ok(0)
         }
         Command::Config { command: ConfigCommand::Check { file } } => match Config::load(&file) {
@@ -336,7 +340,7 @@ fn queue(command: QueueCommand, socket: &Path) -> anyhow::Result<u8> {
                 println!("{}", serde_json::to_string_pretty(&data)?);
                 return Ok(0);
             }
-            let items = data.as_array().cloned().unwrap_or_default();
+            let items: Vec<Item> = serde_json::from_value(data)?;
             if items.is_empty() {
                 println!("no items");
                 return Ok(0);
@@ -346,29 +350,21 @@ fn queue(command: QueueCommand, socket: &Path) -> anyhow::Result<u8> {
                 "ID", "RECEIVED", "SOURCE", "STATUS", "TYPE"
             );
             for it in items {
-                let deliveries: Vec<String> = it["deliveries"]
-                    .as_array()
-                    .map(|ds| {
-                        ds.iter()
-                            .map(|d| {
-                                let attempts = d["attempts"].as_u64().unwrap_or(0);
-                                format!(
-                                    "{}:{}{}",
-                                    d["destination"].as_str().unwrap_or("?"),
-                                    d["state"].as_str().unwrap_or("?"),
-                                    if attempts > 0 { format!("({attempts})") } else { String::new() }
-                                )
-                            })
-                            .collect()
+                let deliveries: Vec<String> = it
+                    .deliveries
+                    .iter()
+                    .map(|d| {
+                        let attempts = if d.attempts > 0 { format!("({})", d.attempts) } else { String::new() };
+                        format!("{}:{}{attempts}", d.destination, d.state)
                     })
-                    .unwrap_or_default();
+                    .collect();
                 println!(
                     "{:<26}  {:<24}  {:<12}  {:<10}  {:<16}  {}",
-                    it["id"].as_str().unwrap_or(""),
-                    rfc3339(it["received_at"].as_i64().unwrap_or(0)),
-                    it["source"].as_str().unwrap_or(""),
-                    it["status"].as_str().unwrap_or(""),
-                    it["type"].as_str().unwrap_or(""),
+                    it.id,
+                    rfc3339(it.received_at),
+                    it.source,
+                    it.status,
+                    it.item_type,
                     deliveries.join(" ")
                 );
             }
@@ -380,62 +376,53 @@ fn queue(command: QueueCommand, socket: &Path) -> anyhow::Result<u8> {
                 println!("{}", serde_json::to_string_pretty(&data)?);
                 return Ok(0);
             }
-            let s = &data["summary"];
-            println!("id           {}", data["id"].as_str().unwrap_or(""));
-            println!("seq          {}", data["seq"]);
-            println!("received     {}", rfc3339(data["received_at"].as_i64().unwrap_or(0)));
-            println!(
-                "source       {} ({})",
-                data["source"].as_str().unwrap_or(""),
-                data["kind"].as_str().unwrap_or("")
-            );
-            println!("status       {}", data["status"].as_str().unwrap_or(""));
-            if let Some(note) = data["note"].as_str() {
+            let ShownItem { item, body_b64 } = serde_json::from_value(data)?;
+            let s = &item.summary;
+            println!("id           {}", item.id);
+            println!("seq          {}", item.seq);
+            println!("received     {}", rfc3339(item.received_at));
+            println!("source       {} ({})", item.source, item.kind);
+            println!("status       {}", item.status);
+            if let Some(note) = &item.note {
                 println!("note         {note}");
             }
-            println!("size         {} bytes, charset {}", data["size"], data["charset"].as_str().unwrap_or("?"));
+            println!("size         {} bytes, charset {}", item.size, item.charset.as_deref().unwrap_or("?"));
             // HL7's summary reads as a sentence; any other field (another kind's, or what the
             // adapter added, such as the file an item came from) as `name value`.
             let mut said: &[&str] = &[];
-            if data["kind"] == "hl7v2" && data["status"] != "rejected" {
+            if item.kind == "hl7v2" && item.status != "rejected" {
+                let f = |k: &str| s.fields.get(k).map(String::as_str).unwrap_or("");
                 println!(
                     "message      {} control id {} from {} / {} (HL7 {})",
-                    s["message_type"].as_str().unwrap_or(""),
-                    s["control_id"].as_str().unwrap_or(""),
-                    s["sending_app"].as_str().unwrap_or(""),
-                    s["sending_facility"].as_str().unwrap_or(""),
-                    s["version"].as_str().unwrap_or("")
+                    f("message_type"),
+                    f("control_id"),
+                    f("sending_app"),
+                    f("sending_facility"),
+                    f("version")
                 );
                 said = &["message_type", "control_id", "sending_app", "sending_facility", "version"];
             }
-            for (name, value) in s.as_object().into_iter().flatten().filter(|(k, _)| !said.contains(&k.as_str())) {
-                println!("{:<12} {}", name.replace('_', " "), value.as_str().unwrap_or(""));
+            for (name, value) in s.fields.iter().filter(|(k, _)| !said.contains(&k.as_str())) {
+                println!("{:<12} {value}", name.replace('_', " "));
             }
-            let routes: Vec<&str> =
-                data["routes"].as_array().map(|r| r.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
-            println!("routes       {}", if routes.is_empty() { "(none)".to_string() } else { routes.join(", ") });
-            if data["duplicates"].as_u64().unwrap_or(0) > 0 {
-                println!("duplicates   {} retransmission(s) acknowledged without storing", data["duplicates"]);
+            let routes = if item.routes.is_empty() { "(none)".to_string() } else { item.routes.join(", ") };
+            println!("routes       {routes}");
+            if item.duplicates > 0 {
+                println!("duplicates   {} retransmission(s) acknowledged without storing", item.duplicates);
             }
-            for d in data["deliveries"].as_array().cloned().unwrap_or_default() {
+            for d in &item.deliveries {
                 println!(
                     "delivery     {:<16} {:<10} attempts {}{}",
-                    d["destination"].as_str().unwrap_or(""),
-                    d["state"].as_str().unwrap_or(""),
-                    d["attempts"],
-                    d["last_error"].as_str().map(|e| format!("  last error: {e}")).unwrap_or_default()
+                    d.destination,
+                    d.state,
+                    d.attempts,
+                    d.last_error.as_ref().map(|e| format!("  last error: {e}")).unwrap_or_default()
                 );
             }
-            for a in data["attempts"].as_array().cloned().unwrap_or_default() {
-                println!(
-                    "attempt      {} {:<16} {:<8} {}",
-                    rfc3339(a["at"].as_i64().unwrap_or(0)),
-                    a["destination"].as_str().unwrap_or(""),
-                    a["outcome"].as_str().unwrap_or(""),
-                    a["error"].as_str().unwrap_or("")
-                );
+            for a in &item.attempts {
+                println!("attempt      {} {:<16} {:<8} {}", rfc3339(a.at), a.destination, a.outcome, a.error);
             }
-            if let Some(b64) = data["body_b64"].as_str() {
+            if let Some(b64) = body_b64 {
                 let bytes = base64::engine::general_purpose::STANDARD.decode(b64)?;
                 let decoded = hl7::decode(&bytes, None);
                 println!("--- body ---");
@@ -448,15 +435,16 @@ fn queue(command: QueueCommand, socket: &Path) -> anyhow::Result<u8> {
                 return reroute(socket, None);
             }
             let data = client::request(socket, &Request::QueueRetry { id: id.clone(), destination })?;
-            let n = data["retried"].as_u64().unwrap_or(0);
+            let Retried { retried: n } = serde_json::from_value(data)?;
             match (&id, n) {
                 (Some(id), 0) => {
                     let again = client::request(socket, &Request::QueueReroute { id: Some(id.clone()) })?;
-                    if again["routed"].as_u64().unwrap_or(0) > 0 {
+                    let again: Rerouted = serde_json::from_value(again)?;
+                    if again.routed > 0 {
                         println!("unrouted item {id} routed again with the current rules");
                         return Ok(0);
                     }
-                    if again["still_unrouted"].as_u64().unwrap_or(0) > 0 {
+                    if again.still_unrouted > 0 {
                         println!(
                             "item {id} is unrouted and the current rules still match no route; \
                              check them with `outpost rules test`, then `outpost reload`"
@@ -477,9 +465,8 @@ fn queue(command: QueueCommand, socket: &Path) -> anyhow::Result<u8> {
 
 fn reroute(socket: &Path, id: Option<String>) -> anyhow::Result<u8> {
     let data = client::request(socket, &Request::QueueReroute { id })?;
-    let routed = data["routed"].as_u64().unwrap_or(0);
-    let still = data["still_unrouted"].as_u64().unwrap_or(0);
-    println!("{routed} unrouted item(s) routed again; {still} still match no route");
+    let Rerouted { routed, still_unrouted } = serde_json::from_value(data)?;
+    println!("{routed} unrouted item(s) routed again; {still_unrouted} still match no route");
     Ok(0)
 }
 
@@ -582,10 +569,10 @@ fn print_status(r: &StatusReport) {
             None => "central state not yet seen",
         };
         let since = human_duration(((now - u.since).max(0) / 1000) as u64);
-        let state = match u.state.as_str() {
-            "connected" => format!("connected for {since} · {central}"),
-            "down" => format!("DOWN for {since}: {}", u.last_disconnect.as_deref().unwrap_or("")),
-            other => other.to_string(),
+        let state = match u.state {
+            UplinkState::Connected => format!("connected for {since} · {central}"),
+            UplinkState::Down => format!("DOWN for {since}: {}", u.last_disconnect.as_deref().unwrap_or("")),
+            UplinkState::Connecting => u.state.to_string(),
         };
         println!("uplink   {} · session {} · {state}", u.broker, u.session);
         println!(
@@ -608,12 +595,7 @@ fn print_status(r: &StatusReport) {
     if !r.escalations.is_empty() {
         println!();
         for e in &r.escalations {
-            println!(
-                "ESCALATION [{}] {}: {}",
-                e["severity"].as_str().unwrap_or(""),
-                e["code"].as_str().unwrap_or(""),
-                e["message"].as_str().unwrap_or("")
-            );
+            println!("ESCALATION [{}] {}: {}", e.severity.as_str(), e.code, e.message);
         }
     }
 }
@@ -640,48 +622,48 @@ fn fit(s: &str, width: usize) -> String {
 }
 
 fn format_event(line: &str) -> String {
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { return line.to_string() };
-    let at = rfc3339(v["at"].as_i64().unwrap_or(0));
-    let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
-    let list = |k: &str| {
-        v[k].as_array().map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(",")).unwrap_or_default()
-    };
-    let text = match v["event"].as_str().unwrap_or("") {
-        "received" => {
-            format!("received    {} {} from {} ({} bytes)", s("id"), s("message_type"), s("source"), v["size"])
+    let event = match serde_json::from_str::<Event>(line) {
+        Ok(event) => event,
+        // An event this CLI does not know (from a newer daemon): its name, then the line as it came.
+        Err(_) => {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { return line.to_string() };
+            return format!("{}  {} {line}", rfc3339(v["at"].as_i64().unwrap_or(0)), v["event"].as_str().unwrap_or(""));
         }
-        "duplicate" => format!("duplicate   {} from {} (acknowledged again, not stored)", s("id"), s("source")),
-        "routed" => format!("routed      {} by {} to {}", s("id"), list("routes"), list("destinations")),
-        "unrouted" => format!("UNROUTED    {} {} from {}: no route matched", s("id"), s("message_type"), s("source")),
-        "rejected" => format!("REJECTED    {} from {}: {}", s("id"), s("source"), s("reason")),
-        "refused" => format!("REFUSED     from {}: {}", s("source"), s("reason")),
-        "delivered" => format!("delivered   {} to {} (attempt {})", s("id"), s("destination"), v["attempts"]),
-        "attempt_failed" => format!(
-            "retrying    {} to {} (attempt {}, next in {} ms): {}",
-            s("id"),
-            s("destination"),
-            v["attempt"],
-            v["retry_in_ms"],
-            s("error")
-        ),
-        "failed" => format!(
-            "FAILED      {} to {} after {} attempt(s): {}",
-            s("id"),
-            s("destination"),
-            v["attempts"],
-            s("error")
-        ),
-        "escalation" => format!(
-            "{}  [{}] {}: {}",
-            if v["active"].as_bool().unwrap_or(true) { "ESCALATION" } else { "cleared   " },
-            s("severity"),
-            s("code"),
-            s("message")
-        ),
-        "lagged" => format!("(missed {} events: the terminal could not keep up)", v["missed"]),
-        other => format!("{other} {line}"),
     };
-    format!("{at}  {text}")
+    let text = match event.kind {
+        EventKind::Received { id, source, message_type, size, .. } => {
+            format!("received    {id} {message_type} from {source} ({size} bytes)")
+        }
+        EventKind::Duplicate { id, source, .. } => {
+            format!("duplicate   {id} from {source} (acknowledged again, not stored)")
+        }
+        EventKind::Routed { id, routes, destinations } => {
+            format!("routed      {id} by {} to {}", routes.join(","), destinations.join(","))
+        }
+        EventKind::Unrouted { id, source, message_type } => {
+            format!("UNROUTED    {id} {message_type} from {source}: no route matched")
+        }
+        EventKind::Rejected { id, source, reason } => format!("REJECTED    {id} from {source}: {reason}"),
+        EventKind::Refused { source, reason } => format!("REFUSED     from {source}: {reason}"),
+        EventKind::Delivered { id, destination, attempts } => {
+            format!("delivered   {id} to {destination} (attempt {attempts})")
+        }
+        EventKind::AttemptFailed { id, destination, attempt, error, retry_in_ms } => {
+            format!("retrying    {id} to {destination} (attempt {attempt}, next in {retry_in_ms} ms): {error}")
+        }
+        EventKind::Failed { id, destination, attempts, error } => {
+            format!("FAILED      {id} to {destination} after {attempts} attempt(s): {error}")
+        }
+        EventKind::Escalation(e) => format!(
+            "{}  [{}] {}: {}",
+            if e.active { "ESCALATION" } else { "cleared   " },
+            e.severity.as_str(),
+            e.code,
+            e.message
+        ),
+        EventKind::Lagged { missed } => format!("(missed {missed} events: the terminal could not keep up)"),
+    };
+    format!("{}  {text}", rfc3339(event.at))
 }
 
 /// Reads a message file for `rules test`: line ends normalised to CR.
@@ -880,5 +862,75 @@ fn read_ack(stream: &mut std::net::TcpStream) -> anyhow::Result<Option<Vec<u8>>>
                 return Ok(Some(m));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `outpost tail`'s human lines, from the JSON lines the daemon streams.
+    #[test]
+    fn tail_lines_read_as_before() {
+        let at = "2023-11-14T22:13:20.123Z";
+        let cases = [
+            (
+                r#"{"at":1700000000123,"event":"received","id":"01A","source":"lab","kind":"hl7v2","message_type":"ORU^R01","control_id":"C1","size":321}"#,
+                "received    01A ORU^R01 from lab (321 bytes)",
+            ),
+            (
+                r#"{"at":1700000000123,"event":"duplicate","id":"01A","source":"lab","control_id":"C1"}"#,
+                "duplicate   01A from lab (acknowledged again, not stored)",
+            ),
+            (
+                r#"{"at":1700000000123,"event":"routed","id":"01A","routes":["r1","r2"],"destinations":["lis","archive"]}"#,
+                "routed      01A by r1,r2 to lis,archive",
+            ),
+            (
+                r#"{"at":1700000000123,"event":"unrouted","id":"01A","source":"lab","message_type":"ADT^A01"}"#,
+                "UNROUTED    01A ADT^A01 from lab: no route matched",
+            ),
+            (
+                r#"{"at":1700000000123,"event":"rejected","id":"01A","source":"lab","reason":"no MSH"}"#,
+                "REJECTED    01A from lab: no MSH",
+            ),
+            (
+                r#"{"at":1700000000123,"event":"refused","source":"lab","reason":"journal full"}"#,
+                "REFUSED     from lab: journal full",
+            ),
+            (
+                r#"{"at":1700000000123,"event":"delivered","id":"01A","destination":"lis","attempts":2}"#,
+                "delivered   01A to lis (attempt 2)",
+            ),
+            (
+                r#"{"at":1700000000123,"event":"attempt_failed","id":"01A","destination":"lis","attempt":3,"error":"connection refused","retry_in_ms":4000}"#,
+                "retrying    01A to lis (attempt 3, next in 4000 ms): connection refused",
+            ),
+            (
+                r#"{"at":1700000000123,"event":"failed","id":"01A","destination":"lis","attempts":5,"error":"AR bad"}"#,
+                "FAILED      01A to lis after 5 attempt(s): AR bad",
+            ),
+            (
+                r#"{"at":1700000000123,"event":"escalation","code":"unreachable","severity":"critical","subject":"lis","message":"lis unreachable for 90s","active":true}"#,
+                "ESCALATION  [critical] unreachable: lis unreachable for 90s",
+            ),
+            (
+                r#"{"at":1700000000123,"event":"escalation","code":"high_water","severity":"warning","subject":"journal","message":"journal holds 9 of 10 bytes","active":false}"#,
+                "cleared     [warning] high_water: journal holds 9 of 10 bytes",
+            ),
+            (
+                r#"{"at":1700000000123,"event":"lagged","missed":17}"#,
+                "(missed 17 events: the terminal could not keep up)",
+            ),
+            // An event this CLI does not know (a newer daemon): its name and the line as it came.
+            (
+                r#"{"at":1700000000123,"event":"something_new","x":1}"#,
+                r#"something_new {"at":1700000000123,"event":"something_new","x":1}"#,
+            ),
+        ];
+        for (line, expect) in cases {
+            assert_eq!(format_event(line), format!("{at}  {expect}"), "{line}");
+        }
+        assert_eq!(format_event("not json"), "not json");
     }
 }

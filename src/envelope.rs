@@ -46,7 +46,7 @@ impl Kind {
 /// them); `fields` are the kind's own, by the names the uplink contract gives them (HL7:
 /// `message_type`, `control_id`, `sending_app`, `sending_facility`, `version`), plus what the
 /// adapter adds (`file` for an item taken from a folder). As JSON it is `fields`, flat.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     /// What sort of item it is (HL7: the message type, `ORU^R01`).
     #[serde(skip)]

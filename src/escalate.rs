@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::sleep_or_cancel;
 use crate::config::Config;
 use crate::envelope::now_ms;
-use crate::events::{Bus, Escalation, EventKind, Severity};
+use crate::events::{Bus, Escalation, EscalationCode, EventKind, Severity};
 use crate::journal::Journal;
 use crate::stats::{Stats, get};
 
@@ -24,7 +25,7 @@ impl ActiveEscalations {
     }
 
     /// Subjects with an active escalation of this code.
-    fn subjects(&self, code: &str) -> Vec<String> {
+    fn subjects(&self, code: EscalationCode) -> Vec<String> {
         self.0
             .lock()
             .map(|m| m.values().filter(|e| e.code == code).map(|e| e.subject.clone()).collect())
@@ -32,7 +33,7 @@ impl ActiveEscalations {
     }
 
     /// Raises (with a message) or clears (`None`); emits only on change.
-    pub fn set(&self, bus: &Bus, code: &'static str, severity: Severity, subject: &str, message: Option<String>) {
+    pub fn set(&self, bus: &Bus, code: EscalationCode, severity: Severity, subject: &str, message: Option<String>) {
         let key = format!("{code}:{subject}");
         let Ok(mut map) = self.0.lock() else { return };
         match message {
@@ -61,8 +62,8 @@ pub async fn monitor(
     active: ActiveEscalations,
     cancel: CancellationToken,
 ) {
-    let reader = match journal.reader() {
-        Ok(r) => Arc::new(std::sync::Mutex::new(r)),
+    let reader = match journal.shared_reader() {
+        Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "escalation monitor cannot read the journal; thresholds are not checked");
             return;
@@ -71,13 +72,7 @@ pub async fn monitor(
     loop {
         let config = config.get();
         let interval = config.escalation.check_interval;
-        let r = reader.clone();
-        let counts = tokio::task::spawn_blocking(move || {
-            r.lock().map_err(|_| ()).and_then(|r| r.status_counts().map_err(|_| ()))
-        })
-        .await
-        .ok()
-        .and_then(|r| r.ok());
+        let counts = reader.read(|r| r.status_counts()).await.ok();
         let now = now_ms();
         let esc = &config.escalation;
         for dest in &config.destinations {
@@ -93,7 +88,7 @@ pub async fn monitor(
                     esc.undelivered_after.as_secs()
                 )
             });
-            active.set(&bus, "undelivered", Severity::Warning, &dest.name, msg);
+            active.set(&bus, EscalationCode::Undelivered, Severity::Warning, &dest.name, msg);
 
             let link = stats.destination(&dest.name).link();
             let msg = link
@@ -107,7 +102,7 @@ pub async fn monitor(
                         link.last_error.clone().unwrap_or_default()
                     )
                 });
-            active.set(&bus, "unreachable", Severity::Critical, &dest.name, msg);
+            active.set(&bus, EscalationCode::Unreachable, Severity::Critical, &dest.name, msg);
         }
         // Items waiting for a destination that is no longer configured would wait forever, and
         // `status` (which lists configured destinations) would not show them.
@@ -120,13 +115,13 @@ pub async fn monitor(
                          add it back to deliver them",
                         pending + failed
                     );
-                    active.set(&bus, "orphaned", Severity::Critical, dest, Some(msg));
+                    active.set(&bus, EscalationCode::Orphaned, Severity::Critical, dest, Some(msg));
                     orphaned.push(dest.clone());
                 }
             }
-            for dest in active.subjects("orphaned") {
+            for dest in active.subjects(EscalationCode::Orphaned) {
                 if !orphaned.contains(&dest) {
-                    active.set(&bus, "orphaned", Severity::Critical, &dest, None);
+                    active.set(&bus, EscalationCode::Orphaned, Severity::Critical, &dest, None);
                 }
             }
         }
@@ -140,25 +135,22 @@ pub async fn monitor(
                 config.journal.high_water * 100.0
             )
         });
-        active.set(&bus, "high_water", Severity::Warning, "journal", msg);
+        active.set(&bus, EscalationCode::HighWater, Severity::Warning, "journal", msg);
 
         // Below journal.min_free_disk new items are refused; warn at twice that, while there is
         // still time to make room.
         let min_free = config.journal.min_free_disk;
-        let dir = journal.path().parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-        let free = nix::sys::statvfs::statvfs(dir).ok().map(|s| s.blocks_available() * s.fragment_size());
-        let msg = free.filter(|&f| min_free > 0 && f < min_free.saturating_mul(2)).map(|f| {
+        let msg = journal.free_disk().filter(|&f| min_free > 0 && f < min_free.saturating_mul(2)).map(|f| {
             format!(
                 "{f} bytes free on the journal's filesystem ({}); below {min_free} (journal.min_free_disk) new \
                  items are refused: make room",
-                dir.display()
+                journal.dir().display()
             )
         });
-        active.set(&bus, "low_disk", Severity::Warning, "journal", msg);
+        active.set(&bus, EscalationCode::LowDisk, Severity::Warning, "journal", msg);
 
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
+        if sleep_or_cancel(interval, &cancel).await {
+            return;
         }
     }
 }

@@ -1,12 +1,13 @@
 //! Live events: what `outpost tail` shows, what escalations are made of, and what the
 //! uplink publishes as events. Events carry ids, names, types and counts, never message content.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::envelope::now_ms;
 
-#[derive(Debug, Clone, Serialize)]
+/// One event, as `tail` streams it (a JSON object per line).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     /// Unix ms.
     pub at: i64,
@@ -14,7 +15,7 @@ pub struct Event {
     pub kind: EventKind,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum EventKind {
     Received {
@@ -69,9 +70,13 @@ pub enum EventKind {
         error: String,
     },
     Escalation(Escalation),
+    /// Never on the bus: a `tail` stream's notice that its reader fell behind and missed events.
+    Lagged {
+        missed: u64,
+    },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Info,
@@ -79,10 +84,74 @@ pub enum Severity {
     Critical,
 }
 
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// What an escalation is about. The names (snake_case) are a contract with central and with
+/// whoever reads `status` and `tail` (see docs/mqtt.md and docs/config.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EscalationCode {
+    /// An item has waited for a destination longer than `escalation.undelivered_after`.
+    Undelivered,
+    /// A destination has been unreachable longer than `escalation.unreachable_after`.
+    Unreachable,
+    /// Items wait for a destination that is no longer in the config.
+    Orphaned,
+    /// The journal holds more than `journal.high_water` of `journal.max_bytes`.
+    HighWater,
+    /// Free disk is below twice `journal.min_free_disk`.
+    LowDisk,
+    /// The journal refuses new items (full, or the disk is).
+    JournalFull,
+    /// An item matched no route (one event per item).
+    Unrouted,
+    /// An item was not a readable message (one event per item).
+    Rejected,
+    /// An adapter could not take an item at all, e.g. too large (one event per item).
+    Refused,
+    /// The uplink to central is down.
+    LinkDown,
+    /// A source cannot take some of its items for now: a file it cannot read or move (one
+    /// event each time).
+    SourceProblem,
+}
+
+impl EscalationCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EscalationCode::Undelivered => "undelivered",
+            EscalationCode::Unreachable => "unreachable",
+            EscalationCode::Orphaned => "orphaned",
+            EscalationCode::HighWater => "high_water",
+            EscalationCode::LowDisk => "low_disk",
+            EscalationCode::JournalFull => "journal_full",
+            EscalationCode::Unrouted => "unrouted",
+            EscalationCode::Rejected => "rejected",
+            EscalationCode::Refused => "refused",
+            EscalationCode::LinkDown => "link_down",
+            EscalationCode::SourceProblem => "source_problem",
+        }
+    }
+}
+
+impl std::fmt::Display for EscalationCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// A threshold crossed (or cleared). `code` is stable for machines; `message` is for people.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Escalation {
-    pub code: &'static str,
+    pub code: EscalationCode,
     pub severity: Severity,
     /// What it concerns: an item id, a destination or source name, or "journal".
     pub subject: String,
@@ -113,9 +182,9 @@ impl Bus {
     pub fn emit(&self, kind: EventKind) {
         if let EventKind::Escalation(e) = &kind {
             if e.active {
-                tracing::warn!(code = e.code, severity = ?e.severity, subject = %e.subject, "escalation: {}", e.message);
+                tracing::warn!(code = e.code.as_str(), severity = ?e.severity, subject = %e.subject, "escalation: {}", e.message);
             } else {
-                tracing::info!(code = e.code, subject = %e.subject, "cleared: {}", e.message);
+                tracing::info!(code = e.code.as_str(), subject = %e.subject, "cleared: {}", e.message);
             }
         }
         let _ = self.tx.send(Event { at: now_ms(), kind });
@@ -123,5 +192,55 @@ impl Bus {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.tx.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escalation_codes_keep_their_names() {
+        let all = [
+            (EscalationCode::Undelivered, "undelivered"),
+            (EscalationCode::Unreachable, "unreachable"),
+            (EscalationCode::Orphaned, "orphaned"),
+            (EscalationCode::HighWater, "high_water"),
+            (EscalationCode::LowDisk, "low_disk"),
+            (EscalationCode::JournalFull, "journal_full"),
+            (EscalationCode::Unrouted, "unrouted"),
+            (EscalationCode::Rejected, "rejected"),
+            (EscalationCode::Refused, "refused"),
+            (EscalationCode::LinkDown, "link_down"),
+        ];
+        for (code, name) in all {
+            assert_eq!((code.as_str(), code.to_string()), (name, name.to_string()));
+            assert_eq!(serde_json::to_value(code).unwrap(), name);
+            assert_eq!(serde_json::from_value::<EscalationCode>(name.into()).unwrap(), code);
+        }
+    }
+
+    #[test]
+    fn an_escalation_event_reads_as_before() {
+        let e = Escalation {
+            code: EscalationCode::HighWater,
+            severity: Severity::Warning,
+            subject: "journal".into(),
+            message: "above".into(),
+            active: true,
+        };
+        let line = serde_json::to_string(&Event { at: 5, kind: EventKind::Escalation(e) }).unwrap();
+        assert_eq!(
+            line,
+            r#"{"at":5,"event":"escalation","code":"high_water","severity":"warning","subject":"journal","message":"above","active":true}"#
+        );
+        let back: Event = serde_json::from_str(&line).unwrap();
+        assert!(matches!(back.kind, EventKind::Escalation(Escalation { code: EscalationCode::HighWater, .. })));
+    }
+
+    #[test]
+    fn the_lagged_notice_reads_as_before() {
+        let line = serde_json::to_string(&Event { at: 5, kind: EventKind::Lagged { missed: 3 } }).unwrap();
+        assert_eq!(line, r#"{"at":5,"event":"lagged","missed":3}"#);
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::current::Current;
 use crate::envelope::{Kind, NewEnvelope, Status, now_ms};
 use crate::escalate::ActiveEscalations;
-use crate::events::{Bus, Escalation, EventKind, Severity};
+use crate::events::{Bus, Escalation, EscalationCode, EventKind, Severity};
 use crate::hl7::{Charset, Header, Outcome};
 use crate::journal::{Inserted, Journal, JournalError};
 use crate::payload;
@@ -89,7 +89,7 @@ impl Intake {
 
     fn journal_full(&self, reason: Option<String>) {
         self.refusing.store(reason.is_some(), std::sync::atomic::Ordering::Relaxed);
-        self.escalations.set(&self.bus, "journal_full", Severity::Critical, "journal", reason);
+        self.escalations.set(&self.bus, EscalationCode::JournalFull, Severity::Critical, "journal", reason);
     }
 
     /// Swaps the routing rules (config reload). Items already journaled keep their decision.
@@ -170,7 +170,7 @@ impl Intake {
                             message_type: summary.item_type.clone(),
                         });
                         if rules.escalate_unrouted {
-                            self.escalate("unrouted", &id, format!(
+                            self.escalate(EscalationCode::Unrouted, &id, format!(
                                 "item {id} ({}) from {source} matched no route; it is kept (outpost queue ls --state unrouted)",
                                 summary.item_type
                             ));
@@ -185,7 +185,7 @@ impl Intake {
                             reason: reason.clone(),
                         });
                         if rules.escalate_rejected {
-                            self.escalate("rejected", &id, format!(
+                            self.escalate(EscalationCode::Rejected, &id, format!(
                                 "item {id} from {source} is not a readable {} item ({reason}); it is kept (outpost queue show {id})", kind.label()
                             ));
                         }
@@ -227,10 +227,7 @@ impl Intake {
     /// Routes unrouted items again with the current rules (after a tech fixed them): one item
     /// by id, or every unrouted item. Returns (routed now, still unrouted).
     pub async fn reroute(&self, id: Option<String>) -> Result<(usize, usize), JournalError> {
-        let journal = self.journal.clone();
-        let items = tokio::task::spawn_blocking(move || journal.reader()?.unrouted(id.as_deref(), 100_000))
-            .await
-            .map_err(|_| JournalError::Closed)??;
+        let items = self.journal.read(move |r| r.unrouted(id.as_deref(), 100_000)).await?;
         let rules = self.rules.get();
         let mut decisions = Vec::new();
         let mut still = 0;
@@ -261,16 +258,27 @@ impl Intake {
         Ok((routed, still))
     }
 
+    /// The journal, for adapters that keep their own records in it (files taken from folders).
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// A problem at a source that stops it taking some of its items for now (a file it cannot
+    /// read or move): an event for ops each time it happens.
+    pub fn source_problem(&self, source: &str, message: String) {
+        self.escalate(EscalationCode::SourceProblem, source, message);
+    }
+
     /// Reports an item the adapter could not take whole (too large): nothing is stored, the
     /// sender gets a negative ACK, and ops hear of it.
     pub fn refuse(&self, source: &str, reason: String) {
         inc(&self.stats.source(source).refused);
         self.bus.emit(EventKind::Refused { source: source.to_string(), reason: reason.clone() });
-        self.escalate("refused", source, format!("{source}: {reason}"));
+        self.escalate(EscalationCode::Refused, source, format!("{source}: {reason}"));
     }
 
     /// A per-item escalation (an event each time, not a state that is raised and cleared).
-    fn escalate(&self, code: &'static str, subject: &str, message: String) {
+    fn escalate(&self, code: EscalationCode, subject: &str, message: String) {
         self.bus.emit(EventKind::Escalation(Escalation {
             code,
             severity: Severity::Warning,

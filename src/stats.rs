@@ -121,8 +121,7 @@ pub struct UplinkStats {
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct UplinkLink {
-    /// `connecting`, `connected` or `down`.
-    pub state: &'static str,
+    pub state: UplinkState,
     pub broker: String,
     /// Central's retained state, once seen this session.
     pub central_online: Option<bool>,
@@ -130,6 +129,34 @@ pub struct UplinkLink {
     /// Unix ms of the last change of `state`.
     pub since: i64,
     pub last_disconnect: Option<String>,
+}
+
+/// Where the link to central stands, as `status` and telemetry name it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UplinkState {
+    /// The first session of this run is being set up (also before the uplink task has begun).
+    #[default]
+    Connecting,
+    Connected,
+    /// Lost or refused; the next session is tried after a backoff.
+    Down,
+}
+
+impl UplinkState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UplinkState::Connecting => "connecting",
+            UplinkState::Connected => "connected",
+            UplinkState::Down => "down",
+        }
+    }
+}
+
+impl std::fmt::Display for UplinkState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
 }
 
 impl UplinkStats {
@@ -202,4 +229,23 @@ pub fn get(a: &AtomicU64) -> u64 {
 
 pub fn inc(a: &AtomicU64) {
     a.fetch_add(1, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uplink_states_are_named_as_status_shows_them_and_start_as_connecting() {
+        for (state, name) in [
+            (UplinkState::Connecting, "connecting"),
+            (UplinkState::Connected, "connected"),
+            (UplinkState::Down, "down"),
+        ] {
+            assert_eq!((state.as_str(), state.to_string()), (name, name.to_string()));
+            assert_eq!(serde_json::to_value(state).unwrap(), name);
+            assert_eq!(serde_json::from_value::<UplinkState>(name.into()).unwrap(), state);
+        }
+        assert_eq!(UplinkStats::default().link().state, UplinkState::Connecting);
+    }
 }

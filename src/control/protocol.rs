@@ -2,8 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::events::Escalation;
 use crate::ingress::SourceDetail;
-use crate::stats::SourceState;
+use crate::journal::Item;
+use crate::stats::{SourceState, UplinkState};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
@@ -56,6 +58,34 @@ impl Response {
     }
 }
 
+/// `queue show`: the item, and its body (base64) when asked for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShownItem {
+    #[serde(flatten)]
+    pub item: Item,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_b64: Option<String>,
+}
+
+/// `queue retry`: how many failed deliveries were put back in the queue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Retried {
+    pub retried: usize,
+}
+
+/// `queue retry --unrouted`: unrouted items routed again, and those the rules still miss.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Rerouted {
+    pub routed: usize,
+    pub still_unrouted: usize,
+}
+
+/// `reload`: what the daemon did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reloaded {
+    pub message: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusReport {
     pub version: String,
@@ -67,7 +97,7 @@ pub struct StatusReport {
     pub sources: Vec<SourceStatus>,
     pub destinations: Vec<DestinationStatus>,
     pub journal: JournalStatus,
-    pub escalations: Vec<serde_json::Value>,
+    pub escalations: Vec<Escalation>,
     /// The link to central, when configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uplink: Option<UplinkStatus>,
@@ -76,8 +106,7 @@ pub struct StatusReport {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UplinkStatus {
     pub broker: String,
-    /// `connecting`, `connected` or `down`.
-    pub state: String,
+    pub state: UplinkState,
     pub central_online: Option<bool>,
     pub session: i64,
     pub since: i64,

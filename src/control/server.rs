@@ -15,8 +15,8 @@ use crate::config::{Config, DestinationKind, RoutingMode};
 use crate::current::Current;
 use crate::envelope::now_ms;
 use crate::escalate::ActiveEscalations;
-use crate::events::Bus;
-use crate::journal::{ItemFilter, Journal, RetryTarget, SCHEMA_VERSION};
+use crate::events::{Bus, Event, EventKind};
+use crate::journal::{Item, ItemFilter, Journal, RetryTarget, SCHEMA_VERSION, StateFilter};
 use crate::stats::{Stats, get};
 
 /// A request to reload the config; the answer says what happened.
@@ -113,14 +113,14 @@ async fn tail(
             _ = cancel.cancelled() => return Ok(()),
             e = rx.recv() => e,
         };
-        let line = match event {
-            Ok(ev) => serde_json::to_vec(&ev).unwrap_or_default(),
+        let event = match event {
+            Ok(ev) => ev,
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                serde_json::to_vec(&serde_json::json!({"at": now_ms(), "event": "lagged", "missed": n}))
-                    .unwrap_or_default()
+                Event { at: now_ms(), kind: EventKind::Lagged { missed: n } }
             }
             Err(_) => return Ok(()),
         };
+        let line = serde_json::to_vec(&event).unwrap_or_default();
         write.write_all(&line).await?;
         write.write_all(b"\n").await?;
     }
@@ -133,26 +133,28 @@ async fn answer(req: Request, ctx: &ControlContext) -> Response {
             Err(e) => Response::err(e),
         },
         Request::QueueLs { state, destination, limit } => {
+            let state = match state.as_deref().map(StateFilter::parse) {
+                // A state that is none of them matches no item.
+                Some(None) => return Response::ok(Vec::<Item>::new()),
+                parsed => parsed.flatten(),
+            };
             let filter = ItemFilter { state, destination, limit };
-            match read(ctx, move |r| r.list(&filter)).await {
+            match ctx.journal.read(move |r| r.list(&filter)).await {
                 Ok(items) => Response::ok(items),
-                Err(e) => Response::err(e),
+                Err(e) => Response::err(e.to_string()),
             }
         }
         Request::QueueShow { id, body } => {
             let wanted = id.clone();
-            match read(ctx, move |r| r.show(&id, body)).await {
+            match ctx.journal.read(move |r| r.show(&id, body)).await {
                 Ok(Some(item)) => {
-                    let mut value = serde_json::to_value(&item).unwrap_or_default();
-                    if let (Some(body), Some(obj)) = (&item.body, value.as_object_mut()) {
-                        obj.insert("body_b64".into(), base64::engine::general_purpose::STANDARD.encode(body).into());
-                    }
-                    Response { ok: true, data: Some(value), error: None }
+                    let body_b64 = item.body.as_ref().map(|b| base64::engine::general_purpose::STANDARD.encode(b));
+                    Response::ok(ShownItem { item, body_b64 })
                 }
                 Ok(None) => Response::err(format!(
                     "no item {wanted} in the journal (it may have been purged after delivery); list items with `outpost queue ls`"
                 )),
-                Err(e) => Response::err(e),
+                Err(e) => Response::err(e.to_string()),
             }
         }
         Request::QueueRetry { id, destination } => {
@@ -163,13 +165,13 @@ async fn answer(req: Request, ctx: &ControlContext) -> Response {
                         item = id.as_deref().unwrap_or("all failed"),
                         "retry requested from the CLI"
                     );
-                    Response::ok(serde_json::json!({ "retried": n }))
+                    Response::ok(Retried { retried: n })
                 }
                 Err(e) => Response::err(e.to_string()),
             }
         }
         Request::QueueReroute { id } => match ctx.intake.reroute(id).await {
-            Ok((routed, still)) => Response::ok(serde_json::json!({ "routed": routed, "still_unrouted": still })),
+            Ok((routed, still_unrouted)) => Response::ok(Rerouted { routed, still_unrouted }),
             Err(e) => Response::err(e.to_string()),
         },
         Request::Reload => {
@@ -178,25 +180,12 @@ async fn answer(req: Request, ctx: &ControlContext) -> Response {
                 return Response::err("the daemon is shutting down");
             }
             match rx.await {
-                Ok(Ok(msg)) => Response::ok(serde_json::json!({ "message": msg })),
+                Ok(Ok(message)) => Response::ok(Reloaded { message }),
                 Ok(Err(e)) => Response::err(e),
                 Err(_) => Response::err("reload was interrupted"),
             }
         }
         Request::Tail => Response::err("tail is a stream"),
-    }
-}
-
-/// Runs a read on a fresh read-only connection in a blocking thread.
-async fn read<T, F>(ctx: &ControlContext, f: F) -> Result<T, String>
-where
-    T: Send + 'static,
-    F: FnOnce(&crate::journal::Reader) -> Result<T, crate::journal::JournalError> + Send + 'static,
-{
-    let journal = ctx.journal.clone();
-    match tokio::task::spawn_blocking(move || f(&journal.reader()?)).await {
-        Ok(r) => r.map_err(|e| e.to_string()),
-        Err(e) => Err(format!("internal error: {e}")),
     }
 }
 
@@ -208,7 +197,7 @@ pub fn source_statuses(ctx: &ControlContext, config: &Config) -> Vec<SourceStatu
 /// What `outpost status` shows (also the uplink's `status` command and the base of its telemetry).
 pub async fn status(ctx: &ControlContext) -> Result<StatusReport, String> {
     let config = ctx.config.get();
-    let counts = read(ctx, |r| r.status_counts()).await?;
+    let counts = ctx.journal.read(|r| r.status_counts()).await.map_err(|e| e.to_string())?;
     let now = now_ms();
     let sources = source_statuses(ctx, &config);
     let destinations = config
@@ -260,14 +249,14 @@ pub async fn status(ctx: &ControlContext) -> Result<StatusReport, String> {
             refused: get(&shared.refused),
             schema_version: SCHEMA_VERSION,
         },
-        escalations: ctx.escalations.snapshot().into_iter().filter_map(|e| serde_json::to_value(e).ok()).collect(),
+        escalations: ctx.escalations.snapshot(),
         uplink: config.uplink.as_ref().map(|u| {
             let st = &ctx.stats.uplink;
             let link = st.link();
             let c = config.uplink_destination().and_then(|d| counts.destinations.iter().find(|c| c.0 == d));
             UplinkStatus {
                 broker: u.broker.to_string(),
-                state: if link.state.is_empty() { "connecting".into() } else { link.state.into() },
+                state: link.state,
                 central_online: link.central_online,
                 session: link.session,
                 since: link.since,

@@ -17,7 +17,7 @@ use crate::current::Current;
 use crate::envelope::now_ms;
 use crate::remote::watch::{RemoteWatch, Triage, Verdict, Watched};
 use crate::remote::{self, ConfigSet, ConfigState, ConfigStatus};
-use crate::stats::SourceState;
+use crate::stats::{SourceState, UplinkState};
 
 /// How often a watched config from central is checked.
 const CHECK_EVERY: Duration = Duration::from_millis(250);
@@ -172,7 +172,7 @@ impl Supervisor {
         if config.uplink.is_some() {
             let link = stats.uplink.link();
             let fresh = !uplink_restarted || link.since >= applied_at;
-            if link.state != "connected" || !fresh {
+            if link.state != UplinkState::Connected || !fresh {
                 let why = link.last_disconnect.clone().unwrap_or_else(|| "not connected yet".into());
                 problems.push(format!("the uplink has not reconnected with the new settings: {why}"));
             }

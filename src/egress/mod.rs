@@ -9,16 +9,17 @@
 mod file;
 mod mllp;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::{jitter, sleep_or_cancel};
 use crate::config::{Destination, DestinationKind, NakAction, RetryPolicy};
 use crate::envelope::{Kind, now_ms};
 use crate::events::{Bus, EventKind};
 use crate::hl7::{self, AckCode, Charset};
-use crate::journal::{DeliveryUpdate, Journal, PendingItem, Reader};
+use crate::journal::{DeliveryUpdate, Journal, PendingItem, SharedReader};
 use crate::stats::{DestinationStats, Stats};
 
 /// Why an attempt failed.
@@ -65,8 +66,8 @@ impl Sink {
 
 /// Runs one destination's delivery loop until cancelled.
 pub async fn run_worker(dest: Destination, journal: Journal, bus: Bus, stats: Arc<Stats>, cancel: CancellationToken) {
-    let reader = match journal.reader() {
-        Ok(r) => Arc::new(Mutex::new(r)),
+    let reader = match journal.shared_reader() {
+        Ok(r) => r,
         Err(e) => {
             tracing::error!(destination = %dest.name, error = %e, "cannot open the journal for reading; deliveries stop");
             return;
@@ -96,7 +97,7 @@ struct Worker {
 const FETCH: usize = 64;
 
 impl Worker {
-    async fn run(&self, sink: &mut Sink, reader: Arc<Mutex<Reader>>, cancel: CancellationToken) {
+    async fn run(&self, sink: &mut Sink, reader: SharedReader, cancel: CancellationToken) {
         let mut head = self.journal.head();
         let mut cursor = 0i64;
         let mut rescan = head.borrow().rescan;
@@ -109,7 +110,8 @@ impl Worker {
                 cursor = 0;
                 let _ = self.journal.barrier().await;
             }
-            let items = match fetch(&reader, &self.dest.name, cursor).await {
+            let dest = self.dest.name.clone();
+            let items = match reader.read(move |r| r.pending(&dest, cursor, FETCH)).await {
                 Ok(items) => items,
                 Err(e) => {
                     tracing::error!(destination = %self.dest.name, error = %e, "cannot read the journal; retrying");
@@ -276,29 +278,6 @@ impl Worker {
     }
 }
 
-async fn fetch(
-    reader: &Arc<Mutex<Reader>>,
-    dest: &str,
-    cursor: i64,
-) -> Result<Vec<PendingItem>, crate::journal::JournalError> {
-    let reader = reader.clone();
-    let dest = dest.to_string();
-    tokio::task::spawn_blocking(move || match reader.lock() {
-        Ok(r) => r.pending(&dest, cursor, FETCH),
-        Err(_) => Err(crate::journal::JournalError::Closed),
-    })
-    .await
-    .unwrap_or_else(|_| Err(crate::journal::JournalError::Closed))
-}
-
-/// Sleeps; returns true if cancelled first.
-async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
-    tokio::select! {
-        _ = cancel.cancelled() => true,
-        _ = tokio::time::sleep(d) => false,
-    }
-}
-
 /// Whether the retry policy is used up after `attempts` attempts of an item received at
 /// `received_at`.
 pub fn exhausted(policy: &RetryPolicy, attempts: u32, received_at: i64) -> bool {
@@ -313,8 +292,7 @@ pub fn exhausted(policy: &RetryPolicy, attempts: u32, received_at: i64) -> bool 
 pub fn backoff(policy: &RetryPolicy, attempts: u32) -> Duration {
     let exp = attempts.saturating_sub(1).min(30);
     let base = policy.initial_backoff.saturating_mul(1u32 << exp).min(policy.max_backoff);
-    let jitter: f64 = rand::random_range(0.8..1.2);
-    base.mul_f64(jitter).min(policy.max_backoff.mul_f64(1.2))
+    jitter(base).min(policy.max_backoff.mul_f64(1.2))
 }
 
 #[cfg(test)]

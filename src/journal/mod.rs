@@ -12,14 +12,17 @@
 //!   it is committed but not awaited, so a crash may re-deliver an item (at-least-once), never
 //!   lose one.
 
+mod delivery;
+mod disk;
 mod reader;
 mod recent;
 mod schema;
 mod writer;
 
+pub use delivery::DeliveryState;
 pub use reader::{
-    AttemptRow, DeliveryRow, Item, ItemFilter, PendingItem, Reader, StatusCounts, UnroutedItem, UplinkBacklog,
-    UplinkItem,
+    AttemptRow, DeliveryRow, Item, ItemFilter, PendingItem, Reader, StateFilter, StatusCounts, UnroutedItem,
+    UplinkBacklog, UplinkItem,
 };
 pub use schema::VERSION as SCHEMA_VERSION;
 
@@ -114,7 +117,8 @@ pub enum DeliveryUpdate {
         seq: i64,
         destination: String,
     },
-    /// A failed attempt. With `give_up`, the delivery becomes `failed` (dead letter).
+    /// A failed attempt. With `give_up`, the delivery becomes [`DeliveryState::Failed`] (a dead
+    /// letter); otherwise it is pending again.
     Failed {
         seq: i64,
         destination: String,
@@ -391,6 +395,32 @@ impl Journal {
         Ok(Reader::new(open_connection(&self.path, true)?))
     }
 
+    /// Runs `f` on a read-only connection of its own, off the async threads (SQLite blocks).
+    /// For occasional reads; a task that reads all the time keeps a [`SharedReader`].
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Reader) -> Result<T, JournalError> + Send + 'static,
+    ) -> Result<T, JournalError> {
+        let path = self.path.clone();
+        off_async_threads(move || f(&Reader::new(open_connection(&path, true)?))).await
+    }
+
+    /// A reader for a task that reads all the time (a delivery worker, the uplink, the
+    /// escalation monitor): one connection for its whole life, prepared statements and all.
+    pub fn shared_reader(&self) -> Result<SharedReader, JournalError> {
+        Ok(SharedReader(Arc::new(Mutex::new(self.reader()?))))
+    }
+
+    /// The directory the journal lives in.
+    pub fn dir(&self) -> &Path {
+        disk::dir_of(&self.path)
+    }
+
+    /// Bytes free on the journal's filesystem; `None` when it cannot be read.
+    pub fn free_disk(&self) -> Option<u64> {
+        disk::free_bytes(self.dir())
+    }
+
     /// Bytes the journal occupies on disk (database and WAL).
     pub fn disk_bytes(&self) -> u64 {
         let wal = PathBuf::from(format!("{}-wal", self.path.display()));
@@ -407,6 +437,38 @@ impl Journal {
         {
             let _ = t.join();
         }
+    }
+}
+
+/// One task's long-lived [`Reader`], lent to a blocking thread for each read.
+pub struct SharedReader(Arc<Mutex<Reader>>);
+
+impl SharedReader {
+    /// Runs `f` on this reader, off the async threads (SQLite blocks).
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Reader) -> Result<T, JournalError> + Send + 'static,
+    ) -> Result<T, JournalError> {
+        let reader = self.0.clone();
+        off_async_threads(move || {
+            // Poisoned only if an earlier read panicked, which has panicked its caller too.
+            let reader = reader.lock().map_err(|_| JournalError::Closed)?;
+            f(&reader)
+        })
+        .await
+    }
+}
+
+/// Runs a read on tokio's blocking threads. A read that panicked panics its caller: that is a
+/// bug to see, not an error to report.
+async fn off_async_threads<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, JournalError> + Send + 'static,
+) -> Result<T, JournalError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // The runtime is shutting down.
+        Err(_) => Err(JournalError::Closed),
     }
 }
 

@@ -1,11 +1,11 @@
 //! Read-only queries of the journal, on a connection of their own (WAL readers never block
-//! the writer). Synchronous: async callers use `spawn_blocking`.
+//! the writer). Synchronous: async callers go through `Journal::read` or a `SharedReader`.
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::JournalError;
-use crate::envelope::{Kind, Summary};
+use super::{DeliveryState, JournalError};
+use crate::envelope::{Kind, Status, Summary};
 
 /// The next undelivered item for a destination.
 #[derive(Debug, Clone)]
@@ -62,17 +62,17 @@ pub struct UnroutedItem {
     pub body: Vec<u8>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeliveryRow {
     pub destination: String,
-    pub state: String,
+    pub state: DeliveryState,
     pub attempts: u32,
     pub next_attempt_at: i64,
     pub updated_at: i64,
     pub last_error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AttemptRow {
     pub destination: String,
     pub at: i64,
@@ -81,7 +81,7 @@ pub struct AttemptRow {
 }
 
 /// An envelope as the CLI shows it (body only on request).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Item {
     pub seq: i64,
     pub id: String,
@@ -99,7 +99,7 @@ pub struct Item {
     pub note: Option<String>,
     pub duplicates: u32,
     pub deliveries: Vec<DeliveryRow>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<AttemptRow>,
     #[serde(skip)]
     pub body: Option<Vec<u8>>,
@@ -108,11 +108,33 @@ pub struct Item {
 /// Which items `queue ls` lists.
 #[derive(Debug, Clone, Default)]
 pub struct ItemFilter {
-    /// A delivery state (pending, in_flight, delivered, failed) or an envelope status
-    /// (rejected, unrouted). `None`: every item not yet fully delivered.
-    pub state: Option<String>,
+    /// `None`: every item not yet fully delivered.
+    pub state: Option<StateFilter>,
     pub destination: Option<String>,
     pub limit: usize,
+}
+
+/// The `--state` of `queue ls`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateFilter {
+    /// Every item, delivered or not.
+    All,
+    /// Items with a delivery (to the filter's destination, if any) in this state.
+    Delivery(DeliveryState),
+    /// Items kept with this status (unrouted or rejected ones have no deliveries).
+    Status(Status),
+}
+
+impl StateFilter {
+    /// `all`, a delivery state, or `unrouted` / `rejected`.
+    pub fn parse(s: &str) -> Option<StateFilter> {
+        if s == "all" {
+            return Some(StateFilter::All);
+        }
+        // Accepted items are listed by the state of their deliveries.
+        let kept = || Status::parse(s).filter(|status| *status != Status::Accepted).map(StateFilter::Status);
+        DeliveryState::parse(s).map(StateFilter::Delivery).or_else(kept)
+    }
 }
 
 /// Per-destination and per-status counts for `status`.
@@ -332,9 +354,9 @@ impl Reader {
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
         for row in rows {
             let (status, n) = row?;
-            match status.as_str() {
-                "unrouted" => counts.unrouted = n as u64,
-                "rejected" => counts.rejected = n as u64,
+            match Status::parse(&status) {
+                Some(Status::Unrouted) => counts.unrouted = n as u64,
+                Some(Status::Rejected) => counts.rejected = n as u64,
                 _ => {}
             }
         }
@@ -345,22 +367,26 @@ impl Reader {
     /// Lists items, newest first.
     pub fn list(&self, filter: &ItemFilter) -> Result<Vec<Item>, JournalError> {
         let limit = if filter.limit == 0 { 100 } else { filter.limit } as i64;
-        let seqs: Vec<i64> = match filter.state.as_deref() {
-            Some(status @ ("rejected" | "unrouted")) => {
+        let seqs: Vec<i64> = match filter.state {
+            Some(StateFilter::Status(status)) => {
                 let mut stmt = self
                     .conn
                     .prepare_cached("SELECT seq FROM envelopes WHERE status = ?1 ORDER BY seq DESC LIMIT ?2")?;
-                stmt.query_map(params![status, limit], |r| r.get(0))?.collect::<Result<_, _>>()?
+                stmt.query_map(params![status.as_str(), limit], |r| r.get(0))?.collect::<Result<_, _>>()?
             }
-            Some("all") => {
+            Some(StateFilter::All) => {
                 let mut stmt = self.conn.prepare_cached(
                     "SELECT DISTINCT e.seq FROM envelopes e LEFT JOIN deliveries d ON d.seq = e.seq
                      WHERE (?1 IS NULL OR d.destination = ?1) ORDER BY e.seq DESC LIMIT ?2",
                 )?;
                 stmt.query_map(params![filter.destination, limit], |r| r.get(0))?.collect::<Result<_, _>>()?
             }
-            state => {
+            Some(StateFilter::Delivery(_)) | None => {
                 // A delivery state, or (None) everything not yet delivered.
+                let state = match filter.state {
+                    Some(StateFilter::Delivery(state)) => Some(state),
+                    _ => None,
+                };
                 let mut stmt = self.conn.prepare_cached(
                     "SELECT DISTINCT d.seq FROM deliveries d
                      WHERE (?1 IS NULL AND d.state <> 'delivered' OR d.state = ?1)

@@ -362,3 +362,66 @@ fn events_for_central_keep_the_newest_until_acknowledged_and_survive_reopen() {
         j.close();
     });
 }
+
+#[test]
+fn reads_run_off_the_async_threads_and_see_what_was_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.db");
+    rt().block_on(async {
+        let j = Journal::open(&path, limits()).unwrap();
+        j.insert(envelope("1", b"MSH|1", &["a"])).await.unwrap();
+        let fresh = j.read(|r| r.pending("a", 0, 10)).await.unwrap();
+        assert_eq!(fresh.len(), 1);
+
+        // A shared reader keeps its connection between reads and still sees later commits.
+        let shared = j.shared_reader().unwrap();
+        assert_eq!(shared.read(|r| r.pending("a", 0, 10)).await.unwrap().len(), 1);
+        j.insert(envelope("2", b"MSH|2", &["a"])).await.unwrap();
+        assert_eq!(shared.read(|r| r.pending("a", 0, 10)).await.unwrap().len(), 2);
+
+        // The read's own error comes back as it was.
+        let failed = shared.read(|_| Err::<(), _>(JournalError::Full { stored: 2, max: 1 })).await;
+        assert!(matches!(failed, Err(JournalError::Full { stored: 2, max: 1 })));
+        j.close();
+    });
+}
+
+#[test]
+fn items_are_listed_by_delivery_state_or_status() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let j = Journal::open(&dir.path().join("j.db"), limits()).unwrap();
+        let (failed, _) = stored(j.insert(envelope("1", b"MSH|1", &["a"])).await.unwrap());
+        let (waiting, _) = stored(j.insert(envelope("2", b"MSH|2", &["a"])).await.unwrap());
+        let rejected = NewEnvelope { status: Status::Rejected, destinations: vec![], ..envelope("", b"junk", &[]) };
+        let (rejected, _) = stored(j.insert(rejected).await.unwrap());
+        let give_up = DeliveryUpdate::Failed {
+            seq: failed,
+            destination: "a".into(),
+            error: "refused".into(),
+            outcome: "error",
+            next_attempt_at: 0,
+            give_up: true,
+        };
+        j.update(give_up).await.unwrap();
+        j.barrier().await.unwrap();
+        let r = j.reader().unwrap();
+        let list = |text: Option<&str>| {
+            let state = text.map(|t| StateFilter::parse(t).unwrap());
+            r.list(&ItemFilter { state, destination: None, limit: 0 })
+                .unwrap()
+                .iter()
+                .map(|i| i.seq)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(list(None), vec![waiting, failed]);
+        assert_eq!(list(Some("failed")), vec![failed]);
+        assert_eq!(list(Some("pending")), vec![waiting]);
+        assert_eq!(list(Some("rejected")), vec![rejected]);
+        assert_eq!(list(Some("all")), vec![rejected, waiting, failed]);
+        assert_eq!(StateFilter::parse("accepted"), None);
+        let item = r.show(&failed.to_string(), false).unwrap().unwrap();
+        assert_eq!(item.deliveries[0].state, DeliveryState::Failed);
+        j.close();
+    });
+}

@@ -9,7 +9,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, watch};
 
 use super::recent::{self, Recent};
-use super::{DeliveryUpdate, Head, Inserted, JournalError, Limits, Op, Reply, Request, Rerouted, RetryTarget, Shared};
+use super::{
+    DeliveryState, DeliveryUpdate, Head, Inserted, JournalError, Limits, Op, Reply, Request, Rerouted, RetryTarget,
+    Shared,
+};
 use crate::envelope::{NewEnvelope, Status, now_ms};
 
 /// Most operations committed in one transaction; bounds the latency of a batch's last member.
@@ -57,7 +60,7 @@ impl Writer {
         head: watch::Sender<Head>,
         lock: nix::fcntl::Flock<std::fs::File>,
     ) -> Self {
-        let dir = path.parent().map(|p| p.to_path_buf()).unwrap_or_else(|| PathBuf::from("."));
+        let dir = super::disk::dir_of(&path).to_path_buf();
         let recent = warm_recent(&conn, &limits);
         let next_seq = head.borrow().seq + 1;
         let next_useq = last_useq(&conn) + 1;
@@ -364,10 +367,7 @@ impl Writer {
         let free = match self.free_disk {
             Some((at, free)) if at.elapsed() < FREE_DISK_TTL => free,
             _ => {
-                let free = match nix::sys::statvfs::statvfs(&self.dir) {
-                    Ok(s) => s.blocks_available() * s.fragment_size(),
-                    Err(_) => u64::MAX,
-                };
+                let free = super::disk::free_bytes(&self.dir).unwrap_or(u64::MAX);
                 self.free_disk = Some((Instant::now(), free));
                 free
             }
@@ -398,7 +398,7 @@ impl Writer {
                     .execute(params![destination, seq, now])?;
             }
             DeliveryUpdate::Failed { seq, destination, error, outcome, next_attempt_at, give_up } => {
-                let state = if *give_up { "failed" } else { "pending" };
+                let state = if *give_up { DeliveryState::Failed } else { DeliveryState::Pending };
                 self.conn
                     .prepare_cached(
                         "UPDATE deliveries SET state = ?3, attempts = attempts + 1, next_attempt_at = ?4,

@@ -9,11 +9,10 @@
 //! journal is the only queue: a new session simply starts again from what is unacknowledged).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::Uplink;
-use crate::journal::{JournalError, Reader, UplinkItem};
+use crate::journal::{JournalError, SharedReader, UplinkItem};
 
 use super::contract::{Topics, item_payloads};
 use super::outbox::Outbox;
@@ -59,22 +58,6 @@ pub struct Flow {
     hist_in_flight: usize,
     tokens: f64,
     refilled: Instant,
-}
-
-pub type SharedReader = Arc<Mutex<Reader>>;
-
-/// Runs `f` on the shared reader off the async threads.
-pub(super) async fn read<T: Send + 'static>(
-    reader: &SharedReader,
-    f: impl FnOnce(&Reader) -> Result<T, JournalError> + Send + 'static,
-) -> Result<T, JournalError> {
-    let reader = reader.clone();
-    tokio::task::spawn_blocking(move || match reader.lock() {
-        Ok(r) => f(&r),
-        Err(_) => Err(JournalError::Closed),
-    })
-    .await
-    .unwrap_or(Err(JournalError::Closed))
 }
 
 /// What one pump did, for the counters.
@@ -193,7 +176,7 @@ impl Flow {
                 break;
             }
             let dest = self.dest.clone();
-            match read(reader, move |r| r.uplink_one(&dest, seq)).await? {
+            match reader.read(move |r| r.uplink_one(&dest, seq)).await? {
                 Some(item) => {
                     let historical = self.in_flight.get(&seq).is_some_and(|s| s.historical);
                     self.publish(&item, historical, out);
@@ -241,7 +224,7 @@ impl Flow {
     async fn next_live(&mut self, reader: &SharedReader, head_seq: i64) -> Result<Option<UplinkItem>, JournalError> {
         if self.live.is_empty() && self.live_cursor < head_seq {
             let (dest, after) = (self.dest.clone(), self.live_cursor);
-            let items = read(reader, move |r| r.uplink_pending(&dest, after, i64::MAX, FETCH)).await?;
+            let items = reader.read(move |r| r.uplink_pending(&dest, after, i64::MAX, FETCH)).await?;
             // Everything up to the head we were told of has been looked at (items that came in
             // during the read may be in the batch already; later ones are above the head).
             self.live_cursor = match items.last() {
@@ -257,7 +240,7 @@ impl Flow {
     async fn next_hist(&mut self, reader: &SharedReader) -> Result<Option<UplinkItem>, JournalError> {
         if self.hist.is_empty() && !self.hist_done {
             let (dest, after, upto) = (self.dest.clone(), self.hist_cursor, self.live_from);
-            let items = read(reader, move |r| r.uplink_pending(&dest, after, upto, FETCH)).await?;
+            let items = reader.read(move |r| r.uplink_pending(&dest, after, upto, FETCH)).await?;
             if items.len() < FETCH {
                 self.hist_done = true;
             }
@@ -274,7 +257,7 @@ impl Flow {
         let Some(r) = self.resend.as_mut() else { return Ok(None) };
         if self.resend_items.is_empty() && !r.done {
             let (dest, from, to, after) = (self.dest.clone(), r.from_useq, r.to_useq, r.cursor);
-            let items = read(reader, move |rd| rd.uplink_range(&dest, from, to, after, FETCH)).await?;
+            let items = reader.read(move |rd| rd.uplink_range(&dest, from, to, after, FETCH)).await?;
             if items.len() < FETCH {
                 r.done = true;
             }

@@ -19,20 +19,21 @@ mod tls;
 pub use contract::{CENTRAL_STATE, Topics};
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS, Transport};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::{jitter, sleep_or_cancel};
 use crate::config::Uplink;
 use crate::control::ControlContext;
 use crate::envelope::now_ms;
-use crate::events::{EventKind, Severity};
-use crate::journal::{DeliveryUpdate, RetryTarget};
-use crate::stats::inc;
-use flow::{Flow, SharedReader, read};
+use crate::events::{EscalationCode, EventKind, Severity};
+use crate::journal::{DeliveryUpdate, RetryTarget, SharedReader};
+use crate::stats::{UplinkState, inc};
+use flow::Flow;
 use outbox::Outbox;
 
 /// Events kept in the journal until central acknowledges them (the newest win).
@@ -56,8 +57,8 @@ pub struct Stopping {
 /// Runs the uplink until cancelled. `destination` is the config's uplink destination, if any
 /// (without one the link still carries state, telemetry, events, config and commands).
 pub async fn run(ctx: ControlContext, cfg: Uplink, destination: Option<String>, stopping: Stopping) {
-    let reader = match ctx.journal.reader() {
-        Ok(r) => Arc::new(Mutex::new(r)),
+    let reader = match ctx.journal.shared_reader() {
+        Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "the uplink cannot read the journal; it does not start");
             return;
@@ -112,7 +113,7 @@ impl Link {
     async fn run(&mut self, cancel: CancellationToken) {
         let stats = &self.ctx.stats.uplink;
         stats.set_link(|l| {
-            l.state = "connecting";
+            l.state = UplinkState::Connecting;
             l.broker = self.cfg.broker.to_string();
             l.since = now_ms();
         });
@@ -135,7 +136,7 @@ impl Link {
             match end {
                 End::Cancelled => {
                     self.ctx.stats.uplink.set_link(|l| {
-                        l.state = "down";
+                        l.state = UplinkState::Down;
                         l.since = now_ms();
                         l.last_disconnect = Some(self.stop_reason().into());
                     });
@@ -145,14 +146,15 @@ impl Link {
                     if connected {
                         backoff = self.cfg.reconnect_min;
                     }
+                    // Jitter, so that a fleet does not reconnect in step after a broker restart.
                     let wait = jitter(backoff);
                     tracing::warn!(broker = %self.cfg.broker, session, retry_in_ms = wait.as_millis() as u64,
                         "uplink down: {reason}");
                     self.ctx.stats.uplink.set_link(|l| {
-                        if l.state != "down" {
+                        if l.state != UplinkState::Down {
                             l.since = now_ms();
                         }
-                        l.state = "down";
+                        l.state = UplinkState::Down;
                         l.central_online = None;
                         l.last_disconnect = Some(reason.clone());
                     });
@@ -322,7 +324,7 @@ impl Link {
             inc(&self.ctx.stats.uplink.reconnects);
         }
         self.ctx.stats.uplink.set_link(|l| {
-            l.state = "connected";
+            l.state = UplinkState::Connected;
             l.since = now_ms();
         });
         if let Some(dest) = &self.destination {
@@ -337,7 +339,7 @@ impl Link {
             let secs = (now_ms() - since).max(0) / 1000;
             tracing::info!(down_s = secs, "uplink back after: {reason}");
         }
-        self.ctx.escalations.set(&self.ctx.bus, "link_down", Severity::Warning, "uplink", None);
+        self.ctx.escalations.set(&self.ctx.bus, EscalationCode::LinkDown, Severity::Warning, "uplink", None);
         if s.central_online == Some(true) {
             self.start_flow(s).await;
         } else {
@@ -532,7 +534,7 @@ impl Link {
         }
         self.ctx.escalations.set(
             &self.ctx.bus,
-            "link_down",
+            EscalationCode::LinkDown,
             Severity::Warning,
             "uplink",
             Some(format!("uplink to {} down: {reason}", self.cfg.broker)),
@@ -593,7 +595,7 @@ impl Link {
         // Acknowledgements received before now must be committed, or their events would be
         // sent again.
         let _ = self.ctx.journal.barrier().await;
-        match read(&self.reader, |r| r.uplink_events(MAX_KEPT_EVENTS)).await {
+        match self.reader.read(|r| r.uplink_events(MAX_KEPT_EVENTS)).await {
             Ok(kept) => self.events = kept.into_iter().map(|(_, payload)| payload).collect(),
             Err(e) => tracing::error!(error = %e, "cannot read the events kept for central; they are sent later"),
         }
@@ -675,7 +677,9 @@ impl Link {
         let Some(flow) = s.flow.as_mut() else {
             return Err("central is offline for this gateway; items are not being sent".into());
         };
-        let count = read(&self.reader, move |r| r.uplink_range(&dest, from_seq, to_seq, 0, usize::MAX / 2))
+        let count = self
+            .reader
+            .read(move |r| r.uplink_range(&dest, from_seq, to_seq, 0, usize::MAX / 2))
             .await
             .map_err(|e| e.to_string())?
             .len();
@@ -757,17 +761,5 @@ fn describe(e: &rumqttc::ConnectionError) -> String {
         ),
         C::Tls(e) => format!("TLS failed: {e}; check uplink.ca, cert and key against the broker's certificate"),
         other => other.to_string(),
-    }
-}
-
-/// ±20 % so that a fleet does not reconnect in step after a broker restart.
-fn jitter(d: Duration) -> Duration {
-    d.mul_f64(rand::random_range(0.8..1.2))
-}
-
-async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
-    tokio::select! {
-        _ = cancel.cancelled() => true,
-        _ = tokio::time::sleep(d) => false,
     }
 }

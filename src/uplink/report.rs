@@ -4,10 +4,10 @@
 use serde_json::{Value, json};
 
 use super::contract::{VERSION, now_rfc3339};
-use super::flow::SharedReader;
 use crate::control::ControlContext;
 use crate::envelope::rfc3339;
 use crate::events::Escalation;
+use crate::journal::SharedReader;
 
 /// The birth message: `{root}/state`, retained. `upto_seq` is where this session's historical
 /// lane ends (journal seq).
@@ -22,7 +22,7 @@ pub async fn birth(
     let backlog = match destination {
         Some(dest) => {
             let dest = dest.to_string();
-            super::read(reader, move |r| r.uplink_backlog(&dest, upto_seq)).await.ok()
+            reader.read(move |r| r.uplink_backlog(&dest, upto_seq)).await.ok()
         }
         None => None,
     };
@@ -72,14 +72,7 @@ pub async fn telemetry(ctx: &ControlContext, session: i64) -> Vec<u8> {
                 .unwrap_or_default();
         }
     };
-    let free_disk = ctx
-        .journal
-        .path()
-        .parent()
-        .and_then(|d| {
-            nix::sys::statvfs::statvfs(if d.as_os_str().is_empty() { std::path::Path::new(".") } else { d }).ok()
-        })
-        .map(|s| s.blocks_available() * s.fragment_size());
+    let free_disk = ctx.journal.free_disk();
     let sources: Vec<Value> = st.sources.iter().map(|s| source(s, true)).collect();
     let destinations: Vec<Value> = st
         .destinations
