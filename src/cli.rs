@@ -514,7 +514,7 @@ fn print_status(r: &StatusReport) {
         "SOURCE", "KIND", "AT", "OPEN", "RECEIVED", "REJECTED", "REFUSED", "DUPS"
     );
     for s in &r.sources {
-        let (at, open) = source_columns(s);
+        let (at, open) = s.detail.columns();
         println!(
             "{:<16} {:<5} {:<22} {:>5} {:>9} {:>8} {:>8} {:>6}",
             s.name,
@@ -601,17 +601,6 @@ fn print_status(r: &StatusReport) {
 }
 
 /// Shortens `s` to `width` characters, keeping its end (the informative part of a path).
-/// A source's AT and OPEN columns: where it is (bound address, folder) and its open
-/// connections (or files waiting), each in its kind's terms.
-fn source_columns(s: &crate::control::protocol::SourceStatus) -> (String, String) {
-    use crate::ingress::SourceDetail;
-    match &s.detail {
-        SourceDetail::Mllp(m) => {
-            (m.bound.clone().unwrap_or_else(|| "(not listening)".into()), m.connections.to_string())
-        }
-    }
-}
-
 fn fit(s: &str, width: usize) -> String {
     let n = s.chars().count();
     if n <= width {
@@ -715,9 +704,7 @@ fn rules_test(file: &Path, config: Option<&Path>, source: Option<&str>, json: bo
         ),
         None => config.sources.first().map(|s| s.name.clone()).unwrap_or_default(),
     };
-    let charset = config.source(&source).and_then(|s| match &s.kind {
-        crate::config::SourceKind::Mllp(m) => m.charset,
-    });
+    let charset = config.source(&source).and_then(|s| s.kind.charset());
     let decoded = hl7::decode(&body, charset);
     let message = match hl7::Message::parse(&decoded.text) {
         Ok(m) => m,

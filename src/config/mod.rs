@@ -122,6 +122,58 @@ pub struct Source {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceKind {
     Mllp(MllpSource),
+    Directory(DirectorySource),
+}
+
+impl SourceKind {
+    /// The charset the source's settings impose on its items, if any.
+    pub fn charset(&self) -> Option<Charset> {
+        match self {
+            SourceKind::Mllp(m) => m.charset,
+            SourceKind::Directory(d) => d.charset,
+        }
+    }
+}
+
+/// `kind = "directory"`: HL7 files dropped into a folder.
+#[derive(Debug, Clone)]
+pub struct DirectorySource {
+    /// The folder watched (absolute, or relative to `node.state_dir`).
+    pub dir: PathBuf,
+    /// Which file names are taken (a glob on the name, `*` by default).
+    pub pattern: String,
+    pub matcher: globset::GlobMatcher,
+    /// What happens to a file once every message in it is journaled.
+    pub after: AfterTaken,
+    /// A file whose size and time have not changed for this long is complete (sooner once its
+    /// writer closed it).
+    pub settle: Duration,
+    /// How often the folder is listed in full (the safety net for network shares, which send
+    /// no change events).
+    pub rescan: Duration,
+    /// How long a file that could not be taken (unreadable, cannot be moved) waits before the
+    /// next try.
+    pub retry_after: Duration,
+    /// Larger files are left where they are, reported and escalated.
+    pub max_file_size: u64,
+    /// Overrides MSH-18 for reading the files' messages.
+    pub charset: Option<Charset>,
+}
+
+impl PartialEq for DirectorySource {
+    fn eq(&self, o: &Self) -> bool {
+        (&self.dir, &self.pattern, &self.after, self.settle, self.rescan, self.retry_after, self.max_file_size)
+            == (&o.dir, &o.pattern, &o.after, o.settle, o.rescan, o.retry_after, o.max_file_size)
+            && self.charset == o.charset
+    }
+}
+
+/// What becomes of a file whose messages are all journaled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterTaken {
+    /// Moved into this folder (`processed/` beside the files unless `move_to` says otherwise).
+    Move(PathBuf),
+    Delete,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -361,13 +413,18 @@ impl Config {
     }
 }
 
+/// `sha256:` and the hex SHA-256 of some bytes (how a file taken from a folder is recognised).
+pub fn bytes_hash(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(bytes);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
 /// `sha256:` and the hex SHA-256 of a config text (how birth messages and remote configs name a
 /// config).
 pub fn text_hash(text: &str) -> String {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(text.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+    bytes_hash(text.as_bytes())
 }
 
 /// The state directory used when a config does not name one: systemd's `$STATE_DIRECTORY`,

@@ -10,6 +10,7 @@
 //!   every byte it does not edit as it was.
 
 mod ack;
+pub mod batch;
 mod charset;
 mod error;
 mod escape;

@@ -13,6 +13,8 @@
 //!
 //! Adding a kind: a module here, an arm in each `match` below, its config section.
 
+pub mod directory;
+pub mod folder;
 pub mod mllp;
 
 use std::collections::BTreeMap;
@@ -52,6 +54,7 @@ impl fmt::Display for Resource {
 pub fn resources(source: &Source) -> Vec<Resource> {
     match &source.kind {
         SourceKind::Mllp(m) => vec![Resource::Tcp(m.listen)],
+        SourceKind::Directory(d) => vec![Resource::Folder(d.dir.clone())],
     }
 }
 
@@ -88,12 +91,14 @@ pub struct OpenError {
 #[derive(Debug)]
 pub enum Opened {
     Mllp(tokio::net::TcpListener),
+    Directory(Box<folder::Folder>),
 }
 
 /// Opens what `source` needs (binds, checks folders and ports).
 pub async fn open(source: &Source) -> Result<Opened, OpenError> {
     match &source.kind {
         SourceKind::Mllp(m) => mllp::bind(&source.name, m).await.map(Opened::Mllp),
+        SourceKind::Directory(d) => directory::open(&source.name, d).map(|f| Opened::Directory(Box::new(f))),
     }
 }
 
@@ -119,6 +124,15 @@ pub async fn serve(source: Source, opened: Opened, serving: Serving) -> Opened {
         (SourceKind::Mllp(cfg), Opened::Mllp(listener)) => {
             Opened::Mllp(mllp::serve(name, cfg, listener, serving).await)
         }
+        (SourceKind::Directory(cfg), Opened::Directory(folder)) => {
+            Opened::Directory(Box::new(directory::serve(name, cfg, *folder, serving).await))
+        }
+        // The daemon hands a source only what `open` made for its own kind; anything else is
+        // returned untouched (the reload then opens afresh).
+        (_, other) => {
+            tracing::error!(source = %name, "resources of another kind handed to this source; not serving them");
+            other
+        }
     }
 }
 
@@ -128,12 +142,14 @@ pub async fn serve(source: Source, opened: Opened, serving: Serving) -> Opened {
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum SourceDetail {
     Mllp(mllp::Detail),
+    Directory(directory::Detail),
 }
 
 impl SourceDetail {
     pub fn kind(&self) -> &'static str {
         match self {
             SourceDetail::Mllp(_) => "mllp",
+            SourceDetail::Directory(_) => "directory",
         }
     }
 
@@ -143,6 +159,18 @@ impl SourceDetail {
         match (state, self) {
             (SourceState::Down, _) => "down",
             (SourceState::Up, SourceDetail::Mllp(_)) => "listening",
+            (SourceState::Up, SourceDetail::Directory(_)) => "watching",
+        }
+    }
+
+    /// The AT and OPEN columns of `outpost status`: where the source is (the bound address,
+    /// the folder) and what is open at it (connections, files waiting).
+    pub fn columns(&self) -> (String, String) {
+        match self {
+            SourceDetail::Mllp(m) => {
+                (m.bound.clone().unwrap_or_else(|| "(not listening)".into()), m.connections.to_string())
+            }
+            SourceDetail::Directory(d) => (d.dir.clone(), d.waiting.to_string()),
         }
     }
 
@@ -150,6 +178,7 @@ impl SourceDetail {
     pub fn contract_fields(&self) -> Vec<(&'static str, serde_json::Value)> {
         match self {
             SourceDetail::Mllp(d) => vec![("connections", d.connections.into())],
+            SourceDetail::Directory(d) => vec![("waiting", d.waiting.into())],
         }
     }
 }
@@ -159,6 +188,7 @@ pub fn status(source: &Source, stats: &SourceStats) -> SourceStatus {
     let link = stats.link();
     let detail = match &source.kind {
         SourceKind::Mllp(m) => SourceDetail::Mllp(mllp::detail(m, stats, &link)),
+        SourceKind::Directory(d) => SourceDetail::Directory(directory::detail(d, stats, &link)),
     };
     SourceStatus {
         name: source.name.clone(),

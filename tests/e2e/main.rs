@@ -7,6 +7,7 @@ mod acl;
 mod bad_input;
 mod cli;
 mod config;
+mod directory;
 mod escalation;
 mod intake;
 mod lifecycle;

@@ -99,7 +99,7 @@ impl Daemon {
                 panic!("outpost exited early with {status}; log:\n{}", self.log());
             }
             let s = self.try_status()?;
-            let all_bound = s["sources"].as_array()?.iter().all(|src| src["bound"].is_string());
+            let all_bound = s["sources"].as_array()?.iter().all(|src| src["state"] == "up");
             all_bound.then_some(())
         });
     }

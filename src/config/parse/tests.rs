@@ -263,7 +263,7 @@ fn defaults_fill_everything_not_required() {
     assert_eq!(c.escalation.unreachable_after, secs(300));
     assert!(c.escalation.on_unrouted && c.escalation.on_rejected);
     assert_eq!(c.escalation.check_interval, secs(30));
-    let SourceKind::Mllp(s) = &c.sources[0].kind;
+    let SourceKind::Mllp(s) = &c.sources[0].kind else { panic!("an mllp source") };
     assert_eq!(s.max_message_size, 16 << 20);
     assert_eq!(s.idle_timeout, Some(secs(3600)));
     assert_eq!(s.max_connections, 64);
@@ -291,7 +291,7 @@ fn state_dir_defaults_when_absent() {
 fn zero_means_never_or_no_limit_where_documented() {
     let text = edit(9, "listen = \"127.0.0.1:0\"\nidle_timeout = \"0s\"");
     let c = parse(&text, "t").unwrap();
-    let SourceKind::Mllp(s) = &c.sources[0].kind;
+    let SourceKind::Mllp(s) = &c.sources[0].kind else { panic!("an mllp source") };
     assert_eq!(s.idle_timeout, None);
     assert_eq!(s.listen.port(), 0);
 

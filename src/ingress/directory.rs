@@ -1,0 +1,258 @@
+//! Directory source: HL7 files dropped into a folder (an EHR export, a scanner workstation) are
+//! taken in with the same promise as MLLP: a file is moved or deleted only after every message
+//! in it is committed to the journal.
+//!
+//! Per file, in order (the folder watching, settling and rescans are `folder.rs`'s):
+//! 1. read it whole (at most `max_file_size`) and hash it;
+//! 2. if the journal already records this file (same source, name and SHA-256), a crash came
+//!    between its commit and its move: only the move is left;
+//! 3. split it into messages (`hl7::batch`: one message, several, FHS/BHS batches, MLLP-framed)
+//!    and hand each to intake, byte-exact, with the file's name in its summary; text that is
+//!    not part of any message is kept too, as a rejected item, and a file with no HL7 at all is
+//!    one rejected item;
+//! 4. record the file in the journal (`source_files`), then move it (into `processed/`, or
+//!    `move_to`) or delete it. A file with nothing readable goes to `rejected/` beside it,
+//!    never back into the loop.
+//!
+//! A crash between a message's commit and the file's record re-reads the file at the next
+//! start: its HL7 messages are recognised as retransmissions (same source, control id and
+//! bytes within `journal.dedup_window`) and counted as duplicates, not stored twice.
+//!
+//! A file that cannot be read or moved (permissions, a share gone) is reported in `status`,
+//! escalated, and tried again after `retry_after` without holding up the other files. A
+//! journal that refuses (full) leaves the file where it is, to be tried again.
+//!
+//! File names are logged at debug only: exports name files after patients.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::folder::{Folder, FolderError};
+use super::{OpenError, Serving};
+use crate::config::{AfterTaken, DirectorySource};
+use crate::envelope::Kind;
+use crate::hl7::Outcome;
+use crate::hl7::batch::{Split, split_messages};
+use crate::intake::{Arrival, Intake};
+use crate::journal::TakenFile;
+use crate::stats::{SourceLink, SourceStats, get};
+
+/// Where files with nothing readable in them are put, beside the taken ones.
+const REJECTED_DIR: &str = "rejected";
+
+/// What `status` shows of a directory source beyond the common counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Detail {
+    /// The folder watched.
+    pub dir: String,
+    pub pattern: String,
+    /// Files seen and not yet taken (settling, waiting their turn, or failing).
+    pub waiting: u64,
+}
+
+pub fn detail(cfg: &DirectorySource, stats: &SourceStats, _link: &SourceLink) -> Detail {
+    Detail { dir: cfg.dir.display().to_string(), pattern: cfg.pattern.clone(), waiting: get(&stats.waiting) }
+}
+
+/// Checks the folder (and where taken files go) and starts watching it.
+pub fn open(name: &str, cfg: &DirectorySource) -> Result<Folder, OpenError> {
+    let fail = |message: String| OpenError { name: name.to_string(), message };
+    let folder =
+        Folder::open(&cfg.dir, cfg.matcher.clone(), cfg.settle, cfg.rescan).map_err(|e| fail(folder_error(e)))?;
+    for dir in [taken_dir(cfg), Some(cfg.dir.join(REJECTED_DIR))].into_iter().flatten() {
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            fail(format!(
+                "cannot create {} for taken files: {e}; does the outpost user have rwx on {}?",
+                dir.display(),
+                dir.parent().unwrap_or(&dir).display()
+            ))
+        })?;
+    }
+    Ok(folder)
+}
+
+fn folder_error(e: FolderError) -> String {
+    e.to_string()
+}
+
+/// Where taken files are moved (`None`: they are deleted).
+fn taken_dir(cfg: &DirectorySource) -> Option<PathBuf> {
+    match &cfg.after {
+        AfterTaken::Delete => None,
+        AfterTaken::Move(dir) => Some(dir.clone()),
+    }
+}
+
+/// Takes files until `serving.stop` fires; a file being taken is finished first.
+pub async fn serve(name: String, cfg: DirectorySource, mut folder: Folder, serving: Serving) -> Folder {
+    let stats = serving.stats.clone();
+    stats.up(cfg.dir.display().to_string());
+    tracing::info!(source = %name, dir = %cfg.dir.display(), inotify = folder.uses_inotify(), "watching for files");
+    let source = Source { name, cfg: Arc::new(cfg), intake: serving.intake.clone() };
+    let mut failing = 0usize;
+    while let Some(path) = folder.next_ready(&serving.stop).await {
+        match source.take(&path).await {
+            Ok(()) => {
+                folder.done(&path);
+                if failing > 0 {
+                    failing -= 1;
+                    if failing == 0 {
+                        stats.problem(None);
+                    }
+                }
+            }
+            Err(problem) => {
+                failing += 1;
+                let message = problem.to_string();
+                tracing::warn!(source = %source.name, "{message}; trying again in {:?}", source.cfg.retry_after);
+                tracing::debug!(source = %source.name, file = %path.display(), "the file above");
+                stats.problem(Some(message.clone()));
+                if problem.escalates() {
+                    source.intake.source_problem(&source.name, message);
+                }
+                folder.retry_later(&path, Instant::now() + source.cfg.retry_after);
+            }
+        }
+        stats.waiting.store(folder.waiting() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+    tracing::info!(source = %source.name, "stopped watching");
+    folder
+}
+
+/// Why a file was not taken this time (it stays in the folder and is tried again).
+#[derive(Debug, thiserror::Error)]
+enum Problem {
+    #[error("a file in {dir} cannot be read: {error}; does the outpost user have read permission on the files there?")]
+    Unreadable { dir: String, error: std::io::Error },
+    #[error(
+        "a file in {dir} is {size} bytes, over max_file_size ({max}); it is left there: split it, or raise max_file_size"
+    )]
+    TooLarge { dir: String, size: u64, max: u64 },
+    #[error("a file's messages cannot be stored now ({0}); it is left in the folder")]
+    Journal(String),
+    #[error("a taken file cannot be moved out of {dir}: {error}; does the outpost user have rwx on {dir} and on {to}?")]
+    Unmovable { dir: String, to: String, error: std::io::Error },
+}
+
+impl Problem {
+    /// A full journal is escalated by intake already.
+    fn escalates(&self) -> bool {
+        !matches!(self, Problem::Journal(_))
+    }
+}
+
+struct Source {
+    name: String,
+    cfg: Arc<DirectorySource>,
+    intake: Arc<Intake>,
+}
+
+impl Source {
+    fn dir(&self) -> String {
+        self.cfg.dir.display().to_string()
+    }
+
+    async fn take(&self, path: &Path) -> Result<(), Problem> {
+        let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let size =
+            tokio::fs::metadata(path).await.map_err(|error| Problem::Unreadable { dir: self.dir(), error })?.len();
+        if size > self.cfg.max_file_size {
+            return Err(Problem::TooLarge { dir: self.dir(), size, max: self.cfg.max_file_size });
+        }
+        let bytes = tokio::fs::read(path).await.map_err(|error| Problem::Unreadable { dir: self.dir(), error })?;
+        let digest = crate::config::bytes_hash(&bytes);
+        let (source, name, d) = (self.name.clone(), file_name.clone(), digest.clone());
+        let seen = self.intake.journal().read(move |r| r.file_taken(&source, &name, &d)).await;
+        if seen.map_err(|e| Problem::Journal(e.to_string()))? {
+            tracing::info!(source = %self.name, "a file taken before a restart is moved now (its items were already stored)");
+            return self.finish(path, &file_name, true).await;
+        }
+        let (items, readable) = self.store(&bytes, &file_name).await?;
+        let taken = TakenFile { source: self.name.clone(), name: file_name.clone(), digest, size, items };
+        self.intake.journal().file_taken(taken).await.map_err(|e| Problem::Journal(e.to_string()))?;
+        self.finish(path, &file_name, readable).await
+    }
+
+    /// Hands every message of the file to intake. Returns how many items were stored and
+    /// whether any of them was readable HL7.
+    async fn store(&self, bytes: &[u8], file_name: &str) -> Result<(u64, bool), Problem> {
+        let pieces: Vec<std::ops::Range<usize>> = match split_messages(bytes) {
+            Split::Empty => {
+                tracing::info!(source = %self.name, "an empty file: nothing to take");
+                return Ok((0, true));
+            }
+            Split::NotHl7 => std::iter::once(0..bytes.len()).collect(),
+            Split::Hl7(contents) => {
+                for b in &contents.batches {
+                    if let Some((declared, found)) = b.count_mismatch() {
+                        tracing::warn!(source = %self.name, declared, found, "a batch's BTS count does not match its messages; all found are taken");
+                    }
+                }
+                if let Some(m) = contents.mllp.filter(|m| m.unterminated > 0) {
+                    tracing::warn!(source = %self.name, frames = m.unterminated, "a file holds MLLP frames without an end byte; their messages are taken as they are");
+                }
+                if !contents.stray.is_empty() {
+                    tracing::warn!(source = %self.name, pieces = contents.stray.len(), "a file holds text outside any message; it is kept as rejected item(s)");
+                }
+                let mut all = contents.messages;
+                all.extend(contents.stray);
+                all.sort_by_key(|r| r.start);
+                all
+            }
+        };
+        let mut items = 0;
+        let mut readable = false;
+        for range in pieces {
+            let mut arrival = Arrival::new(&self.name, Kind::Hl7v2, self.cfg.charset, bytes[range].to_vec());
+            arrival.fields.push(("file", file_name.to_string()));
+            let receipt = self.intake.accept(arrival).await;
+            match receipt.outcome {
+                Outcome::Stored => readable = true,
+                Outcome::Unparseable if receipt.id.is_some() => {}
+                _ => return Err(Problem::Journal(receipt.error.unwrap_or_else(|| "refused".into()))),
+            }
+            items += 1;
+        }
+        Ok((items, readable))
+    }
+
+    /// Moves (or deletes) a taken file; one with nothing readable goes to `rejected/`.
+    async fn finish(&self, path: &Path, file_name: &str, readable: bool) -> Result<(), Problem> {
+        let to = match (readable, taken_dir(&self.cfg)) {
+            (false, _) => Some(self.cfg.dir.join(REJECTED_DIR)),
+            (true, dir) => dir,
+        };
+        let (path, file_name) = (path.to_path_buf(), file_name.to_string());
+        let moved = tokio::task::spawn_blocking(move || match &to {
+            None => std::fs::remove_file(&path).map_err(|e| (String::from("(deleted)"), e)),
+            Some(dir) => move_into(&path, dir, &file_name).map_err(|e| (dir.display().to_string(), e)),
+        })
+        .await
+        .map_err(|e| Problem::Unmovable {
+            dir: self.dir(),
+            to: "?".into(),
+            error: std::io::Error::other(e),
+        })?;
+        moved.map_err(|(to, error)| Problem::Unmovable { dir: self.dir(), to, error })
+    }
+}
+
+/// Renames `path` into `dir`, under its own name or, if that is taken there, with `.1`, `.2`...
+/// added, so an export that reuses file names never overwrites an earlier one. Syncs `dir` so
+/// the move survives a power cut.
+fn move_into(path: &Path, dir: &Path, file_name: &str) -> std::io::Result<()> {
+    let mut target = dir.join(file_name);
+    let mut n = 0;
+    while target.exists() {
+        n += 1;
+        target = dir.join(format!("{file_name}.{n}"));
+    }
+    std::fs::rename(path, &target)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
