@@ -473,7 +473,7 @@ fn every_table_lists_its_keys_in_reading_order() {
             edit(8, "zzz = 1"),
             format!(
                 "source[0].zzz: {unknown} [[source]] are: name, kind, listen, max_message_size, idle_timeout, \
-                 max_connections, charset"
+                 max_connections, charset, dir, pattern, after, move_to, settle, rescan, retry_after, max_file_size"
             ),
         ),
         (
