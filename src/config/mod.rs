@@ -26,7 +26,16 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::envelope::Kind;
 pub use crate::hl7::Transform;
+
+/// The item kinds a destination transform can edit (the HL7 field paths it names only exist in
+/// HL7 v2 items).
+pub fn transform_kinds(transform: &Transform) -> &'static [Kind] {
+    match transform {
+        Transform::Set { .. } | Transform::Copy { .. } | Transform::Clear { .. } => &[Kind::Hl7v2],
+    }
+}
 use crate::hl7::{Charset, FieldPath};
 
 /// The configuration that `outpost run` uses when no `--config` is given.
@@ -126,6 +135,14 @@ pub enum SourceKind {
 }
 
 impl SourceKind {
+    /// The kinds of item this source can produce (so `config check` can tell which
+    /// destinations a route may send which kinds to).
+    pub fn payloads(&self) -> &'static [Kind] {
+        match self {
+            SourceKind::Mllp(_) | SourceKind::Directory(_) => &[Kind::Hl7v2],
+        }
+    }
+
     /// The charset the source's settings impose on its items, if any.
     pub fn charset(&self) -> Option<Charset> {
         match self {

@@ -123,6 +123,7 @@ fn build(ck: &mut Checker, root: &Tbl<'_, '_>) -> Option<Config> {
         .collect();
 
     destination::uplink_destinations(ck, &destination_tables, &destinations, has_uplink);
+    route::transforms_fit_kinds(ck, &route_tables, &routes, &sources, &destinations);
 
     Some(Config {
         uplink: uplink?,

@@ -4,11 +4,12 @@
 
 use toml::de::DeValue;
 
-use super::Route;
 use super::condition::conditions;
 use super::error::ConfigErrorKind;
 use super::values::string;
 use super::walk::{Checker, Got, Tbl, Val, closest};
+use super::{Destination, Route, Source, transform_kinds};
+use crate::envelope::Kind;
 
 pub(super) fn route(
     ck: &mut Checker,
@@ -107,4 +108,69 @@ fn name_list(ck: &mut Checker, v: &Val<'_, '_>, what: &str, known: &[String], st
         return Some(known.to_vec());
     }
     Some(names)
+}
+
+/// Refuses a destination whose transforms do not understand a kind of item that a route can
+/// send it (an HL7 transform on a destination a lab analyzer's ASTM items reach). Reported at
+/// the route's `to` entry naming the destination.
+pub(super) fn transforms_fit_kinds(
+    ck: &mut Checker,
+    tables: &[Tbl<'_, '_>],
+    routes: &[Option<Route>],
+    sources: &[Option<Source>],
+    destinations: &[Option<Destination>],
+) {
+    for (t, route) in tables.iter().zip(routes) {
+        let Some(route) = route else { continue };
+        let mut kinds: Vec<Kind> = Vec::new();
+        for s in sources.iter().flatten().filter(|s| route.from.contains(&s.name)) {
+            for k in s.kind.payloads() {
+                if !kinds.contains(k) {
+                    kinds.push(*k);
+                }
+            }
+        }
+        let Some(to) = t.val("to") else { continue };
+        let DeValue::Array(items) = to.value else { continue };
+        for (item, name) in items.iter().zip(&route.to) {
+            let Some(dest) = destinations.iter().flatten().find(|d| &d.name == name) else { continue };
+            let understood: Vec<&[Kind]> = dest.transforms.iter().map(transform_kinds).collect();
+            let misfit = kinds_not_understood(&kinds, &understood);
+            if misfit.is_empty() {
+                continue;
+            }
+            let labels: Vec<&str> = misfit.iter().map(|k| k.label()).collect();
+            ck.report(
+                ConfigErrorKind::InvalidValue,
+                &item.span(),
+                &format!("{}[{}]", to.path, route.to.iter().position(|n| n == name).unwrap_or(0)),
+                format!(
+                    "destination {name:?} has transforms that cannot edit {} items, and this route can \
+                     send it such items; route them to a destination without transforms, or narrow `from`",
+                    labels.join(" and ")
+                ),
+            );
+        }
+    }
+}
+
+/// The kinds among `kinds` that one of the transforms (each given as the kinds it understands)
+/// cannot edit.
+fn kinds_not_understood(kinds: &[Kind], transforms: &[&[Kind]]) -> Vec<Kind> {
+    kinds.iter().filter(|k| transforms.iter().any(|understood| !understood.contains(k))).copied().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kind_one_transform_cannot_edit_is_named_and_none_without_transforms() {
+        let hl7: &[Kind] = &[Kind::Hl7v2];
+        let none: &[Kind] = &[];
+        assert_eq!(kinds_not_understood(&[Kind::Hl7v2], &[hl7, hl7]), vec![]);
+        assert_eq!(kinds_not_understood(&[Kind::Hl7v2], &[]), vec![], "no transforms, nothing to refuse");
+        assert_eq!(kinds_not_understood(&[Kind::Hl7v2], &[hl7, none]), vec![Kind::Hl7v2]);
+        assert_eq!(kinds_not_understood(&[], &[none]), vec![], "a route from no source carries nothing");
+    }
 }
