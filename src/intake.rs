@@ -121,7 +121,9 @@ impl Intake {
                 let status = if decision.is_unrouted() { Status::Unrouted } else { Status::Accepted };
                 (item.hl7_header(), item.summary(), status, decision, None)
             }
-            Err(e) => (None, payload::unreadable_summary(kind), Status::Rejected, Default::default(), Some(e.clone())),
+            Err(e) => {
+                (None, payload::unreadable_summary(kind), Status::Rejected, Default::default(), Some(e.to_string()))
+            }
         };
         for (name, value) in fields {
             summary.set(name, value);

@@ -9,4 +9,4 @@ pub mod client;
 pub mod protocol;
 mod server;
 
-pub use server::{ControlContext, ReloadRequest, bind, serve, source_statuses, status};
+pub use server::{BindError, ControlContext, ReloadError, ReloadRequest, bind, serve, source_statuses, status};

@@ -20,7 +20,35 @@ use crate::journal::{Item, ItemFilter, Journal, RetryTarget, SCHEMA_VERSION, Sta
 use crate::stats::{Stats, get};
 
 /// A request to reload the config; the answer says what happened.
-pub type ReloadRequest = oneshot::Sender<Result<String, String>>;
+pub type ReloadRequest = oneshot::Sender<Result<String, ReloadError>>;
+
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new config does not check (every error, one per line).
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigErrors),
+    /// A source of the new config cannot open (an address in use, a folder missing).
+    #[error(transparent)]
+    Open(#[from] crate::ingress::OpenError),
+}
+
+/// Why the control socket cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("cannot create the control socket's directory {}: {source}", .dir.display())]
+    Directory { dir: PathBuf, source: std::io::Error },
+    #[error(
+        "another outpost is already running with control socket {}; stop it first (systemctl stop outpost) \
+         or give this one its own node.state_dir and control.socket",
+        .path.display()
+    )]
+    InUse { path: PathBuf },
+    #[error("cannot create the control socket {}: {source}; check control.socket", .path.display())]
+    Socket { path: PathBuf, source: std::io::Error },
+    #[error("cannot set mode {mode:o} on {}: {source}", .path.display())]
+    Mode { path: PathBuf, mode: u32, source: std::io::Error },
+}
 
 /// What the control server reads from.
 #[derive(Clone)]
@@ -40,25 +68,22 @@ pub struct ControlContext {
 
 /// Binds the control socket. A stale socket file from a previous run is replaced; a live one
 /// (another daemon answering) is an error.
-pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, String> {
+pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, BindError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create the control socket's directory {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|source| BindError::Directory { dir: dir.to_path_buf(), source })?;
     }
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(format!(
-                "another outpost is already running with control socket {}; stop it first (systemctl stop outpost) \
-                 or give this one its own node.state_dir and control.socket",
-                path.display()
-            ));
+            return Err(BindError::InUse { path: path.to_path_buf() });
         }
         let _ = std::fs::remove_file(path);
     }
-    let listener = UnixListener::bind(path)
-        .map_err(|e| format!("cannot create the control socket {}: {e}; check control.socket", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| format!("cannot set mode {mode:o} on {}: {e}", path.display()))?;
+    let listener = UnixListener::bind(path).map_err(|source| BindError::Socket { path: path.to_path_buf(), source })?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|source| BindError::Mode {
+        path: path.to_path_buf(),
+        mode,
+        source,
+    })?;
     Ok(listener)
 }
 
@@ -130,7 +155,7 @@ async fn answer(req: Request, ctx: &ControlContext) -> Response {
     match req {
         Request::Status => match status(ctx).await {
             Ok(s) => Response::ok(s),
-            Err(e) => Response::err(e),
+            Err(e) => Response::err(e.to_string()),
         },
         Request::QueueLs { state, destination, limit } => {
             let state = match state.as_deref().map(StateFilter::parse) {
@@ -181,7 +206,7 @@ async fn answer(req: Request, ctx: &ControlContext) -> Response {
             }
             match rx.await {
                 Ok(Ok(message)) => Response::ok(Reloaded { message }),
-                Ok(Err(e)) => Response::err(e),
+                Ok(Err(e)) => Response::err(e.to_string()),
                 Err(_) => Response::err("reload was interrupted"),
             }
         }
@@ -195,9 +220,9 @@ pub fn source_statuses(ctx: &ControlContext, config: &Config) -> Vec<SourceStatu
 }
 
 /// What `outpost status` shows (also the uplink's `status` command and the base of its telemetry).
-pub async fn status(ctx: &ControlContext) -> Result<StatusReport, String> {
+pub async fn status(ctx: &ControlContext) -> Result<StatusReport, crate::journal::JournalError> {
     let config = ctx.config.get();
-    let counts = ctx.journal.read(|r| r.status_counts()).await.map_err(|e| e.to_string())?;
+    let counts = ctx.journal.read(|r| r.status_counts()).await?;
     let now = now_ms();
     let sources = source_statuses(ctx, &config);
     let destinations = config

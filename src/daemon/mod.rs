@@ -32,7 +32,6 @@ use crate::current::Current;
 use crate::envelope::now_ms;
 use crate::escalate::{self, ActiveEscalations};
 use crate::events::Bus;
-use crate::ingress::OpenError;
 use crate::intake::{Intake, Rules};
 use crate::journal::Journal;
 use crate::remote::watch::RemoteWatch;
@@ -41,15 +40,7 @@ use crate::stats::Stats;
 use components::Components;
 use supervisor::{Command, Supervisor};
 
-/// Why a reload changed nothing.
-#[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
-    /// The new config does not check (every error, one per line).
-    #[error("{0}")]
-    Config(#[from] ConfigErrors),
-    #[error(transparent)]
-    Open(#[from] OpenError),
-}
+pub use crate::control::ReloadError;
 
 /// How often the main loop checks that the journal writer and the runtime are alive.
 const HEALTH_EVERY: Duration = Duration::from_secs(10);
@@ -128,8 +119,7 @@ pub async fn run(config: Config, origin: ConfigOrigin) -> anyhow::Result<()> {
     let shared_config = Arc::new(Current::new(config.clone()));
     let background = CancellationToken::new();
 
-    let control_listener =
-        control::bind(&config.control.socket, config.control.socket_mode).map_err(anyhow::Error::msg)?;
+    let control_listener = control::bind(&config.control.socket, config.control.socket_mode)?;
     let (reload_tx, reload_rx) = mpsc::channel::<control::ReloadRequest>(4);
     let (remote_tx, remote_rx) = mpsc::channel::<ConfigSet>(4);
     let (version, last_status) = remote::load_version(&config.node.state_dir, &config.hash());

@@ -69,7 +69,7 @@ impl Supervisor {
             Err(e) => tracing::error!("reload refused, the running configuration stays: {e}"),
         }
         if let Some(reply) = reply {
-            let _ = reply.send(r.map_err(|e| e.to_string()));
+            let _ = reply.send(r);
         }
     }
 
@@ -192,8 +192,9 @@ impl Supervisor {
                 let config = self.config.get();
                 let status = ConfigStatus::new(&w.set, ConfigState::Applied, Vec::new());
                 let written = match self.origin.file() {
-                    Some(f) => remote::commit(f, &w.previous.source_text, &w.set, &status, &config.node.state_dir),
-                    None => Err("no config file to write".into()),
+                    Some(f) => remote::commit(f, &w.previous.source_text, &w.set, &status, &config.node.state_dir)
+                        .map_err(|e| e.to_string()),
+                    None => Err("no config file to write".to_string()),
                 };
                 match written {
                     Ok(()) => {

@@ -45,11 +45,18 @@ impl Decoded<'_> {
     }
 
     /// Parses the item; the error says in words (never content) why it cannot be read.
-    pub fn parse(&self) -> Result<Parsed<'_>, String> {
+    pub fn parse(&self) -> Result<Parsed<'_>, Unreadable> {
         match self {
-            Decoded::Hl7(d) => crate::hl7::Message::parse(&d.text).map(Parsed::Hl7).map_err(|e| e.to_string()),
+            Decoded::Hl7(d) => Ok(Parsed::Hl7(crate::hl7::Message::parse(&d.text)?)),
         }
     }
+}
+
+/// Why an item cannot be read as its kind (it is then kept as rejected, with this as its note).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Unreadable {
+    #[error(transparent)]
+    Hl7(#[from] crate::hl7::Hl7Error),
 }
 
 /// A readable item: its summary and the values routing conditions look at.

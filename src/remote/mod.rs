@@ -155,6 +155,14 @@ pub fn load_version(state_dir: &Path, running_hash: &str) -> (String, Option<Con
     }
 }
 
+/// A file this module could not write.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {}: {source}", .path.display())]
+pub struct WriteError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
 /// Makes the config from central the file's config: the previous text is kept as
 /// `<file>.last-good`, the new one written atomically, and its version recorded.
 pub fn commit(
@@ -163,7 +171,7 @@ pub fn commit(
     set: &ConfigSet,
     status: &ConfigStatus,
     state_dir: &Path,
-) -> Result<(), String> {
+) -> Result<(), WriteError> {
     let last_good = PathBuf::from(format!("{}.last-good", file.display()));
     write_atomic(&last_good, previous.as_bytes())?;
     write_atomic(file, set.toml.as_bytes())?;
@@ -178,12 +186,12 @@ pub fn remember_status(state_dir: &Path, version: &str, running_hash: &str, stat
     let _ = write_atomic(&version_file(state_dir), &serde_json::to_vec_pretty(&applied).unwrap_or_default());
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
     use std::io::Write;
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp =
         dir.join(format!(".{}.tmp", path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default()));
-    let fail = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    let fail = |source: std::io::Error| WriteError { path: path.to_path_buf(), source };
     let mut f = std::fs::File::create(&tmp).map_err(fail)?;
     f.write_all(bytes).map_err(fail)?;
     f.sync_all().map_err(fail)?;

@@ -135,9 +135,14 @@ pub struct Ack {
     pub ids: Vec<String>,
 }
 
-pub fn parse_ack(payload: &[u8]) -> Result<Ack, String> {
-    serde_json::from_slice::<Ack>(payload).map_err(|e| format!("not an ack ({{\"ids\": [...]}}): {e}"))
+/// Reads an ack; the error says what an ack looks like.
+pub fn parse_ack(payload: &[u8]) -> Result<Ack, BadAck> {
+    serde_json::from_slice::<Ack>(payload).map_err(BadAck)
 }
+
+#[derive(Debug, thiserror::Error)]
+#[error("not an ack ({{\"ids\": [...]}}): {0}")]
+pub struct BadAck(serde_json::Error);
 
 /// Central's state: `{"status": "online" | "offline"}`.
 pub fn central_online(payload: &[u8]) -> Option<bool> {

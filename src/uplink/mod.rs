@@ -620,7 +620,10 @@ impl Link {
         let request = cmd.request_id.clone().map(|v| v.to_string()).unwrap_or_default();
         let result = match name {
             "ping" => Ok(serde_json::json!({"pong": true, "session": s.session, "at": contract::now_rfc3339()})),
-            "status" => crate::control::status(&self.ctx).await.map(|r| serde_json::to_value(r).unwrap_or_default()),
+            "status" => crate::control::status(&self.ctx)
+                .await
+                .map(|r| serde_json::to_value(r).unwrap_or_default())
+                .map_err(|e| e.to_string()),
             "rebirth" => {
                 tracing::info!(from = %from, request = %request, "remote command: rebirth");
                 self.birth(s).await;
@@ -646,7 +649,7 @@ impl Link {
                 } else {
                     match rx.await {
                         Ok(Ok(msg)) => Ok(serde_json::json!({"reloaded": true, "message": msg})),
-                        Ok(Err(e)) => Err(e),
+                        Ok(Err(e)) => Err(e.to_string()),
                         Err(_) => Err("reload was interrupted".to_string()),
                     }
                 }

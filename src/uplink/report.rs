@@ -68,8 +68,10 @@ pub async fn telemetry(ctx: &ControlContext, session: i64) -> Vec<u8> {
         Ok(st) => st,
         Err(e) => {
             tracing::warn!(error = %e, "cannot gather telemetry");
-            return serde_json::to_vec(&json!({"v": VERSION, "session": session, "at": now_rfc3339(), "error": e}))
-                .unwrap_or_default();
+            return serde_json::to_vec(
+                &json!({"v": VERSION, "session": session, "at": now_rfc3339(), "error": e.to_string()}),
+            )
+            .unwrap_or_default();
         }
     };
     let free_disk = ctx.journal.free_disk();
