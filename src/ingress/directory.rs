@@ -24,6 +24,7 @@
 //!
 //! File names are logged at debug only: exports name files after patients.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -92,20 +93,18 @@ pub async fn serve(name: String, cfg: DirectorySource, mut folder: Folder, servi
     stats.up(cfg.dir.display().to_string());
     tracing::info!(source = %name, dir = %cfg.dir.display(), inotify = folder.uses_inotify(), "watching for files");
     let source = Source { name, cfg: Arc::new(cfg), intake: serving.intake.clone() };
-    let mut failing = 0usize;
+    // Files that could not be taken last time; the source's problem clears once none is left.
+    let mut failing: HashSet<PathBuf> = HashSet::new();
     while let Some(path) = folder.next_ready(&serving.stop).await {
         match source.take(&path).await {
             Ok(()) => {
                 folder.done(&path);
-                if failing > 0 {
-                    failing -= 1;
-                    if failing == 0 {
-                        stats.problem(None);
-                    }
+                if failing.remove(&path) && failing.is_empty() {
+                    tracing::info!(source = %source.name, "every file that could not be taken has been taken now");
+                    stats.problem(None);
                 }
             }
             Err(problem) => {
-                failing += 1;
                 let message = problem.to_string();
                 tracing::warn!(source = %source.name, "{message}; trying again in {:?}", source.cfg.retry_after);
                 tracing::debug!(source = %source.name, file = %path.display(), "the file above");
@@ -113,8 +112,14 @@ pub async fn serve(name: String, cfg: DirectorySource, mut folder: Folder, servi
                 if problem.escalates() {
                     source.intake.source_problem(&source.name, message);
                 }
+                failing.insert(path.clone());
                 folder.retry_later(&path, Instant::now() + source.cfg.retry_after);
             }
+        }
+        // A file that vanished while failing (someone removed it) is no longer a problem.
+        failing.retain(|p| p.exists());
+        if failing.is_empty() {
+            stats.problem(None);
         }
         stats.waiting.store(folder.waiting() as u64, std::sync::atomic::Ordering::Relaxed);
     }

@@ -208,3 +208,53 @@ fn kill_9_among_200_files_loses_no_message_and_files_waiting_at_start_are_taken(
         assert!(seen.insert(it["summary"]["control_id"].as_str().unwrap().to_string()), "stored twice: {it}");
     }
 }
+
+#[test]
+fn a_taken_file_that_cannot_be_moved_is_reported_then_moved_once_possible_and_never_stored_twice() {
+    let sink = Sink::start(SinkMode::Accept);
+    let daemon = start(&folder_config(sink.addr, "settle = \"300ms\"\nretry_after = \"1s\"\nmove_to = \"done\""));
+    // Where taken files go is not a folder any more (a tech's slip, a share gone): even root
+    // cannot move a file into it.
+    let processed = daemon.path("done");
+    std::fs::remove_dir(&processed).unwrap();
+    std::fs::write(&processed, b"not a folder").unwrap();
+    drop_file(&inbox(&daemon), "m.hl7", &adt("DIR-MOVE"));
+
+    assert_eq!(wait_for_ids(&sink, 1), vec!["DIR-MOVE".to_string()], "its message is taken and delivered");
+    let st = wait_for("the problem in status", DEADLINE, || {
+        let st = daemon.status()["sources"][0].clone();
+        st["last_error"].as_str().is_some_and(|e| e.contains("cannot be moved")).then_some(st)
+    });
+    assert!(inbox(&daemon).join("m.hl7").exists(), "the file stays until it can be moved: {st}");
+
+    // Fixed: the next try finds the file already taken (the journal's record) and only moves it.
+    std::fs::remove_file(&processed).unwrap();
+    std::fs::create_dir(&processed).unwrap();
+    wait_for("the file moved", DEADLINE, || processed.join("m.hl7").exists().then_some(()));
+    let st = wait_for("the problem cleared", DEADLINE, || {
+        let st = daemon.status()["sources"][0].clone();
+        st["last_error"].is_null().then_some(st)
+    });
+    assert_eq!((st["received"].as_u64(), st["duplicates"].as_u64()), (Some(1), Some(0)), "stored once: {st}");
+    let all = daemon.cli_json(&["queue", "ls", "--state", "all", "--json"]);
+    let copies = all.as_array().unwrap().iter().filter(|it| it["summary"]["control_id"] == "DIR-MOVE").count();
+    assert_eq!(copies, 1, "one item in the journal");
+    assert_eq!(sink.count(), 1, "delivered once");
+}
+
+#[test]
+fn a_second_source_on_a_watched_folder_is_refused_at_reload_and_the_first_keeps_working() {
+    let sink = Sink::start(SinkMode::Accept);
+    let config = folder_config(sink.addr, "settle = \"300ms\"");
+    let daemon = start(&config);
+    let twice = format!(
+        "{config}\n[[source]]\nname = \"again\"\nkind = \"directory\"\ndir = \"inbox\"\n\n[[route]]\nname = \"again\"\nfrom = [\"again\"]\nto = [\"lis\"]\n"
+    );
+    daemon.rewrite_config(&twice);
+    let out = daemon.cli(&["reload"]);
+    assert!(!out.status.success(), "refused");
+    let err = stderr_of(&out);
+    assert!(err.contains("already used by source `drop`"), "says which source holds it: {err}");
+    drop_file(&inbox(&daemon), "after.hl7", &adt("DIR-AFTER"));
+    assert_eq!(wait_for_ids(&sink, 1), vec!["DIR-AFTER".to_string()]);
+}
