@@ -31,7 +31,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::folder::{Folder, FolderError};
+use super::folder::Folder;
 use super::{OpenError, Serving};
 use crate::config::{AfterTaken, DirectorySource};
 use crate::envelope::Kind;
@@ -62,7 +62,7 @@ pub fn detail(cfg: &DirectorySource, stats: &SourceStats, _link: &SourceLink) ->
 pub fn open(name: &str, cfg: &DirectorySource) -> Result<Folder, OpenError> {
     let fail = |message: String| OpenError { name: name.to_string(), message };
     let folder =
-        Folder::open(&cfg.dir, cfg.matcher.clone(), cfg.settle, cfg.rescan).map_err(|e| fail(folder_error(e)))?;
+        Folder::open(&cfg.dir, cfg.matcher.clone(), cfg.settle, cfg.rescan).map_err(|e| fail(e.to_string()))?;
     for dir in [taken_dir(cfg), Some(cfg.dir.join(REJECTED_DIR))].into_iter().flatten() {
         std::fs::create_dir_all(&dir).map_err(|e| {
             fail(format!(
@@ -73,10 +73,6 @@ pub fn open(name: &str, cfg: &DirectorySource) -> Result<Folder, OpenError> {
         })?;
     }
     Ok(folder)
-}
-
-fn folder_error(e: FolderError) -> String {
-    e.to_string()
 }
 
 /// Where taken files are moved (`None`: they are deleted).
