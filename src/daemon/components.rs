@@ -289,3 +289,24 @@ async fn stop_by(what: &str, mut task: JoinHandle<()>, deadline: Instant) {
         task.abort();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_part_that_does_not_stop_by_its_deadline_is_abandoned_then() {
+        let stuck = tokio::spawn(std::future::pending::<()>());
+        let abort = stuck.abort_handle();
+        let start = Instant::now();
+        stop_by("stuck", stuck, start + Duration::from_secs(5)).await;
+        assert_eq!(Instant::now() - start, Duration::from_secs(5), "waited until the deadline, not longer");
+        tokio::task::yield_now().await;
+        assert!(abort.is_finished(), "and aborted it");
+
+        let prompt = tokio::spawn(async {});
+        let start = Instant::now();
+        stop_by("prompt", prompt, start + Duration::from_secs(5)).await;
+        assert!(Instant::now() - start < Duration::from_secs(1), "a part that stops is not waited for");
+    }
+}

@@ -239,4 +239,25 @@ mod tests {
         assert_eq!(back.detail, st.detail);
         assert_eq!(back.detail.link_word(back.state), "listening");
     }
+
+    #[test]
+    fn a_folder_reads_watching_with_its_waiting_files_and_down_when_down() {
+        let toml = "[node]\nsite = \"s\"\nid = \"n\"\nstate_dir = \"/tmp/x\"\n[[source]]\nname = \"drop\"\nkind = \"directory\"\ndir = \"/srv/in\"\n";
+        let source = crate::config::Config::parse(toml, "t").unwrap().sources.remove(0);
+        assert_eq!(resources(&source), vec![Resource::Folder("/srv/in".into())]);
+        let stats = SourceStats::default();
+        stats.waiting.store(3, std::sync::atomic::Ordering::Relaxed);
+        let down = status(&source, &stats);
+        assert_eq!(down.detail.link_word(down.state), "down");
+        stats.up("/srv/in".into());
+        let up = status(&source, &stats);
+        assert_eq!(up.detail.link_word(up.state), "watching");
+        assert_eq!(up.detail.contract_fields(), vec![("waiting", serde_json::Value::from(3))]);
+        assert_eq!(up.detail.columns(), ("/srv/in".to_string(), "3".to_string()));
+        let v = serde_json::to_value(&up).unwrap();
+        assert_eq!(
+            (v["kind"].as_str(), v["dir"].as_str(), v["pattern"].as_str()),
+            (Some("directory"), Some("/srv/in"), Some("*"))
+        );
+    }
 }

@@ -173,6 +173,7 @@ fn a_file_that_cannot_be_taken_is_reported_and_tried_again_without_holding_up_ot
     let out = daemon.cli(&["status"]);
     assert!(stdout_of(&out).contains("max_file_size"), "status says why: {}", stdout_of(&out));
     assert!(inbox(&daemon).join("big.hl7").exists(), "the file is left where it was");
+    wait_for("the escalation", DEADLINE, || daemon.log().contains("source_problem").then_some(()));
     assert!(!stdout_of(&out).contains("big.hl7"), "file names (PHI) stay out of status");
 }
 
@@ -226,6 +227,9 @@ fn a_taken_file_that_cannot_be_moved_is_reported_then_moved_once_possible_and_ne
         st["last_error"].as_str().is_some_and(|e| e.contains("cannot be moved")).then_some(st)
     });
     assert!(inbox(&daemon).join("m.hl7").exists(), "the file stays until it can be moved: {st}");
+    wait_for("the escalation", DEADLINE, || daemon.log().contains("source_problem").then_some(()));
+    let above_debug: Vec<String> = daemon.log().lines().filter(|l| !l.contains("DEBUG")).map(String::from).collect();
+    assert!(!above_debug.iter().any(|l| l.contains("m.hl7")), "file names (PHI) stay out of the log above debug");
 
     // Fixed: the next try finds the file already taken (the journal's record) and only moves it.
     std::fs::remove_file(&processed).unwrap();
