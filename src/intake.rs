@@ -10,7 +10,7 @@ use crate::envelope::{Kind, NewEnvelope, Status, now_ms};
 use crate::escalate::ActiveEscalations;
 use crate::events::{Bus, Escalation, EscalationCode, EventKind, Severity};
 use crate::hl7::{Charset, Header, Outcome};
-use crate::journal::{Inserted, Journal, JournalError};
+use crate::journal::{Inserted, Journal, JournalError, TakenFile};
 use crate::payload;
 use crate::router::Router;
 use crate::stats::{Stats, inc};
@@ -33,6 +33,21 @@ impl Arrival {
     pub fn new(source: &str, kind: Kind, charset: Option<Charset>, body: Vec<u8>) -> Arrival {
         Arrival { source: source.to_string(), kind, charset, body, fields: Vec::new() }
     }
+}
+
+/// What announcing an item needs once the journal has answered (its envelope went there).
+struct Read {
+    source: String,
+    kind: Kind,
+    status: Status,
+    size: usize,
+    summary: crate::envelope::Summary,
+    routes: Vec<String>,
+    destinations: Vec<String>,
+    note: Option<String>,
+    header: Option<Header>,
+    /// The rules it was routed with (their escalation switches apply to it).
+    rules: Arc<Rules>,
 }
 
 /// How the adapter should answer the sender.
@@ -100,10 +115,32 @@ impl Intake {
     /// Takes one item as received: reads it as its kind, routes, journals (returning after
     /// the commit), announces.
     pub async fn accept(&self, arrival: Arrival) -> Receipt {
+        let (envelope, read) = self.read(arrival);
+        let inserted = self.journal.insert(envelope).await;
+        self.announce(read, inserted)
+    }
+
+    /// Takes every item of one file together: all are committed in one transaction with the
+    /// file's record, or none is (a refusal, a crash), so a file read again after a crash is
+    /// recognised by its record and never stored twice. Receipts are in the items' order.
+    pub async fn accept_file(&self, arrivals: Vec<Arrival>, file: TakenFile) -> Result<Vec<Receipt>, JournalError> {
+        let (envelopes, reads): (Vec<NewEnvelope>, Vec<Read>) = arrivals.into_iter().map(|a| self.read(a)).unzip();
+        match self.journal.insert_file(envelopes, file).await {
+            Ok(inserted) => Ok(reads.into_iter().zip(inserted).map(|(r, i)| self.announce(r, Ok(i))).collect()),
+            Err(e) => {
+                // Announced once, as a refusal of the file's first item would be.
+                if let Some(first) = reads.into_iter().next() {
+                    self.announce(first, Err(e.copy()));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads an item as its kind and routes it: everything short of journaling. Returns the
+    /// envelope to journal and what announcing it needs.
+    fn read(&self, arrival: Arrival) -> (NewEnvelope, Read) {
         let Arrival { source, kind, charset, body, fields } = arrival;
-        let source = source.as_str();
-        let stats = self.stats.source(source);
-        let received_at = now_ms();
         let decoded = payload::decode(kind, &body, charset);
         let charset_name = decoded.charset().map(|c| c.name().to_string());
         let parsed = decoded.parse();
@@ -117,7 +154,7 @@ impl Intake {
                         "item has lines the reader skipped (kept as received; routing cannot see them)"
                     );
                 }
-                let decision = rules.router.route(source, item);
+                let decision = rules.router.route(&source, item);
                 let status = if decision.is_unrouted() { Status::Unrouted } else { Status::Accepted };
                 (item.hl7_header(), item.summary(), status, decision, None)
             }
@@ -130,20 +167,38 @@ impl Intake {
         }
         drop(parsed);
         drop(decoded);
-        let size = body.len();
-        let envelope = NewEnvelope {
-            source: source.to_string(),
+        let read = Read {
+            source: source.clone(),
             kind,
-            received_at,
             status,
-            body,
+            size: body.len(),
             summary: summary.clone(),
-            charset: charset_name,
             routes: decision.routes.clone(),
             destinations: decision.destinations.clone(),
             note: note.clone(),
+            header,
+            rules,
         };
-        let inserted = self.journal.insert(envelope).await;
+        let envelope = NewEnvelope {
+            source,
+            kind,
+            received_at: now_ms(),
+            status,
+            body,
+            summary,
+            charset: charset_name,
+            routes: decision.routes,
+            destinations: decision.destinations,
+            note,
+        };
+        (envelope, read)
+    }
+
+    /// Counts, logs and announces what became of an item, and says how to answer its sender.
+    fn announce(&self, read: Read, inserted: Result<Inserted, JournalError>) -> Receipt {
+        let Read { source, kind, status, size, summary, routes, destinations, note, header, rules } = read;
+        let source = source.as_str();
+        let stats = self.stats.source(source);
         if inserted.is_ok() && self.refusing.load(std::sync::atomic::Ordering::Relaxed) {
             self.journal_full(None);
         }
@@ -160,11 +215,7 @@ impl Intake {
                     size,
                 });
                 match status {
-                    Status::Accepted => self.bus.emit(EventKind::Routed {
-                        id: id.clone(),
-                        routes: decision.routes,
-                        destinations: decision.destinations,
-                    }),
+                    Status::Accepted => self.bus.emit(EventKind::Routed { id: id.clone(), routes, destinations }),
                     Status::Unrouted => {
                         self.bus.emit(EventKind::Unrouted {
                             id: id.clone(),

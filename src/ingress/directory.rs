@@ -6,17 +6,19 @@
 //! 1. read it whole (at most `max_file_size`) and hash it;
 //! 2. if the journal already records this file (same source, name and SHA-256), a crash came
 //!    between its commit and its move: only the move is left;
-//! 3. split it into messages (`hl7::batch`: one message, several, FHS/BHS batches, MLLP-framed)
-//!    and hand each to intake, byte-exact, with the file's name in its summary; text that is
-//!    not part of any message is kept too, as a rejected item, and a file with no HL7 at all is
-//!    one rejected item;
-//! 4. record the file in the journal (`source_files`), then move it (into `processed/`, or
-//!    `move_to`) or delete it. A file with nothing readable goes to `rejected/` beside it,
-//!    never back into the loop.
+//! 3. split it into messages (`hl7::batch`: one message, several, FHS/BHS batches, MLLP-framed),
+//!    each an item, byte-exact, with the file's name in its summary; text that is not part of
+//!    any message is kept too, as a rejected item, and a file with no HL7 at all is one rejected
+//!    item;
+//! 4. journal all of them and the file's record (`source_files`) in one transaction
+//!    (`Intake::accept_file`): all or none;
+//! 5. move the file (into `processed/`, or `move_to`) or delete it. A file with nothing
+//!    readable goes to `rejected/` beside it, never back into the loop.
 //!
-//! A crash between a message's commit and the file's record re-reads the file at the next
-//! start: its HL7 messages are recognised as retransmissions (same source, control id and
-//! bytes within `journal.dedup_window`) and counted as duplicates, not stored twice.
+//! So a crash anywhere leaves either nothing of the file in the journal (it is read again) or
+//! all of it and its record (only the move is left): never half a file, never a file twice.
+//! While a file is taken, its bytes are held twice (the file and its items): a source needs up
+//! to twice `max_file_size` of memory.
 //!
 //! A file that cannot be read or moved (permissions, a share gone) is reported in `status`,
 //! escalated, and tried again after `retry_after` without holding up the other files. A
@@ -171,19 +173,29 @@ impl Source {
             tracing::info!(source = %self.name, "a file taken before a restart is moved now (its items were already stored)");
             return self.finish(path, &file_name, true).await;
         }
-        let (items, readable) = self.store(&bytes, &file_name).await?;
-        let taken = TakenFile { source: self.name.clone(), name: file_name.clone(), digest, size, items };
-        self.intake.journal().file_taken(taken).await.map_err(|e| Problem::Journal(e.to_string()))?;
+        let arrivals = self.arrivals(&bytes, &file_name);
+        let taken = TakenFile {
+            source: self.name.clone(),
+            name: file_name.clone(),
+            digest,
+            size,
+            items: arrivals.len() as u64,
+        };
+        let receipts = self.intake.accept_file(arrivals, taken).await.map_err(|e| Problem::Journal(e.to_string()))?;
+        // Readable: at least one item was HL7 it could read (stored now or before); a file of
+        // nothing readable goes to rejected/. An empty file counts as readable: nothing in it
+        // is lost by moving it on.
+        let readable = receipts.is_empty() || receipts.iter().any(|r| r.outcome == Outcome::Stored);
         self.finish(path, &file_name, readable).await
     }
 
-    /// Hands every message of the file to intake. Returns how many items were stored and
-    /// whether any of them was readable HL7.
-    async fn store(&self, bytes: &[u8], file_name: &str) -> Result<(u64, bool), Problem> {
+    /// The items of a file, byte-exact, in file order: its messages, any text outside them, or
+    /// the whole file when it holds no HL7.
+    fn arrivals(&self, bytes: &[u8], file_name: &str) -> Vec<Arrival> {
         let pieces: Vec<std::ops::Range<usize>> = match split_messages(bytes) {
             Split::Empty => {
                 tracing::info!(source = %self.name, "an empty file: nothing to take");
-                return Ok((0, true));
+                Vec::new()
             }
             Split::NotHl7 => std::iter::once(0..bytes.len()).collect(),
             Split::Hl7(contents) => {
@@ -204,20 +216,14 @@ impl Source {
                 all
             }
         };
-        let mut items = 0;
-        let mut readable = false;
-        for range in pieces {
-            let mut arrival = Arrival::new(&self.name, Kind::Hl7v2, self.cfg.charset, bytes[range].to_vec());
-            arrival.fields.push(("file", file_name.to_string()));
-            let receipt = self.intake.accept(arrival).await;
-            match receipt.outcome {
-                Outcome::Stored => readable = true,
-                Outcome::Unparseable if receipt.id.is_some() => {}
-                _ => return Err(Problem::Journal(receipt.error.unwrap_or_else(|| "refused".into()))),
-            }
-            items += 1;
-        }
-        Ok((items, readable))
+        pieces
+            .into_iter()
+            .map(|range| {
+                let mut arrival = Arrival::new(&self.name, Kind::Hl7v2, self.cfg.charset, bytes[range].to_vec());
+                arrival.fields.push(("file", file_name.to_string()));
+                arrival
+            })
+            .collect()
     }
 
     /// Moves (or deletes) a taken file; one with nothing readable goes to `rejected/`.

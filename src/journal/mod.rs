@@ -82,6 +82,11 @@ impl From<rusqlite::Error> for JournalError {
 }
 
 impl JournalError {
+    /// A copy (SQLite's errors cannot be cloned): the same kind, code and text.
+    pub fn copy(&self) -> JournalError {
+        writer::clone_error(self)
+    }
+
     /// True when the error means "no room": the sender should get AR/CR, and ops an escalation.
     pub fn is_capacity(&self) -> bool {
         match self {
@@ -198,13 +203,17 @@ enum Op {
     },
     /// Increments a persistent counter and returns its new value.
     Bump(&'static str),
-    /// Records a file taken from a folder.
-    FileTaken(TakenFile),
+    /// Every item of a file taken from a folder, and the file's record: all or none.
+    InsertFile {
+        envelopes: Vec<NewEnvelope>,
+        file: TakenFile,
+    },
     Barrier,
 }
 
 enum Reply {
     Insert(oneshot::Sender<Result<Inserted, JournalError>>),
+    InsertFile(oneshot::Sender<Result<Vec<Inserted>, JournalError>>),
     Count(oneshot::Sender<Result<usize, JournalError>>),
     Value(oneshot::Sender<Result<i64, JournalError>>),
     Unit(oneshot::Sender<()>),
@@ -366,12 +375,18 @@ impl Journal {
         rx.await.map_err(|_| JournalError::Closed)?
     }
 
-    /// Records that every item of a file is committed; returns once that is committed too (the
-    /// file may then be moved or deleted).
-    pub async fn file_taken(&self, file: TakenFile) -> Result<(), JournalError> {
+    /// Stores every item of a file and the file's record in one transaction, durably: all of
+    /// them, or (refused, or a crash) none. Returns after commit and fsync, one answer per item
+    /// in order (a retransmission of an item already stored is a `Duplicate`). Once this returns,
+    /// the file may be moved or deleted; found again, [`Reader::file_taken`] recognises it.
+    pub async fn insert_file(
+        &self,
+        envelopes: Vec<NewEnvelope>,
+        file: TakenFile,
+    ) -> Result<Vec<Inserted>, JournalError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Op::FileTaken(file), Reply::Unit(reply)).await?;
-        rx.await.map_err(|_| JournalError::Closed)
+        self.send(Op::InsertFile { envelopes, file }, Reply::InsertFile(reply)).await?;
+        rx.await.map_err(|_| JournalError::Closed)?
     }
 
     /// Waits until everything sent before it is committed.

@@ -131,6 +131,46 @@ fn size_cap_evicts_delivered_items_but_refuses_rather_than_drop_undelivered() {
     });
 }
 
+fn taken(name: &str, items: u64) -> TakenFile {
+    TakenFile { source: "src".into(), name: name.into(), digest: format!("sha256:{name}"), size: 10, items }
+}
+
+#[test]
+fn a_files_items_and_record_are_stored_all_or_none() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let lim = Limits { max_bytes: 1000, ..limits() };
+        let j = Journal::open(&dir.path().join("j.db"), lim).unwrap();
+        let body = vec![b'x'; 300];
+        // Two items that fit: both stored, in order, with the record.
+        let file = vec![envelope("F1", &body, &["a"]), envelope("F2", &body, &["a"])];
+        let stored = j.insert_file(file, taken("ok.hl7", 2)).await.unwrap();
+        assert!(matches!(stored[..], [Inserted::Stored { seq: 1, .. }, Inserted::Stored { seq: 2, .. }]), "{stored:?}");
+        // Two more do not fit: the first of them alone would, but neither is stored, nor the
+        // record, and the byte count is as before.
+        let file = vec![envelope("F3", &body, &["a"]), envelope("F4", &body, &["a"])];
+        let err = j.insert_file(file, taken("big.hl7", 2)).await.unwrap_err();
+        assert!(matches!(err, JournalError::Full { .. }), "{err}");
+        assert_eq!(j.shared().stored_bytes.load(Ordering::Relaxed), 600);
+        // The next item gets the next seq: the refused file's took none.
+        let Inserted::Stored { seq, .. } = j.insert(envelope("F5", &body, &["a"])).await.unwrap() else { panic!() };
+        assert_eq!(seq, 3);
+        let r = j.reader().unwrap();
+        assert!(r.file_taken("src", "ok.hl7", "sha256:ok.hl7").unwrap());
+        assert!(!r.file_taken("src", "big.hl7", "sha256:big.hl7").unwrap(), "no record for a refused file");
+        let pending: Vec<i64> = r.pending("a", 0, 10).unwrap().iter().map(|p| p.seq).collect();
+        assert_eq!(pending, vec![1, 2, 3]);
+        // A file holding a retransmission of a stored item: recognised inside the file too.
+        let again = j.insert_file(vec![envelope("F1", &body, &["a"])], taken("again.hl7", 1)).await.unwrap();
+        assert!(matches!(again[..], [Inserted::Duplicate { seq: 1, .. }]), "{again:?}");
+        // An empty file is recorded with no item.
+        assert!(j.insert_file(Vec::new(), taken("empty.hl7", 0)).await.unwrap().is_empty());
+        assert!(r.file_taken("src", "empty.hl7", "sha256:empty.hl7").unwrap());
+        drop(r);
+        j.close();
+    });
+}
+
 #[test]
 fn failed_deliveries_keep_attempts_and_can_be_retried() {
     let dir = tempfile::tempdir().unwrap();

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use super::recent::{self, Recent};
 use super::{
     DeliveryState, DeliveryUpdate, Head, Inserted, JournalError, Limits, Op, Reply, Request, Rerouted, RetryTarget,
-    Shared,
+    Shared, TakenFile,
 };
 use crate::envelope::{NewEnvelope, Status, now_ms};
 
@@ -46,6 +46,7 @@ pub(super) struct Writer {
 /// An operation's outcome, held until its batch commits.
 enum Outcome {
     Inserted(Result<Inserted, JournalError>),
+    InsertedFile(Result<Vec<Inserted>, JournalError>),
     Count(usize),
     Value(i64),
     Unit,
@@ -163,6 +164,9 @@ impl Writer {
                 (Reply::Insert(tx), Outcome::Inserted(r)) => {
                     let _ = tx.send(r);
                 }
+                (Reply::InsertFile(tx), Outcome::InsertedFile(r)) => {
+                    let _ = tx.send(r);
+                }
                 (Reply::Count(tx), Outcome::Count(n)) => {
                     let _ = tx.send(Ok(n));
                 }
@@ -185,6 +189,9 @@ impl Writer {
             }
             match req.reply {
                 Reply::Insert(tx) => {
+                    let _ = tx.send(Err(e));
+                }
+                Reply::InsertFile(tx) => {
                     let _ = tx.send(Err(e));
                 }
                 Reply::Count(tx) => {
@@ -259,17 +266,54 @@ impl Writer {
                     .query_row([key], |r| r.get(0))?;
                 Ok(Outcome::Value(v))
             }
-            Op::FileTaken(f) => {
-                self.conn
-                    .prepare_cached(
-                        "INSERT OR REPLACE INTO source_files (source, name, digest, size, items, taken_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    )?
-                    .execute(params![f.source, f.name, f.digest, f.size as i64, f.items as i64, now])?;
-                Ok(Outcome::Unit)
-            }
+            Op::InsertFile { envelopes, file } => self.insert_file(envelopes, file, now, head),
             Op::Barrier => Ok(Outcome::Unit),
         }
+    }
+
+    /// A file's items and its record, inside a savepoint: a refusal (full) of any item takes
+    /// back the others and leaves the rest of the batch alone.
+    fn insert_file(
+        &mut self,
+        envelopes: &[NewEnvelope],
+        file: &TakenFile,
+        now: i64,
+        head: &mut Head,
+    ) -> Result<Outcome, JournalError> {
+        let before = (self.shared.stored_bytes.load(Ordering::Relaxed), self.next_seq, self.next_useq, *head);
+        let pending_recent = self.pending_recent.len();
+        self.conn.execute_batch("SAVEPOINT file")?;
+        let mut inserted = Vec::with_capacity(envelopes.len());
+        for env in envelopes {
+            match self.insert(env, now) {
+                Ok(i) => {
+                    if let Inserted::Stored { seq, .. } = &i {
+                        head.seq = head.seq.max(*seq);
+                    }
+                    inserted.push(i);
+                }
+                Err(e @ (JournalError::Full { .. } | JournalError::DiskFull { .. })) => {
+                    self.conn.execute_batch("ROLLBACK TO file; RELEASE file")?;
+                    let (stored, next_seq, next_useq, old_head) = before;
+                    self.shared.stored_bytes.store(stored, Ordering::Relaxed);
+                    self.next_seq = next_seq;
+                    self.next_useq = next_useq;
+                    *head = old_head;
+                    self.pending_recent.truncate(pending_recent);
+                    self.shared.refused.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Outcome::InsertedFile(Err(e)));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO source_files (source, name, digest, size, items, taken_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![file.source, file.name, file.digest, file.size as i64, file.items as i64, now])?;
+        self.conn.execute_batch("RELEASE file")?;
+        Ok(Outcome::InsertedFile(Ok(inserted)))
     }
 
     fn insert(&mut self, env: &NewEnvelope, now: i64) -> Result<Inserted, JournalError> {
@@ -652,7 +696,7 @@ fn warm_recent(conn: &Connection, limits: &Limits) -> Recent {
 }
 
 /// `JournalError` holds a non-Clone rusqlite error; replies to several waiters each need one.
-fn clone_error(e: &JournalError) -> JournalError {
+pub(super) fn clone_error(e: &JournalError) -> JournalError {
     match e {
         JournalError::Full { stored, max } => JournalError::Full { stored: *stored, max: *max },
         JournalError::DiskFull { free, min } => JournalError::DiskFull { free: *free, min: *min },

@@ -199,6 +199,7 @@ fn kill_9_among_200_files_loses_no_message_and_files_waiting_at_start_are_taken(
     let stored = st["received"].as_u64().unwrap();
     let dups = st["duplicates"].as_u64().unwrap();
     eprintln!("kill -9 after {before} deliveries; after restart: {stored} stored, {dups} recognised as duplicates");
+    assert_eq!(dups, 0, "a file is journaled whole or not at all: none is read twice into the journal");
     let items = wait_for("200 deliveries recorded in the journal", DEADLINE, || {
         let items = daemon.cli_json(&["queue", "ls", "--state", "delivered", "--limit", "1000", "--json"]);
         let items = items.as_array()?.clone();

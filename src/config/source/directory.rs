@@ -31,7 +31,7 @@ pub(super) fn read(ck: &mut Checker, t: &Tbl<'_, '_>, state_dir: &Path) -> Optio
     let settle = t.opt(ck, "settle", secs(2), duration(true));
     let rescan = t.opt(ck, "rescan", secs(30), duration(false));
     let retry_after = t.opt(ck, "retry_after", secs(60), duration(false));
-    let max_file_size = t.opt(ck, "max_file_size", 64 * MIB, size_in(KIB, 4 * GIB));
+    let max_file_size = t.opt(ck, "max_file_size", 16 * MIB, size_in(KIB, GIB));
     let charset = t.opt(ck, "charset", None, |ck, v| charset(ck, v).map(Some));
     let (dir, after, move_to) = (dir?, after?, move_to?);
     let after = match (after.as_str(), move_to) {
