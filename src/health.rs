@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::journal::Journal;
+use crate::journal::{Journal, JournalError};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Unhealthy {
@@ -15,14 +15,17 @@ pub enum Unhealthy {
     JournalStalled(Duration),
     #[error("the journal writer has stopped")]
     JournalStopped,
+    #[error("the journal cannot commit: {0}")]
+    JournalFailing(String),
 }
 
 /// Checks that the journal writer answers within `within`. Getting an answer at all proves the
 /// runtime runs (this is a task on it); a wedged writer or a stalled runtime gives none.
 pub async fn check(journal: &Journal, within: Duration) -> Result<(), Unhealthy> {
-    match tokio::time::timeout(within, journal.barrier()).await {
+    match tokio::time::timeout(within, journal.ping()).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(Unhealthy::JournalStopped),
+        Ok(Err(JournalError::Closed)) => Err(Unhealthy::JournalStopped),
+        Ok(Err(e)) => Err(Unhealthy::JournalFailing(e.to_string())),
         Err(_) => Err(Unhealthy::JournalStalled(within)),
     }
 }

@@ -5,6 +5,8 @@
 //!   reloads and never waits on one), and shutdown.
 //! - `supervisor.rs`: the one task that changes the running parts: reloads (SIGHUP, `outpost
 //!   reload`) and configs from central (applied, watched, kept or rolled back).
+//! - `notify.rs`: systemd's notify protocol: ready, status, watchdog pings while healthy,
+//!   stopping.
 //! - `components.rs`: the running parts (sources, delivery workers, the uplink), started,
 //!   switched (everything opened before anything switches, so a bad config changes nothing)
 //!   and stopped.
@@ -15,6 +17,7 @@
 //! acknowledged is already committed, so the grace period bounds time, never safety.
 
 mod components;
+mod notify;
 mod supervisor;
 
 use std::path::PathBuf;
@@ -41,9 +44,6 @@ use components::Components;
 use supervisor::{Command, Supervisor};
 
 pub use crate::control::ReloadError;
-
-/// How often the main loop checks that the journal writer and the runtime are alive.
-const HEALTH_EVERY: Duration = Duration::from_secs(10);
 
 /// How often retention purges run.
 const PURGE_EVERY: Duration = Duration::from_secs(300);
@@ -164,7 +164,15 @@ pub async fn run(config: Config, origin: ConfigOrigin) -> anyhow::Result<()> {
     let stop_supervisor = CancellationToken::new();
     let mut supervisor = tokio::spawn(supervisor.run(command_rx, reload_rx, remote_rx, stop_supervisor.clone()));
 
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    let mut notifier = notify::Notifier::from_env();
+    let standing = notify::standing(&journal, &stats, &config).await;
+    notifier.ready(&standing.unwrap_or(notify::Standing {
+        sources: config.sources.len(),
+        sources_up: config.sources.len(),
+        pending: 0,
+        failed: 0,
+        uplink: None,
+    }));
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         site = %config.node.site,
@@ -176,9 +184,8 @@ pub async fn run(config: Config, origin: ConfigOrigin) -> anyhow::Result<()> {
         "outpost ready"
     );
 
-    let mut health = tokio::time::interval(HEALTH_EVERY);
-    health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut healthy = true;
+    let mut check = tokio::time::interval(notifier.interval());
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
@@ -189,15 +196,9 @@ pub async fn run(config: Config, origin: ConfigOrigin) -> anyhow::Result<()> {
                     tracing::warn!("SIGHUP: reloads are already queued; this one is folded into them");
                 }
             }
-            _ = health.tick() => {
-                let now = crate::health::check(&journal, HEALTH_EVERY).await;
-                match (&now, healthy) {
-                    (Err(e), true) => tracing::error!("unhealthy: {e}"),
-                    (Ok(()), false) => tracing::info!("healthy again: the journal writer answers"),
-                    _ => {}
-                }
-                healthy = now.is_ok();
-            }
+            // Health, the watchdog's ping and the status line; bounded, so signals wait at most
+            // a quarter of the watchdog interval.
+            _ = check.tick() => notifier.tick(&journal, &stats, &shared_config.get()).await,
             _ = &mut supervisor => {
                 // It only ends when told to; if it died, reloads cannot be served any more.
                 tracing::error!("the supervisor stopped unexpectedly; shutting down so that systemd restarts outpost");
@@ -206,7 +207,7 @@ pub async fn run(config: Config, origin: ConfigOrigin) -> anyhow::Result<()> {
         }
     }
 
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    notifier.stopping();
     let deadline = Instant::now() + config.node.shutdown_grace;
     shutdown(supervisor, stop_supervisor, background, [monitor, purger, control_task], journal, deadline).await;
     tracing::info!("outpost stopped");

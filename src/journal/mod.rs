@@ -217,6 +217,8 @@ enum Reply {
     Count(oneshot::Sender<Result<usize, JournalError>>),
     Value(oneshot::Sender<Result<i64, JournalError>>),
     Unit(oneshot::Sender<()>),
+    /// Like `Unit`, but a failed commit is an error (a health check must not pass on one).
+    Checked(oneshot::Sender<Result<(), JournalError>>),
     None,
 }
 
@@ -386,6 +388,14 @@ impl Journal {
     ) -> Result<Vec<Inserted>, JournalError> {
         let (reply, rx) = oneshot::channel();
         self.send(Op::InsertFile { envelopes, file }, Reply::InsertFile(reply)).await?;
+        rx.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Proves the writer takes requests and commits: an empty transaction (nothing written,
+    /// nothing synced). An error when the commit failed (the database locked, an I/O error).
+    pub async fn ping(&self) -> Result<(), JournalError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::Barrier, Reply::Checked(reply)).await?;
         rx.await.map_err(|_| JournalError::Closed)?
     }
 

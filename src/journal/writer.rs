@@ -176,6 +176,9 @@ impl Writer {
                 (Reply::Unit(tx), _) => {
                     let _ = tx.send(());
                 }
+                (Reply::Checked(tx), _) => {
+                    let _ = tx.send(Ok(()));
+                }
                 _ => {}
             }
         }
@@ -202,6 +205,9 @@ impl Writer {
                 }
                 Reply::Unit(tx) => {
                     let _ = tx.send(());
+                }
+                Reply::Checked(tx) => {
+                    let _ = tx.send(Err(e));
                 }
                 Reply::None => {
                     if let Op::Delivery(update) = &req.op {

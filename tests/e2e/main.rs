@@ -12,5 +12,6 @@ mod escalation;
 mod intake;
 mod lifecycle;
 mod mqtt_harness;
+mod notify;
 mod protocol;
 mod uplink;

@@ -41,6 +41,8 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     pub child: Option<Child>,
+    /// Extra environment for the process (e.g. systemd's NOTIFY_SOCKET).
+    pub env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -52,6 +54,10 @@ impl Daemon {
     }
 
     pub fn start_in(dir: tempfile::TempDir, config: &str) -> Daemon {
+        Daemon::start_with_env(dir, config, Vec::new())
+    }
+
+    pub fn start_with_env(dir: tempfile::TempDir, config: &str, env: Vec<(String, String)>) -> Daemon {
         let config_path = dir.path().join("outpost.toml");
         let body = config.replace("{dir}", &dir.path().display().to_string());
         let full = format!(
@@ -61,7 +67,7 @@ impl Daemon {
             body
         );
         std::fs::write(&config_path, full).expect("write config");
-        let mut d = Daemon { dir, config_path, child: None };
+        let mut d = Daemon { dir, config_path, child: None, env };
         d.spawn();
         d
     }
@@ -87,6 +93,9 @@ impl Daemon {
             .arg(&self.config_path)
             .env("OUTPOST_LOG", "debug")
             .env_remove("JOURNAL_STREAM")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
