@@ -125,6 +125,18 @@ pub enum EscalationCode {
 }
 
 impl EscalationCode {
+    /// Raised once per item (or per file), not as a state that is raised and cleared: a burst
+    /// of items can raise thousands, so their log lines are throttled.
+    pub fn per_item(self) -> bool {
+        matches!(
+            self,
+            EscalationCode::Unrouted
+                | EscalationCode::Rejected
+                | EscalationCode::Refused
+                | EscalationCode::SourceProblem
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             EscalationCode::Undelivered => "undelivered",
@@ -161,10 +173,49 @@ pub struct Escalation {
 }
 
 /// Broadcast bus. Slow subscribers miss events (they are told how many) rather than slowing
-/// intake down.
+/// intake down. Escalations are also logged: per-item ones (an unrouted item, ...) at most
+/// [`LOGGED_PER_WINDOW`] per code per minute, the rest counted for the periodic summary, so a
+/// burst of items cannot fill the log and make journald drop the lines that matter.
 #[derive(Clone)]
 pub struct Bus {
     tx: broadcast::Sender<Event>,
+    throttle: std::sync::Arc<std::sync::Mutex<Throttle>>,
+}
+
+/// Per-item escalations logged one by one per code in each window; the rest only counted.
+pub const LOGGED_PER_WINDOW: u32 = 10;
+const THROTTLE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Which per-item escalations are logged, and how many were not. No IO; time is passed in.
+#[derive(Debug, Default)]
+pub struct Throttle {
+    window_start: Option<std::time::Instant>,
+    logged: std::collections::HashMap<EscalationCode, u32>,
+    suppressed: std::collections::HashMap<EscalationCode, u64>,
+}
+
+impl Throttle {
+    /// Whether this escalation of `code` may be logged now; if not, it is counted.
+    pub fn allow(&mut self, code: EscalationCode, now: std::time::Instant) -> bool {
+        if self.window_start.is_none_or(|start| now.duration_since(start) >= THROTTLE_WINDOW) {
+            self.window_start = Some(now);
+            self.logged.clear();
+        }
+        let logged = self.logged.entry(code).or_default();
+        if *logged < LOGGED_PER_WINDOW {
+            *logged += 1;
+            return true;
+        }
+        *self.suppressed.entry(code).or_default() += 1;
+        false
+    }
+
+    /// The escalations not logged since the last call, per code.
+    pub fn take_suppressed(&mut self) -> Vec<(EscalationCode, u64)> {
+        let mut out: Vec<(EscalationCode, u64)> = self.suppressed.drain().collect();
+        out.sort_by_key(|(code, _)| code.as_str());
+        out
+    }
 }
 
 impl Default for Bus {
@@ -176,12 +227,21 @@ impl Default for Bus {
 impl Bus {
     pub fn new() -> Bus {
         let (tx, _) = broadcast::channel(4096);
-        Bus { tx }
+        Bus { tx, throttle: Default::default() }
+    }
+
+    /// Per-item escalations that were not logged one by one since the last call, per code.
+    pub fn take_suppressed(&self) -> Vec<(EscalationCode, u64)> {
+        self.throttle.lock().map(|mut t| t.take_suppressed()).unwrap_or_default()
     }
 
     pub fn emit(&self, kind: EventKind) {
         if let EventKind::Escalation(e) = &kind {
-            if e.active {
+            let logged = !e.code.per_item()
+                || self.throttle.lock().map(|mut t| t.allow(e.code, std::time::Instant::now())).unwrap_or(true);
+            if !logged {
+                // Counted for the summary; still on the bus for `tail` and central.
+            } else if e.active {
                 tracing::warn!(code = e.code.as_str(), severity = ?e.severity, subject = %e.subject, "escalation: {}", e.message);
             } else {
                 tracing::info!(code = e.code.as_str(), subject = %e.subject, "cleared: {}", e.message);
@@ -198,6 +258,19 @@ impl Bus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_item_escalations_are_logged_ten_a_minute_per_code_and_the_rest_counted() {
+        let mut t = Throttle::default();
+        let start = std::time::Instant::now();
+        let allowed = (0..25).filter(|_| t.allow(EscalationCode::Unrouted, start)).count();
+        assert_eq!(allowed, LOGGED_PER_WINDOW as usize);
+        assert!(t.allow(EscalationCode::Rejected, start), "each code has its own budget");
+        let later = start + std::time::Duration::from_secs(61);
+        assert!(t.allow(EscalationCode::Unrouted, later), "a new minute, a new budget");
+        assert_eq!(t.take_suppressed(), vec![(EscalationCode::Unrouted, 15)]);
+        assert_eq!(t.take_suppressed(), vec![], "counted once");
+    }
 
     #[test]
     fn escalation_codes_keep_their_names() {

@@ -205,7 +205,9 @@ impl Intake {
         match inserted {
             Ok(Inserted::Stored { id, .. }) => {
                 inc(&stats.received);
-                tracing::info!(source, %id, kind = kind.as_str(), item_type = %summary.item_type, size, status = status.as_str(), "received");
+                // Per item, so at debug: a backlog of 100,000 would exceed journald's rate limit
+                // and hide the warnings. The daemon logs a summary of counts instead.
+                tracing::debug!(source, %id, kind = kind.as_str(), item_type = %summary.item_type, size, status = status.as_str(), "received");
                 self.bus.emit(EventKind::Received {
                     id: id.clone(),
                     source: source.to_string(),
@@ -252,7 +254,7 @@ impl Intake {
             }
             Ok(Inserted::Duplicate { id, .. }) => {
                 inc(&stats.duplicates);
-                tracing::info!(source, %id, "retransmission of a stored item: acknowledged again, not stored twice");
+                tracing::debug!(source, %id, "retransmission of a stored item: acknowledged again, not stored twice");
                 self.bus.emit(EventKind::Duplicate {
                     id: id.clone(),
                     source: source.to_string(),
@@ -263,7 +265,12 @@ impl Intake {
             Err(e) => {
                 inc(&stats.refused);
                 let reason = e.to_string();
-                tracing::error!(source, error = %reason, "cannot store a received item; the sender is told to resend later");
+                if e.is_capacity() {
+                    // The journal_full escalation says it once; the summary counts refusals.
+                    tracing::debug!(source, error = %reason, "cannot store a received item; the sender is told to resend later");
+                } else {
+                    tracing::error!(source, error = %reason, "cannot store a received item; the sender is told to resend later");
+                }
                 self.bus.emit(EventKind::Refused { source: source.to_string(), reason: reason.clone() });
                 if e.is_capacity() {
                     self.journal_full(Some(reason.clone()));

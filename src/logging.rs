@@ -1,6 +1,8 @@
 //! Logging: journald when systemd runs us (it sets $JOURNAL_STREAM), stderr otherwise.
 //! The level comes from $OUTPOST_LOG (or $RUST_LOG), default `info`. Nothing logged at info
-//! carries message content: ids, types, counts and names only.
+//! carries message content: ids, types, counts and names only. Items are logged one by one at
+//! debug; at info the daemon summarises them every `node.log_summary` and throttles per-item
+//! escalations (see `daemon/summary.rs`), so a burst never reaches journald's rate limit.
 
 use std::io::IsTerminal;
 
@@ -17,6 +19,9 @@ pub fn init_daemon() {
     if std::env::var_os("JOURNAL_STREAM").is_some()
         && let Ok(layer) = tracing_journald::layer()
     {
+        // Fields become journald fields by their own names (`source` → SOURCE), so that
+        // `journalctl -u outpost SOURCE=ehr-feed` finds a source's lines.
+        let layer = layer.with_field_prefix(None);
         let _ = tracing_subscriber::registry().with(filter("info")).with(layer).try_init();
         return;
     }

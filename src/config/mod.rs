@@ -66,6 +66,9 @@ pub struct Node {
     /// How long a graceful shutdown may take before outstanding work is abandoned (it stays in
     /// the journal and resumes at the next start).
     pub shutdown_grace: Duration,
+    /// How often the log summarises what happened to items (received, delivered, refused...):
+    /// items are logged one by one at debug only.
+    pub log_summary: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

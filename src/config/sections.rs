@@ -15,8 +15,15 @@ pub(super) fn node(ck: &mut Checker, t: &Tbl<'_, '_>) -> Option<Node> {
     let id = t.req(ck, "id", "id = \"gw-01\"", identifier);
     let state_dir = t.opt(ck, "state_dir", default_state_dir(), absolute_path);
     let shutdown_grace = t.opt(ck, "shutdown_grace", secs(10), duration(true));
+    let log_summary = t.opt(ck, "log_summary", secs(60), duration(false));
     t.finish(ck, &[]);
-    Some(Node { site: site?, id: id?, state_dir: state_dir?, shutdown_grace: shutdown_grace? })
+    Some(Node {
+        site: site?,
+        id: id?,
+        state_dir: state_dir?,
+        shutdown_grace: shutdown_grace?,
+        log_summary: log_summary?,
+    })
 }
 
 pub(super) fn control(ck: &mut Checker, t: &Tbl<'_, '_>, state_dir: &Path) -> Option<Control> {

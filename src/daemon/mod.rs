@@ -5,6 +5,7 @@
 //!   reloads and never waits on one), and shutdown.
 //! - `supervisor.rs`: the one task that changes the running parts: reloads (SIGHUP, `outpost
 //!   reload`) and configs from central (applied, watched, kept or rolled back).
+//! - `summary.rs`: the log's periodic summary of items (they are logged one by one at debug).
 //! - `notify.rs`: systemd's notify protocol: ready, status, watchdog pings while healthy,
 //!   stopping.
 //! - `components.rs`: the running parts (sources, delivery workers, the uplink), started,
@@ -18,6 +19,7 @@
 
 mod components;
 mod notify;
+mod summary;
 mod supervisor;
 
 use std::path::PathBuf;
@@ -151,6 +153,8 @@ pub async fn run(config: Config, origin: ConfigOrigin) -> anyhow::Result<()> {
         background.clone(),
     ));
     let purger = tokio::spawn(purge_loop(shared_config.clone(), journal.clone(), background.clone()));
+    let summary =
+        tokio::spawn(summary::summary_loop(shared_config.clone(), stats.clone(), bus.clone(), background.clone()));
 
     let supervisor = Supervisor {
         parts,
@@ -209,7 +213,8 @@ pub async fn run(config: Config, origin: ConfigOrigin) -> anyhow::Result<()> {
 
     notifier.stopping();
     let deadline = Instant::now() + config.node.shutdown_grace;
-    shutdown(supervisor, stop_supervisor, background, [monitor, purger, control_task], journal, deadline).await;
+    shutdown(supervisor, stop_supervisor, background, [monitor, purger, summary, control_task], journal, deadline)
+        .await;
     tracing::info!("outpost stopped");
     Ok(())
 }
@@ -220,7 +225,7 @@ async fn shutdown(
     mut supervisor: tokio::task::JoinHandle<Components>,
     stop_supervisor: CancellationToken,
     background: CancellationToken,
-    tasks: [tokio::task::JoinHandle<()>; 3],
+    tasks: [tokio::task::JoinHandle<()>; 4],
     journal: Journal,
     deadline: Instant,
 ) {

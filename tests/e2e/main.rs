@@ -11,6 +11,7 @@ mod directory;
 mod escalation;
 mod intake;
 mod lifecycle;
+mod logging;
 mod mqtt_harness;
 mod notify;
 mod protocol;

@@ -58,10 +58,15 @@ impl Daemon {
     }
 
     pub fn start_with_env(dir: tempfile::TempDir, config: &str, env: Vec<(String, String)>) -> Daemon {
+        Daemon::start_opts(dir, "", config, env)
+    }
+
+    /// `node_extra` is appended to the `[node]` table (e.g. `log_summary = "1s"`).
+    pub fn start_opts(dir: tempfile::TempDir, node_extra: &str, config: &str, env: Vec<(String, String)>) -> Daemon {
         let config_path = dir.path().join("outpost.toml");
         let body = config.replace("{dir}", &dir.path().display().to_string());
         let full = format!(
-            "[node]\nsite = \"test\"\nid = \"gw\"\nstate_dir = \"{}\"\nshutdown_grace = \"5s\"\n\n[control]\nsocket = \"{}\"\n\n{}",
+            "[node]\nsite = \"test\"\nid = \"gw\"\nstate_dir = \"{}\"\nshutdown_grace = \"5s\"\n{node_extra}\n\n[control]\nsocket = \"{}\"\n\n{}",
             dir.path().display(),
             dir.path().join("control.sock").display(),
             body

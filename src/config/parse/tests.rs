@@ -164,7 +164,13 @@ fn acceptance_config_has_the_right_values() {
     let state = PathBuf::from("/var/lib/outpost");
     assert_eq!(
         c.node,
-        Node { site: "northfield".into(), id: "gw-01".into(), state_dir: state.clone(), shutdown_grace: secs(10) }
+        Node {
+            site: "northfield".into(),
+            id: "gw-01".into(),
+            state_dir: state.clone(),
+            shutdown_grace: secs(10),
+            log_summary: secs(60)
+        }
     );
     assert_eq!(c.control, Control { socket: "/run/outpost/control.sock".into(), socket_mode: 0o660 });
     assert_eq!(
@@ -443,7 +449,7 @@ fn every_table_lists_its_keys_in_reading_order() {
         ),
         (
             with_zzz(4, "state_dir = \"/srv/outpost\""),
-            format!("node.zzz: {unknown} [node] are: site, id, state_dir, shutdown_grace"),
+            format!("node.zzz: {unknown} [node] are: site, id, state_dir, shutdown_grace, log_summary"),
         ),
         (format!("{BASE}[control]\nzzz = 1\n"), format!("control.zzz: {unknown} [control] are: socket, socket_mode")),
         (
