@@ -2,8 +2,40 @@
 //!
 //! Every message is written for the person at the interface engine or the lab instrument: it
 //! names the segment, field or config path at fault and what was expected. None quotes message
-//! content (PHI) except `NotHl7`, which shows at most the first three characters so that a
-//! missing MLLP unwrap or a byte-order mark is recognisable.
+//! content (PHI), not even its first characters: `NotHl7` says what *kind* of byte the message
+//! starts with (MLLP framing left on, a control character, other text), which is what a tech
+//! needs, and these texts reach events, escalations and central.
+
+/// What a message that is not HL7 starts with, told without quoting it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// 0x0B: MLLP framing that was not removed.
+    MllpStart,
+    /// Another control character (its code, which is no content).
+    Control(u32),
+    /// Anything else (not shown: it may be patient data).
+    Text,
+}
+
+impl Start {
+    pub fn of(c: char) -> Start {
+        match c {
+            '\u{b}' => Start::MllpStart,
+            c if c.is_control() => Start::Control(c as u32),
+            _ => Start::Text,
+        }
+    }
+}
+
+impl std::fmt::Display for Start {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Start::MllpStart => f.write_str("the MLLP start byte 0x0B (the framing was not removed)"),
+            Start::Control(c) => write!(f, "the control character 0x{c:02X}"),
+            Start::Text => f.write_str("other text (not shown: it may be patient data)"),
+        }
+    }
+}
 
 /// A problem with an HL7 v2 message or with a transform applied to one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -12,13 +44,10 @@ pub enum Hl7Error {
     Empty,
 
     #[error(
-        "the message does not start with MSH (nor FHS/BHS for a batch); its first characters are {start:?}. \
+        "the message does not start with MSH (nor FHS/BHS for a batch): it starts with {start}. \
          Is the sender speaking HL7 v2, and is any framing removed?"
     )]
-    NotHl7 {
-        /// The first three characters at most, control characters escaped.
-        start: String,
-    },
+    NotHl7 { start: Start },
 
     #[error(
         "{segment}-1 field separator missing or invalid: {segment} must be followed directly by a punctuation \

@@ -166,7 +166,8 @@ impl<'a> Message<'a> {
         let id = match first.get(..3) {
             Some(id @ ("MSH" | "FHS" | "BHS")) => header_name(id),
             _ => {
-                return Err(Hl7Error::NotHl7 { start: first.chars().take(3).collect() });
+                let c = first.chars().next().unwrap_or(' ');
+                return Err(Hl7Error::NotHl7 { start: super::error::Start::of(c) });
             }
         };
         let delimiters = read_delimiters(id, &first[3..])?;
@@ -414,6 +415,7 @@ fn build_header(segments: &[Segment<'_>], delimiters: Delimiters) -> Result<Head
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hl7::Start;
 
     const ADT: &str = include_str!("testdata/adt-a01.hl7");
     const ORU: &str = include_str!("testdata/lab-oru-r01.hl7");
@@ -558,11 +560,12 @@ mod tests {
 
     #[test]
     fn parse_errors_say_what_is_wrong() {
-        let cases: [(&str, Hl7Error); 12] = [
+        let cases: [(&str, Hl7Error); 13] = [
             ("", Hl7Error::Empty),
             ("\r\n  \r", Hl7Error::Empty),
-            ("junk", Hl7Error::NotHl7 { start: "jun".into() }),
-            ("\u{b}MSH|^~\\&|", Hl7Error::NotHl7 { start: "\u{b}MS".into() }),
+            ("junk", Hl7Error::NotHl7 { start: Start::Text }),
+            ("\u{b}MSH|^~\\&|", Hl7Error::NotHl7 { start: Start::MllpStart }),
+            ("\u{1c}\r", Hl7Error::NotHl7 { start: Start::Control(0x1c) }),
             ("MSH", Hl7Error::FieldSeparator { segment: "MSH" }),
             ("MSHA^~\\&", Hl7Error::FieldSeparator { segment: "MSH" }),
             ("MSH|", Hl7Error::MissingEncodingCharacters { segment: "MSH" }),
@@ -575,6 +578,10 @@ mod tests {
         for (text, expected) in cases {
             assert_eq!(Message::parse(text).unwrap_err(), expected, "{text:?}");
         }
+        // Not a byte of the message in the words: they reach events, escalations and central.
+        let words = Message::parse("DOE^JOHN|1970").unwrap_err().to_string();
+        assert!(!words.contains("DOE") && !words.contains('J'), "{words}");
+        assert!(words.contains("other text"), "{words}");
     }
 
     #[test]

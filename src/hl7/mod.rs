@@ -22,7 +22,7 @@ use std::borrow::Cow;
 
 pub use ack::{AcceptAck, AckCode, AckMode, AckReply, Outcome, build_ack, parse_ack};
 pub use charset::Charset;
-pub use error::Hl7Error;
+pub use error::{Hl7Error, Start};
 pub use escape::escape;
 pub use message::{Header, Message, Summary};
 pub use path::FieldPath;
