@@ -105,7 +105,8 @@ pub async fn run(config: Config, origin: ConfigOrigin) -> anyhow::Result<()> {
             config.node.state_dir.display()
         )
     })?;
-    let journal = Journal::open(&config.journal.path, components::limits(&config))?;
+    let journal =
+        Journal::open_for(&config.journal.path, components::limits(&config), &config.node.site, &config.node.id)?;
     tracing::info!(path = %config.journal.path.display(), "journal open");
 
     let bus = Bus::new();

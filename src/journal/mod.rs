@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use rusqlite::OptionalExtension;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::envelope::NewEnvelope;
@@ -66,6 +67,13 @@ pub enum JournalError {
          (systemctl stop outpost), or give this one its own node.state_dir"
     )]
     InUse { path: String, holder: String },
+    #[error(
+        "journal {path} belongs to gateway {site}/{node}, but this config names {config_site}/{config_node}; \
+         its items must never reach central under another gateway's name. Fix node.site and node.id, or give \
+         this gateway its own node.state_dir (to rename a gateway: stop it once central has acknowledged \
+         everything, then start it with a new state_dir)"
+    )]
+    OtherGateway { path: String, site: String, node: String, config_site: String, config_node: String },
     #[error("journal is shutting down")]
     Closed,
 }
@@ -257,8 +265,18 @@ pub struct Journal {
 const OP_QUEUE: usize = 8192;
 
 impl Journal {
+    /// Opens the journal of gateway `site`/`node`: a new journal is claimed for it, one that
+    /// belongs to another gateway is refused ([`JournalError::OtherGateway`]).
+    pub fn open_for(path: &Path, limits: Limits, site: &str, node: &str) -> Result<Journal, JournalError> {
+        Journal::open_inner(path, limits, Some((site, node)))
+    }
+
     /// Opens (creating if needed) the journal at `path`, migrates it, and starts the writer.
     pub fn open(path: &Path, limits: Limits) -> Result<Journal, JournalError> {
+        Journal::open_inner(path, limits, None)
+    }
+
+    fn open_inner(path: &Path, limits: Limits, gateway: Option<(&str, &str)>) -> Result<Journal, JournalError> {
         let open_err = |reason: String| JournalError::Open { path: path.display().to_string(), reason };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
@@ -275,6 +293,9 @@ impl Journal {
             JournalError::NewerSchema { found, supported } => JournalError::NewerSchema { found, supported },
             other => open_err(other.to_string()),
         })?;
+        if let Some((site, node)) = gateway {
+            claim(&conn, path, site, node)?;
+        }
         let stored: i64 = conn.query_row("SELECT COALESCE(SUM(size), 0) FROM envelopes", [], |r| r.get(0))?;
         let head_seq: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM envelopes", [], |r| r.get(0))?;
         // Deliveries that were in flight when the last run stopped are simply pending again.
@@ -513,6 +534,29 @@ pub(crate) fn resolve_id(text: &str) -> Option<(i64, Option<String>)> {
     let ulid: ulid::Ulid = text.to_ascii_uppercase().parse().ok()?;
     let seq = i64::try_from(ulid.random()).ok()?;
     Some((seq, Some(ulid.to_string())))
+}
+
+/// Claims a new journal for gateway `site`/`node`, or checks that it is the one it belongs to.
+fn claim(conn: &rusqlite::Connection, path: &Path, site: &str, node: &str) -> Result<(), JournalError> {
+    let owner: Option<(String, String)> =
+        conn.query_row("SELECT site, node FROM gateway", [], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+    match owner {
+        None => {
+            conn.execute(
+                "INSERT INTO gateway (site, node, since) VALUES (?1, ?2, ?3)",
+                rusqlite::params![site, node, crate::envelope::now_ms()],
+            )?;
+            Ok(())
+        }
+        Some((s, n)) if s == site && n == node => Ok(()),
+        Some((s, n)) => Err(JournalError::OtherGateway {
+            path: path.display().to_string(),
+            site: s,
+            node: n,
+            config_site: site.to_string(),
+            config_node: node.to_string(),
+        }),
+    }
 }
 
 /// WAL size above which the checkpoint thread runs a checkpoint.

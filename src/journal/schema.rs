@@ -102,6 +102,15 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (source, name, digest)
     ) WITHOUT ROWID;
     "#,
+    // 6: the gateway a journal belongs to (its first `node.site` and `node.id`), so that a
+    // config naming another gateway cannot send its items to central under the wrong name.
+    r#"
+    CREATE TABLE gateway (
+        site  TEXT NOT NULL,
+        node  TEXT NOT NULL,
+        since INTEGER NOT NULL                    -- unix ms of the claim
+    );
+    "#,
 ];
 
 /// The schema at [`VERSION`], for a new journal: what [`MIGRATIONS`] build step by step, written
@@ -172,6 +181,12 @@ const CURRENT: &str = r#"
         taken_at INTEGER NOT NULL,
         PRIMARY KEY (source, name, digest)
     ) WITHOUT ROWID;
+
+    CREATE TABLE gateway (
+        site  TEXT NOT NULL,
+        node  TEXT NOT NULL,
+        since INTEGER NOT NULL
+    );
 "#;
 
 /// The schema version this build writes.

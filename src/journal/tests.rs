@@ -275,6 +275,19 @@ fn a_journal_from_before_kind_neutral_summaries_reads_the_same_after_migration()
 }
 
 #[test]
+fn a_journal_belongs_to_the_gateway_that_first_opened_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.db");
+    Journal::open_for(&path, limits(), "northfield", "gw-01").unwrap().close();
+    let err = Journal::open_for(&path, limits(), "northfield", "gw-02").err().expect("another gateway is refused");
+    assert!(matches!(err, JournalError::OtherGateway { .. }), "{err}");
+    let words = err.to_string();
+    assert!(words.contains("northfield/gw-01") && words.contains("northfield/gw-02"), "{words}");
+    assert!(words.contains("node.state_dir"), "says what to do: {words}");
+    Journal::open_for(&path, limits(), "northfield", "gw-01").unwrap().close();
+}
+
+#[test]
 fn a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("j.db");

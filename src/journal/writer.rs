@@ -720,6 +720,13 @@ pub(super) fn clone_error(e: &JournalError) -> JournalError {
         JournalError::Open { path, reason } => JournalError::Open { path: path.clone(), reason: reason.clone() },
         JournalError::InUse { path, holder } => JournalError::InUse { path: path.clone(), holder: holder.clone() },
         JournalError::NoSpace => JournalError::NoSpace,
+        JournalError::OtherGateway { path, site, node, config_site, config_node } => JournalError::OtherGateway {
+            path: path.clone(),
+            site: site.clone(),
+            node: node.clone(),
+            config_site: config_site.clone(),
+            config_node: config_node.clone(),
+        },
         JournalError::Closed => JournalError::Closed,
     }
 }

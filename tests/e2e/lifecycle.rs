@@ -402,3 +402,32 @@ fn sigint_stops_the_daemon_cleanly_after_it_acknowledged_a_message() {
     assert!(!daemon.socket().exists(), "the control socket is removed");
     assert!(daemon.log().contains("SIGINT"), "the log says why it stopped");
 }
+
+#[test]
+fn a_journal_refuses_a_config_that_names_another_gateway() {
+    let sink = Sink::start(SinkMode::Accept);
+    let mut daemon = Daemon::start(&basic_config(sink.addr));
+    let mut client = Client::connect(daemon.addr("ehr"));
+    assert_eq!(ack_code(&client.send(&adt("OWN-1"))), "AA");
+    drop(client);
+    assert!(daemon.terminate().success());
+
+    // The same state directory under another node id: its items must never go to central as
+    // this other gateway's.
+    let text = std::fs::read_to_string(&daemon.config_path).unwrap();
+    let renamed = text.replace("id = \"gw\"", "id = \"gw-2\"");
+    assert_ne!(renamed, text, "test setup");
+    let path = daemon.path("renamed.toml");
+    std::fs::write(&path, renamed).unwrap();
+    let mut run = outpost_command(&["run", "--config", path.to_str().unwrap()]);
+    run.env("OUTPOST_LOG", "off");
+    let out = output_within(run, DEADLINE);
+    assert_eq!(out.status.code(), Some(69), "unavailable: {out:?}");
+    let err = stderr_of(&out);
+    assert!(err.contains("belongs to gateway test/gw") && err.contains("test/gw-2"), "{err}");
+    assert!(err.contains("node.state_dir"), "says what to do: {err}");
+
+    // Its own config still opens it, with the item still there.
+    daemon.spawn();
+    daemon.wait_delivered("OWN-1", "lis");
+}
