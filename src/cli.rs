@@ -1,13 +1,14 @@
 //! The `outpost` command line: the daemon (`run`) and the field-tech tools. Raw flags are
-//! parsed by clap; each command returns an exit code following sysexits (64 usage or config,
-//! 65 bad input data, 69 unavailable, 70 internal error).
+//! parsed by clap; every path exits with a code from sysexits, as the README's table says:
+//! 0 done, 64 bad usage or config, 65 bad data (a message that is not HL7, a peer's negative
+//! ACK, a request the daemon refused), 66 an input file missing or unreadable, 69 the daemon or a
+//! peer unavailable, 70 an internal error, 76 a peer that does not answer in protocol.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use base64::Engine;
 use clap::{Args, Parser, Subcommand};
 
@@ -24,8 +25,22 @@ use crate::stats::UplinkState;
 
 pub const EX_USAGE: u8 = 64;
 pub const EX_DATAERR: u8 = 65;
+pub const EX_NOINPUT: u8 = 66;
 pub const EX_UNAVAILABLE: u8 = 69;
 pub const EX_SOFTWARE: u8 = 70;
+pub const EX_PROTOCOL: u8 = 76;
+
+/// An input file that cannot be read (exit 66).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {}: {source}", .path.display())]
+pub struct InputError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+fn read_input(path: &Path) -> Result<Vec<u8>, InputError> {
+    std::fs::read(path).map_err(|source| InputError { path: path.to_path_buf(), source })
+}
 
 /// The installed config, used by the CLI tools when neither --config nor $OUTPOST_CONFIG is given.
 const SYSTEM_CONFIG: &str = "/etc/outpost/outpost.toml";
@@ -177,7 +192,14 @@ enum RulesCommand {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version are answers, not errors; anything else is bad usage.
+            let _ = e.print();
+            return ExitCode::from(if e.exit_code() == 0 { 0 } else { EX_USAGE });
+        }
+    };
     // The daemon sets up its own logging (journald under systemd).
     if !matches!(cli.command, Command::Run { .. }) {
         crate::logging::init_cli();
@@ -195,14 +217,17 @@ fn exit_code_for(e: &anyhow::Error) -> u8 {
     if let Some(ce) = e.downcast_ref::<client::ClientError>() {
         return match ce {
             client::ClientError::Unreachable { .. } | client::ClientError::Denied { .. } => EX_UNAVAILABLE,
-            client::ClientError::Refused(_) => 1,
+            client::ClientError::Refused(_) => EX_DATAERR,
             client::ClientError::Protocol(_) => EX_SOFTWARE,
         };
     }
     if e.downcast_ref::<crate::config::ConfigErrors>().is_some() {
         return EX_USAGE;
     }
-    1
+    if e.downcast_ref::<InputError>().is_some() {
+        return EX_NOINPUT;
+    }
+    EX_SOFTWARE
 }
 
 fn run_daemon(config_path: Option<PathBuf>) -> u8 {
@@ -452,7 +477,7 @@ fn queue(command: QueueCommand, socket: &Path) -> anyhow::Result<u8> {
                     } else {
                         println!("item {id} has no failed delivery to retry (see `outpost queue show {id}`)");
                     }
-                    Ok(1)
+                    Ok(EX_DATAERR)
                 }
                 _ => {
                     println!("{n} failed deliver{} put back in the queue", if n == 1 { "y" } else { "ies" });
@@ -657,7 +682,7 @@ fn format_event(line: &str) -> String {
 
 /// Reads a message file for `rules test`: line ends normalised to CR.
 fn read_message_file(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = read_input(path)?;
     Ok(split_messages(&bytes).into_iter().next().unwrap_or_default())
 }
 
@@ -792,7 +817,7 @@ fn send(address: &str, files: &[PathBuf], timeout: Duration, raw: bool) -> anyho
     stream.set_read_timeout(Some(timeout))?;
     let mut worst = 0u8;
     for file in files {
-        let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let bytes = read_input(file)?;
         let messages = if raw { vec![bytes] } else { split_messages(&bytes) };
         for (i, msg) in messages.iter().enumerate() {
             stream.write_all(&mllp::encode(msg))?;
@@ -811,12 +836,13 @@ fn send(address: &str, files: &[PathBuf], timeout: Duration, raw: bool) -> anyho
                                 r.text.map(|t| format!(": {t}")).unwrap_or_default()
                             );
                             if !matches!(r.code, hl7::AckCode::AA | hl7::AckCode::CA) {
-                                worst = worst.max(1);
+                                // The peer refused the data.
+                                worst = worst.max(EX_DATAERR);
                             }
                         }
                         Err(e) => {
                             println!("{label}: answer is not an ACK: {e}");
-                            worst = worst.max(1);
+                            worst = worst.max(EX_PROTOCOL);
                         }
                     }
                 }

@@ -549,3 +549,32 @@ fn unrouted_items_are_routed_again_after_the_rules_are_fixed() {
     assert_eq!(item["status"], "accepted");
     assert_eq!(item["routes"][0], "adt");
 }
+
+#[test]
+fn every_path_exits_with_its_sysexits_code() {
+    // Usage: an unknown command or flag is 64, help and version are 0.
+    assert_eq!(outpost(&["no-such-command"]).status.code(), Some(64));
+    assert_eq!(outpost(&["status", "--no-such-flag"]).status.code(), Some(64));
+    assert_eq!(outpost(&["--help"]).status.code(), Some(0));
+    assert_eq!(outpost(&["--version"]).status.code(), Some(0));
+
+    // An input file that is not there is 66, and the message says which.
+    let sink = Sink::start(SinkMode::Accept);
+    let out = outpost(&["send", &sink.addr.to_string(), "/nonexistent/msg.hl7"]);
+    assert_eq!(out.status.code(), Some(66), "{out:?}");
+    assert!(stderr_of(&out).contains("cannot read /nonexistent/msg.hl7"), "{}", stderr_of(&out));
+    let out = outpost(&["rules", "test", "/nonexistent/msg.hl7"]);
+    assert_eq!(out.status.code(), Some(66), "{out:?}");
+
+    // A negative ACK to `send` is 65: the peer refused the data.
+    let refusing = Sink::start(SinkMode::Nak("AE"));
+    let file = sample("adt-a01.hl7");
+    let out = output_within(outpost_command(&["send", &refusing.addr.to_string(), file.to_str().unwrap()]), DEADLINE);
+    assert_eq!(out.status.code(), Some(65), "{out:?}");
+    assert!(stdout_of(&out).contains(": AE"), "{}", stdout_of(&out));
+
+    // A request the daemon refuses is 65 too.
+    let daemon = Daemon::start(&basic_config(sink.addr));
+    let out = daemon.cli(&["queue", "show", "01ARZ3NDEKTSV4RRFFQ69G5FAV"]);
+    assert_eq!(out.status.code(), Some(65), "{out:?}");
+}
