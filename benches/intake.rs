@@ -9,7 +9,6 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -90,8 +89,7 @@ to = ["lis"]
     }
     let drain_secs = drain_start.elapsed().as_secs_f64();
     let peak_rss_all = rss_kib(&child, "VmHWM");
-    let _ = Command::new("kill").arg(child.id().to_string()).status();
-    let _ = child.wait();
+    child.stop();
 
     let msg_size = body.len();
     println!("## Intake benchmark ({})", machine());

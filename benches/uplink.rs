@@ -77,13 +77,15 @@ to = ["central"]
     // is empty, i.e. every item stored by the consumer and its acknowledgement committed.
     let store = dir.path().join("central.db");
     let consumer_bin = consumer_binary();
-    let mut consumer = Command::new(consumer_bin)
-        .args(["consume", "--url", &url, "--store"])
-        .arg(&store)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the example consumer");
+    let mut consumer = Running(
+        Command::new(consumer_bin)
+            .args(["consume", "--url", &url, "--store"])
+            .arg(&store)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the example consumer"),
+    );
     let mut ready = String::new();
     BufReader::new(consumer.stdout.take().expect("stdout")).read_line(&mut ready).expect("consumer output");
     assert_eq!(ready.trim(), "ready", "the consumer did not start");
@@ -110,8 +112,8 @@ to = ["central"]
     let cpu: Vec<f64> = cpu_after.iter().zip(cpu_before).map(|(a, b)| a - b).collect();
     let stored = count_stored(&store);
 
-    stop(&mut consumer);
-    stop(&mut gateway);
+    consumer.stop();
+    gateway.stop();
     drop(broker);
 
     let rate = total as f64 / drain;
@@ -205,11 +207,6 @@ fn wait_until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
-fn stop(child: &mut Child) {
-    let _ = Command::new("kill").arg(child.id().to_string()).status();
-    let _ = child.wait();
-}
-
 /// The example consumer, built in release mode next to this bench's outpost.
 fn consumer_binary() -> std::path::PathBuf {
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
@@ -217,7 +214,7 @@ fn consumer_binary() -> std::path::PathBuf {
         .status()
         .expect("run cargo");
     assert!(status.success(), "cannot build the example consumer");
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/examples/central")
+    target_dir().join("release/examples/central")
 }
 
 fn count_stored(store: &std::path::Path) -> i64 {

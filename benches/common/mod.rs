@@ -25,10 +25,53 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A process a benchmark started: stopped (SIGTERM, then waited for) when dropped, a panic
+/// included, so a failed benchmark never leaves a daemon, broker or consumer behind.
+pub struct Running(pub Child);
+
+impl Running {
+    /// Stops it now (SIGTERM so it shuts down cleanly, then waits).
+    pub fn stop(&mut self) {
+        let _ = std::process::Command::new("kill").arg(self.0.id().to_string()).status();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+/// The directory cargo builds into: `$CARGO_TARGET_DIR` (relative to the package) or `target`.
+pub fn target_dir() -> std::path::PathBuf {
+    let package = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => package.join(dir),
+        None => package.join("target"),
+    }
+}
+
 /// Writes `config` to `dir/bench.toml` and starts `outpost run` on it (the build under test,
 /// or `OUTPOST_BENCH_BIN`, e.g. one with debug symbols for profiling); returns the process and
 /// the first source's bound address once it listens. The control socket is `dir/control.sock`.
-pub fn start_outpost(dir: &std::path::Path, config: &str) -> (Child, SocketAddr) {
+pub fn start_outpost(dir: &std::path::Path, config: &str) -> (Running, SocketAddr) {
     let config_path = dir.join("bench.toml");
     std::fs::write(&config_path, config).unwrap();
     let bin = std::env::var("OUTPOST_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_outpost").to_string());
@@ -39,6 +82,7 @@ pub fn start_outpost(dir: &std::path::Path, config: &str) -> (Child, SocketAddr)
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start outpost");
+    let child = Running(child);
     let addr = wait_for_listener(&dir.join("control.sock"));
     (child, addr)
 }
