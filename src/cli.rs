@@ -74,6 +74,12 @@ enum Command {
         #[arg(long, short = 'c', env = "OUTPOST_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// List this machine's serial ports: the /dev/serial/by-id path to put in a config, driver,
+    /// USB adapter (vendor, product, serial number), and whether you may open each.
+    Ports {
+        #[arg(long)]
+        json: bool,
+    },
     /// Show sources, destinations, queues and the journal of a running daemon.
     Status {
         #[arg(long)]
@@ -289,6 +295,7 @@ fn socket_of(target: &Target) -> anyhow::Result<PathBuf> {
 fn command(command: Command) -> anyhow::Result<u8> {
     match command {
         Command::Run { config } => Ok(run_daemon(config)),
+        Command::Ports { json } => ports(json),
         Command::Status { json, target } => {
             let data = client::request(&socket_of(&target)?, &Request::Status)?;
             if json {
@@ -626,6 +633,59 @@ fn print_status(r: &StatusReport) {
 }
 
 /// Shortens `s` to `width` characters, keeping its end (the informative part of a path).
+fn ports(json: bool) -> anyhow::Result<u8> {
+    let ports = crate::ports::list(Path::new("/sys"), Path::new("/dev"));
+    if json {
+        println!("{}", serde_json::to_string_pretty(&ports)?);
+        return Ok(0);
+    }
+    if ports.is_empty() {
+        println!("no serial ports found (plug the adapter in, then see `dmesg | tail` for its driver)");
+        return Ok(0);
+    }
+    println!(
+        "{:<14} {:<10} {:<10} {:<28} {:<14} {:<6} PATH FOR THE CONFIG",
+        "DEVICE", "DRIVER", "USB", "PRODUCT", "SERIAL", "ACCESS"
+    );
+    for p in &ports {
+        let usb = p.usb.as_ref();
+        println!(
+            "{:<14} {:<10} {:<10} {:<28} {:<14} {:<6} {}",
+            p.device.display(),
+            p.driver.as_deref().unwrap_or("-"),
+            usb.map(|u| format!("{}:{}", u.vendor_id, u.product_id)).unwrap_or_else(|| "-".into()),
+            fit(
+                &usb.map(|u| {
+                    [u.manufacturer.as_deref(), u.product.as_deref()]
+                        .into_iter()
+                        .flatten()
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default(),
+                28
+            ),
+            usb.and_then(|u| u.serial.as_deref()).unwrap_or("-"),
+            if p.accessible { "yes" } else { "NO" },
+            p.by_id.as_ref().unwrap_or(&p.device).display()
+        );
+    }
+    for p in ports.iter().filter(|p| !p.accessible) {
+        let group = crate::ports::owner_group(&p.device).unwrap_or_else(|| "dialout".into());
+        println!(
+            "you cannot open {}: it belongs to group {group}; add yourself with `sudo usermod -aG {group} $USER` \
+             and log in again (the outpost service's user is already in dialout)",
+            p.device.display()
+        );
+    }
+    if ports.iter().any(|p| p.usb.is_some() && p.by_id.is_none()) {
+        println!(
+            "a USB port without a /dev/serial/by-id path: its name may change when re-plugged; see hardware/ for a udev rule"
+        );
+    }
+    Ok(0)
+}
+
 fn fit(s: &str, width: usize) -> String {
     let n = s.chars().count();
     if n <= width {

@@ -19,6 +19,7 @@ pub mod journal;
 pub mod logging;
 pub mod mllp;
 pub mod payload;
+pub mod ports;
 pub mod remote;
 pub mod router;
 pub mod stats;

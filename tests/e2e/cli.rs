@@ -578,3 +578,18 @@ fn every_path_exits_with_its_sysexits_code() {
     let out = daemon.cli(&["queue", "show", "01ARZ3NDEKTSV4RRFFQ69G5FAV"]);
     assert_eq!(out.status.code(), Some(65), "{out:?}");
 }
+
+#[test]
+fn ports_lists_this_machines_serial_ports_as_json_and_as_a_table() {
+    let out = outpost(&["ports", "--json"]);
+    assert_success(&out);
+    let ports: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    for p in ports.as_array().expect("a list") {
+        assert!(p["device"].as_str().is_some_and(|d| d.starts_with("/dev/tty")), "{p}");
+        assert!(p["accessible"].is_boolean(), "{p}");
+    }
+    let out = outpost(&["ports"]);
+    assert_success(&out);
+    let text = stdout_of(&out);
+    assert!(text.contains("PATH FOR THE CONFIG") || text.contains("no serial ports found"), "{text}");
+}
