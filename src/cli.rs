@@ -74,6 +74,14 @@ enum Command {
         #[arg(long, short = 'c', env = "OUTPOST_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Check what usually goes wrong on site (config, state dir and free space, clock, sources,
+    /// destinations, broker and TLS files, the daemon and its unit) and say how to fix each.
+    Doctor {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
     /// List this machine's serial ports: the /dev/serial/by-id path to put in a config, driver,
     /// USB adapter (vendor, product, serial number), and whether you may open each.
     Ports {
@@ -296,6 +304,7 @@ fn command(command: Command) -> anyhow::Result<u8> {
     match command {
         Command::Run { config } => Ok(run_daemon(config)),
         Command::Ports { json } => ports(json),
+        Command::Doctor { json, target } => doctor(json, &target),
         Command::Status { json, target } => {
             let data = client::request(&socket_of(&target)?, &Request::Status)?;
             if json {
@@ -633,6 +642,40 @@ fn print_status(r: &StatusReport) {
 }
 
 /// Shortens `s` to `width` characters, keeping its end (the informative part of a path).
+fn doctor(json: bool, target: &Target) -> anyhow::Result<u8> {
+    use crate::doctor::Verdict;
+    let path = target.config.clone().or_else(|| {
+        let system = PathBuf::from(SYSTEM_CONFIG);
+        system.exists().then_some(system)
+    });
+    let socket = socket_of(target).ok();
+    let daemon = socket.and_then(|s| client::request(&s, &Request::Status).ok());
+    let findings = crate::doctor::examine(path.as_deref(), daemon.as_ref());
+    if json {
+        println!("{}", serde_json::to_string_pretty(&findings)?);
+    } else {
+        for f in &findings {
+            let word = match f.verdict {
+                Verdict::Ok => "ok  ",
+                Verdict::Warn => "WARN",
+                Verdict::Fail => "FAIL",
+            };
+            println!("{word} {:<22} {}", f.check, f.detail);
+            if let Some(fix) = &f.fix {
+                println!("     {:<22} → {fix}", "");
+            }
+        }
+    }
+    let worst = findings.iter().map(|f| f.verdict).max_by_key(|v| *v as u8).unwrap_or(Verdict::Ok);
+    Ok(match worst {
+        Verdict::Fail if findings.first().is_some_and(|f| f.check == "config" && f.verdict == Verdict::Fail) => {
+            EX_USAGE
+        }
+        Verdict::Fail => EX_UNAVAILABLE,
+        _ => 0,
+    })
+}
+
 fn ports(json: bool) -> anyhow::Result<u8> {
     let ports = crate::ports::list(Path::new("/sys"), Path::new("/dev"));
     if json {

@@ -7,6 +7,7 @@ pub mod config;
 pub mod control;
 pub mod current;
 pub mod daemon;
+pub mod doctor;
 pub mod egress;
 pub mod envelope;
 pub mod escalate;

@@ -10,7 +10,7 @@ pub(super) fn dir_of(path: &Path) -> &Path {
 
 /// Bytes available to unprivileged processes on the filesystem holding `dir`; `None` when the
 /// filesystem cannot be asked.
-pub(super) fn free_bytes(dir: &Path) -> Option<u64> {
+pub fn free_bytes(dir: &Path) -> Option<u64> {
     let s = nix::sys::statvfs::statvfs(dir).ok()?;
     Some(s.blocks_available() * s.fragment_size())
 }

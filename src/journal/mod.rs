@@ -20,6 +20,7 @@ mod schema;
 mod writer;
 
 pub use delivery::DeliveryState;
+pub use disk::free_bytes;
 pub use reader::{
     AttemptRow, DeliveryRow, Item, ItemFilter, PendingItem, Reader, StateFilter, StatusCounts, UnroutedItem,
     UplinkBacklog, UplinkItem,

@@ -16,6 +16,9 @@ mod outbox;
 mod report;
 mod tls;
 
+pub(crate) use report::kernel_clock;
+pub(crate) use tls::client_config as tls_client_config;
+
 pub use contract::{CENTRAL_STATE, Topics};
 
 use std::collections::VecDeque;

@@ -169,8 +169,10 @@ fn clock() -> Value {
     }
 }
 
+/// Whether the kernel considers the clock synchronised, and its offset estimate in ms; `None`
+/// when it cannot be asked.
 #[allow(unsafe_code)]
-fn kernel_clock() -> Option<(bool, f64)> {
+pub(crate) fn kernel_clock() -> Option<(bool, f64)> {
     // SAFETY: adjtimex with modes = 0 only reads the kernel's clock state into the zeroed
     // struct we own; it has no other effect.
     let (state, tx) = unsafe {

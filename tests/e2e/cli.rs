@@ -593,3 +593,45 @@ fn ports_lists_this_machines_serial_ports_as_json_and_as_a_table() {
     let text = stdout_of(&out);
     assert!(text.contains("PATH FOR THE CONFIG") || text.contains("no serial ports found"), "{text}");
 }
+
+#[test]
+fn doctor_says_what_is_wrong_and_how_to_fix_it_and_exits_69_when_something_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let config = format!(
+        "[node]\nsite = \"s\"\nid = \"n\"\nstate_dir = \"{state}\"\n\n\
+         [[source]]\nname = \"ehr\"\nkind = \"mllp\"\nlisten = \"127.0.0.1:0\"\n\n\
+         [[source]]\nname = \"drop\"\nkind = \"directory\"\ndir = \"{inbox}\"\n\n\
+         [[destination]]\nname = \"lis\"\nkind = \"mllp\"\nconnect = \"{dead}\"\n\n\
+         [[destination]]\nname = \"archive\"\nkind = \"file\"\ndir = \"archive\"\n\n\
+         [[route]]\nname = \"all\"\nfrom = [\"ehr\", \"drop\"]\nto = [\"lis\", \"archive\"]\n",
+        state = dir.path().join("state").display(),
+        inbox = inbox.display(),
+        dead = dead_addr(),
+    );
+    let path = dir.path().join("outpost.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = outpost(&["doctor", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(69), "{}", stdout_of(&out));
+    let text = stdout_of(&out);
+    let line = |check: &str| text.lines().find(|l| l[4..].trim_start().starts_with(check)).unwrap_or("").to_string();
+    assert!(
+        line("destination lis").starts_with("FAIL") && line("destination lis").contains("cannot connect"),
+        "{text}"
+    );
+    assert!(text.contains("is the receiving system's interface running"), "says what to check: {text}");
+    assert!(line("source drop").starts_with("ok"), "{text}");
+    assert!(line("config").starts_with("ok"), "{text}");
+    assert!(!dir.path().join("state").exists(), "doctor creates nothing");
+
+    // With the daemon running, its sources are judged live.
+    let sink = Sink::start(SinkMode::Accept);
+    let daemon = Daemon::start(&basic_config(sink.addr));
+    let out = daemon.cli(&["doctor", "--json", "--config", daemon.config_path.to_str().unwrap()]);
+    let findings: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let find = |check: &str| findings.as_array().unwrap().iter().find(|f| f["check"] == check).cloned().unwrap();
+    assert_eq!(find("daemon")["verdict"], "ok", "{findings:#}");
+    assert_eq!(find("source ehr")["detail"], "up in the running daemon", "{findings:#}");
+    assert_eq!(find("destination lis")["verdict"], "ok", "{findings:#}");
+}
