@@ -74,6 +74,28 @@ enum Command {
         #[arg(long, short = 'c', env = "OUTPOST_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Write a starter config for a new gateway (asks for what is not given as a flag), checked
+    /// before it is written.
+    Init {
+        /// The clinic's site name (letters, digits, - _ .).
+        #[arg(long)]
+        site: Option<String>,
+        /// This gateway's id within the site.
+        #[arg(long)]
+        node: Option<String>,
+        /// Where the EHR's MLLP feed connects: `0.0.0.0:2575`.
+        #[arg(long)]
+        listen: Option<String>,
+        /// Central's MQTT broker (`mqtts://host:8883`); `none` for a gateway without central.
+        #[arg(long)]
+        broker: Option<String>,
+        /// Where to write it.
+        #[arg(long, short = 'o', default_value = SYSTEM_CONFIG)]
+        output: PathBuf,
+        /// Replace an existing file (it is kept as FILE.orig).
+        #[arg(long)]
+        force: bool,
+    },
     /// Check what usually goes wrong on site (config, state dir and free space, clock, sources,
     /// destinations, broker and TLS files, the daemon and its unit) and say how to fix each.
     Doctor {
@@ -304,6 +326,7 @@ fn command(command: Command) -> anyhow::Result<u8> {
     match command {
         Command::Run { config } => Ok(run_daemon(config)),
         Command::Ports { json } => ports(json),
+        Command::Init { site, node, listen, broker, output, force } => init(site, node, listen, broker, &output, force),
         Command::Doctor { json, target } => doctor(json, &target),
         Command::Status { json, target } => {
             let data = client::request(&socket_of(&target)?, &Request::Status)?;
@@ -642,6 +665,69 @@ fn print_status(r: &StatusReport) {
 }
 
 /// Shortens `s` to `width` characters, keeping its end (the informative part of a path).
+fn init(
+    site: Option<String>,
+    node: Option<String>,
+    listen: Option<String>,
+    broker: Option<String>,
+    output: &Path,
+    force: bool,
+) -> anyhow::Result<u8> {
+    if output.exists() && !force {
+        eprintln!(
+            "outpost: {} exists; give --force to replace it (it is kept as .orig), or -o another file",
+            output.display()
+        );
+        return Ok(EX_USAGE);
+    }
+    let ask = |what: &str, given: Option<String>, default: Option<&str>| -> anyhow::Result<String> {
+        if let Some(v) = given {
+            return Ok(v);
+        }
+        let hint = default.map(|d| format!(" [{d}]")).unwrap_or_default();
+        eprint!("{what}{hint}: ");
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        match (line.trim(), default) {
+            ("", Some(d)) => Ok(d.to_string()),
+            ("", None) => anyhow::bail!("{what} is needed; give it as a flag (outpost init --help)"),
+            (v, _) => Ok(v.to_string()),
+        }
+    };
+    let site = ask("site (the clinic, e.g. northfield)", site, None)?;
+    let node = ask("node id (this gateway, e.g. gw-01)", node, None)?;
+    let listen = ask("MLLP listen address", listen, Some("0.0.0.0:2575"))?;
+    let broker = ask("central's broker URL, or none", broker, Some("none"))?;
+    let answers = crate::init::Answers {
+        site,
+        node,
+        listen,
+        broker: (!broker.eq_ignore_ascii_case("none") && !broker.is_empty()).then_some(broker),
+    };
+    let ports = crate::ports::list(Path::new("/sys"), Path::new("/dev"));
+    let text = match crate::init::render(&answers, &ports, &rfc3339(crate::envelope::now_ms())) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("outpost: these answers do not make a valid config:\n{e}");
+            return Ok(EX_USAGE);
+        }
+    };
+    if output.exists() {
+        std::fs::copy(output, format!("{}.orig", output.display()))?;
+    }
+    if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(output, text)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}; run as root, or -o FILE", output.display()))?;
+    println!(
+        "wrote {}; check it with `outpost config check {}`, then start outpost",
+        output.display(),
+        output.display()
+    );
+    Ok(0)
+}
+
 fn doctor(json: bool, target: &Target) -> anyhow::Result<u8> {
     use crate::doctor::Verdict;
     let path = target.config.clone().or_else(|| {

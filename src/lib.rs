@@ -15,6 +15,7 @@ pub mod events;
 pub mod health;
 pub mod hl7;
 pub mod ingress;
+pub mod init;
 pub mod intake;
 pub mod journal;
 pub mod logging;

@@ -1,7 +1,7 @@
 //! The field-tech CLI against a running daemon (status, queue, tail, send) and offline
 //! (rules test).
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::Duration;
@@ -634,4 +634,86 @@ fn doctor_says_what_is_wrong_and_how_to_fix_it_and_exits_69_when_something_is() 
     assert_eq!(find("daemon")["verdict"], "ok", "{findings:#}");
     assert_eq!(find("source ehr")["detail"], "up in the running daemon", "{findings:#}");
     assert_eq!(find("destination lis")["verdict"], "ok", "{findings:#}");
+}
+
+#[test]
+fn init_writes_a_starter_config_that_checks_from_flags_or_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("outpost.toml");
+    let f = file.to_str().unwrap();
+    let out = outpost(&[
+        "init",
+        "--site",
+        "northfield",
+        "--node",
+        "gw-01",
+        "--listen",
+        "127.0.0.1:2575",
+        "--broker",
+        "mqtts://central.example:8883",
+        "-o",
+        f,
+    ]);
+    assert_success(&out);
+    assert_success(&outpost(&["config", "check", f]));
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.contains("site = \"northfield\"") && text.contains("url = \"mqtts://central.example:8883\""),
+        "{text}"
+    );
+
+    // An existing file is kept unless --force, and then kept as .orig.
+    let again =
+        outpost(&["init", "--site", "s", "--node", "n", "--listen", "0.0.0.0:2575", "--broker", "none", "-o", f]);
+    assert_eq!(again.status.code(), Some(64), "{again:?}");
+    assert!(stderr_of(&again).contains("--force"));
+    let forced = outpost(&[
+        "init",
+        "--site",
+        "s",
+        "--node",
+        "n",
+        "--listen",
+        "0.0.0.0:2575",
+        "--broker",
+        "none",
+        "-o",
+        f,
+        "--force",
+    ]);
+    assert_success(&forced);
+    assert_eq!(std::fs::read_to_string(format!("{f}.orig")).unwrap(), text);
+
+    // Answers on stdin for what the flags leave out; the defaults by an empty line.
+    let asked = dir.path().join("asked.toml");
+    let mut cmd = outpost_command(&["init", "-o", asked.to_str().unwrap()]);
+    cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"eastside\ngw-7\n\nnone\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_success(&out);
+    assert_success(&outpost(&["config", "check", asked.to_str().unwrap()]));
+    let text = std::fs::read_to_string(&asked).unwrap();
+    assert!(
+        text.contains("id = \"gw-7\"") && text.contains("listen = \"0.0.0.0:2575\"") && !text.contains("[uplink]"),
+        "{text}"
+    );
+
+    // Answers a config cannot hold are refused, naming the key.
+    let bad = outpost(&[
+        "init",
+        "--site",
+        "north field",
+        "--node",
+        "n",
+        "--listen",
+        "0.0.0.0:2575",
+        "--broker",
+        "none",
+        "-o",
+        dir.path().join("bad.toml").to_str().unwrap(),
+    ]);
+    assert_eq!(bad.status.code(), Some(64), "{bad:?}");
+    assert!(stderr_of(&bad).contains("node.site"), "{}", stderr_of(&bad));
+    assert!(!dir.path().join("bad.toml").exists());
 }
