@@ -125,5 +125,7 @@ fn ready_status_watchdog_pings_only_while_healthy_and_stopping() {
     wait_for("the log to say healthy again", DEADLINE, || daemon.log().contains("healthy again").then_some(()));
 
     assert!(daemon.terminate().success());
-    wait_for("STOPPING=1", DEADLINE, || systemd.lines().iter().any(|(_, l)| l == "STOPPING=1").then_some(()));
+    let lines = || systemd.lines().into_iter().map(|(_, l)| l).collect::<Vec<_>>();
+    wait_for("STOPPING=1", DEADLINE, || lines().iter().any(|l| l == "STOPPING=1").then_some(()));
+    assert!(!lines().iter().any(|l| l.starts_with("RECV-ERROR")), "{:?}", lines());
 }
