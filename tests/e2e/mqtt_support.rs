@@ -725,7 +725,14 @@ fn pump(shared: &Arc<ProxyShared>, conn: &Arc<ProxyConn>, mut from: TcpStream, m
         let n = match from.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue;
+            }
             Err(_) => break,
         };
         // Paused between the read and the write: hold these bytes too.
@@ -1472,7 +1479,11 @@ pub fn read_within(stream: &mut TcpStream, n: usize, timeout: Duration) -> Optio
         match stream.read(&mut buf[got..]) {
             Ok(0) => return None,
             Ok(k) => got += k,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
+                ) => {}
             Err(_) => return None,
         }
     }
@@ -1489,7 +1500,11 @@ pub fn closed_within(stream: &mut TcpStream, timeout: Duration) -> bool {
         match stream.read(&mut buf) {
             Ok(0) => return true,
             Ok(_) => {}
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
+                ) => {}
             Err(_) => return true,
         }
     }

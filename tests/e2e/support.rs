@@ -277,7 +277,14 @@ fn serve_sink(
         let n = match stream.read(&mut buf) {
             Ok(0) => return,
             Ok(n) => n,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue;
+            }
             Err(_) => return,
         };
         decoder.push(&buf[..n], &mut frames);
@@ -345,7 +352,13 @@ impl Client {
         let mut buf = [0u8; 4096];
         let mut frames = Vec::new();
         loop {
-            let n = self.stream.read(&mut buf).ok()?;
+            // A read with a timeout is not restarted after a signal (SIGCHLD from another test's
+            // child): EINTR is not the end of the connection.
+            let n = match self.stream.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return None,
+            };
             if n == 0 {
                 return None;
             }
