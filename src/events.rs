@@ -242,9 +242,9 @@ impl Bus {
             if !logged {
                 // Counted for the summary; still on the bus for `tail` and central.
             } else if e.active {
-                tracing::warn!(code = e.code.as_str(), severity = ?e.severity, subject = %e.subject, "escalation: {}", e.message);
+                tracing::warn!(event = "escalation", code = e.code.as_str(), severity = e.severity.as_str(), subject = %e.subject, "escalation: {}", e.message);
             } else {
-                tracing::info!(code = e.code.as_str(), subject = %e.subject, "cleared: {}", e.message);
+                tracing::info!(event = "cleared", code = e.code.as_str(), subject = %e.subject, "cleared: {}", e.message);
             }
         }
         let _ = self.tx.send(Event { at: now_ms(), kind });

@@ -207,7 +207,7 @@ impl Intake {
                 inc(&stats.received);
                 // Per item, so at debug: a backlog of 100,000 would exceed journald's rate limit
                 // and hide the warnings. The daemon logs a summary of counts instead.
-                tracing::debug!(source, %id, kind = kind.as_str(), item_type = %summary.item_type, size, status = status.as_str(), "received");
+                tracing::debug!(event = "received", source, item_id = %id, kind = kind.as_str(), item_type = %summary.item_type, size, status = status.as_str(), "received");
                 self.bus.emit(EventKind::Received {
                     id: id.clone(),
                     source: source.to_string(),
@@ -254,7 +254,7 @@ impl Intake {
             }
             Ok(Inserted::Duplicate { id, .. }) => {
                 inc(&stats.duplicates);
-                tracing::debug!(source, %id, "retransmission of a stored item: acknowledged again, not stored twice");
+                tracing::debug!(event = "duplicate", source, item_id = %id, "retransmission of a stored item: acknowledged again, not stored twice");
                 self.bus.emit(EventKind::Duplicate {
                     id: id.clone(),
                     source: source.to_string(),

@@ -175,7 +175,7 @@ impl Worker {
                         .journal
                         .update(DeliveryUpdate::Delivered { seq: item.seq, destination: name.clone() })
                         .await;
-                    tracing::debug!(destination = %name, id = %item.id, attempts, "delivered");
+                    tracing::debug!(event = "delivered", destination = %name, item_id = %item.id, attempts, "delivered");
                     self.bus.emit(EventKind::Delivered { id: item.id.clone(), destination: name.clone(), attempts });
                     return Some(());
                 }
@@ -214,7 +214,7 @@ impl Worker {
                         .await;
                     if give_up {
                         crate::stats::inc(&self.stats.dead_lettered);
-                        tracing::error!(destination = %name, id = %item.id, attempts, error = %text,
+                        tracing::error!(event = "failed", destination = %name, item_id = %item.id, attempts, error = %text,
                             "delivery failed for good; the item is kept as failed (outpost queue retry {})", item.id);
                         self.bus.emit(EventKind::Failed {
                             id: item.id.clone(),
@@ -224,7 +224,7 @@ impl Worker {
                         });
                         return Some(());
                     }
-                    tracing::warn!(destination = %name, id = %item.id, attempts, retry_in_ms = backoff.as_millis() as u64,
+                    tracing::warn!(event = "attempt_failed", destination = %name, item_id = %item.id, attempts, retry_in_ms = backoff.as_millis() as u64,
                         error = %text, "delivery attempt failed; will retry");
                     self.bus.emit(EventKind::AttemptFailed {
                         id: item.id.clone(),
