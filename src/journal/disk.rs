@@ -10,9 +10,12 @@ pub(super) fn dir_of(path: &Path) -> &Path {
 
 /// Bytes available to unprivileged processes on the filesystem holding `dir`; `None` when the
 /// filesystem cannot be asked.
+// The fields are u32 on 32-bit ARM (armv7) and u64 elsewhere; widen before multiplying, or a
+// disk over 4 GiB overflows there.
+#[allow(clippy::useless_conversion)]
 pub fn free_bytes(dir: &Path) -> Option<u64> {
     let s = nix::sys::statvfs::statvfs(dir).ok()?;
-    Some(s.blocks_available() * s.fragment_size())
+    Some(u64::from(s.blocks_available()).saturating_mul(u64::from(s.fragment_size())))
 }
 
 #[cfg(test)]
