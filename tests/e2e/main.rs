@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `outpost` binary, real sockets, real SQLite files.
 
+mod mqtt_central;
 mod mqtt_support;
 mod support;
 
