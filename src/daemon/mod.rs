@@ -170,7 +170,11 @@ pub async fn run(config: Config, origin: ConfigOrigin) -> anyhow::Result<()> {
     let mut supervisor = tokio::spawn(supervisor.run(command_rx, reload_rx, remote_rx, stop_supervisor.clone()));
 
     let mut notifier = notify::Notifier::from_env();
-    let standing = notify::standing(&journal, &stats, &config).await;
+    // Counted only for systemd: a journal read that a daemon not run by it need not pay.
+    let standing = match notifier.listening() {
+        true => notify::standing(&journal, &stats, &config).await,
+        false => None,
+    };
     notifier.ready(&standing.unwrap_or(notify::Standing {
         sources: config.sources.len(),
         sources_up: config.sources.len(),

@@ -20,6 +20,8 @@ const CHECK_EVERY: Duration = Duration::from_secs(10);
 const STATUS_EVERY: Duration = Duration::from_secs(5);
 
 pub(super) struct Notifier {
+    /// Whether systemd listens ($NOTIFY_SOCKET): without it, no status is counted at all.
+    listening: bool,
     /// systemd's watchdog interval, when it set one.
     watchdog: Option<Duration>,
     healthy: bool,
@@ -57,7 +59,18 @@ impl Standing {
 
 impl Notifier {
     pub(super) fn from_env() -> Notifier {
-        Notifier { watchdog: sd_notify::watchdog_enabled(), healthy: true, status: String::new(), status_at: None }
+        Notifier {
+            listening: std::env::var_os("NOTIFY_SOCKET").is_some(),
+            watchdog: sd_notify::watchdog_enabled(),
+            healthy: true,
+            status: String::new(),
+            status_at: None,
+        }
+    }
+
+    /// Whether anyone reads the status lines (so whether they are worth counting).
+    pub(super) fn listening(&self) -> bool {
+        self.listening
     }
 
     /// How often the main loop calls [`Notifier::tick`]: half the watchdog interval, as
@@ -94,7 +107,7 @@ impl Notifier {
         if self.healthy && self.watchdog.is_some() {
             let _ = sd_notify::notify(&[NotifyState::Watchdog]);
         }
-        if !self.healthy || self.status_at.is_some_and(|at| at.elapsed() < STATUS_EVERY) {
+        if !self.listening || !self.healthy || self.status_at.is_some_and(|at| at.elapsed() < STATUS_EVERY) {
             return;
         }
         self.status_at = Some(Instant::now());
