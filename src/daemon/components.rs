@@ -103,6 +103,9 @@ impl Components {
     }
 
     fn start_source(&mut self, config: Source, opened: Opened) {
+        // Up from here, not from inside its task: READY=1 and its status line follow at once,
+        // and must not count an opened source as down.
+        self.ctx.stats.source(&config.name).up(opened.at());
         let stop = self.ingress.child_token();
         let abort = self.ingress.child_token();
         let serving = Serving {

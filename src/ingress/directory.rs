@@ -88,7 +88,6 @@ fn taken_dir(cfg: &DirectorySource) -> Option<PathBuf> {
 /// Takes files until `serving.stop` fires; a file being taken is finished first.
 pub async fn serve(name: String, cfg: DirectorySource, mut folder: Folder, serving: Serving) -> Folder {
     let stats = serving.stats.clone();
-    stats.up(cfg.dir.display().to_string());
     tracing::info!(source = %name, dir = %cfg.dir.display(), inotify = folder.uses_inotify(), "watching for files");
     let source = Source { name, cfg: Arc::new(cfg), intake: serving.intake.clone() };
     // Files that could not be taken last time; the source's problem clears once none is left.

@@ -67,7 +67,6 @@ pub async fn bind(name: &str, cfg: &MllpSource) -> Result<TcpListener, OpenError
 pub async fn serve(name: String, cfg: MllpSource, listener: TcpListener, serving: Serving) -> TcpListener {
     let Serving { intake, stats: source_stats, stop: accept_cancel, abort: conn_cancel, tracker } = serving;
     if let Ok(addr) = listener.local_addr() {
-        source_stats.up(addr.to_string());
         tracing::info!(source = %name, %addr, "listening for MLLP");
     }
     let permits = Arc::new(Semaphore::new(cfg.max_connections));

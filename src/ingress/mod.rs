@@ -94,6 +94,16 @@ pub enum Opened {
     Directory(Box<folder::Folder>),
 }
 
+impl Opened {
+    /// Where the source is, for `status`: the bound address, the folder.
+    pub fn at(&self) -> String {
+        match self {
+            Opened::Mllp(listener) => listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            Opened::Directory(folder) => folder.dir().display().to_string(),
+        }
+    }
+}
+
 /// Opens what `source` needs (binds, checks folders and ports).
 pub async fn open(source: &Source) -> Result<Opened, OpenError> {
     match &source.kind {
