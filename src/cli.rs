@@ -673,7 +673,11 @@ fn init(
     output: &Path,
     force: bool,
 ) -> anyhow::Result<u8> {
-    if output.exists() && !force {
+    // The package ships /etc/outpost/outpost.toml as comments only (nothing configured yet):
+    // that one is replaced without --force, and without a .orig.
+    let existing = std::fs::read_to_string(output).ok();
+    let placeholder = existing.as_deref().is_some_and(|t| !crate::init::holds_config(t));
+    if output.exists() && !force && !placeholder {
         eprintln!(
             "outpost: {} exists; give --force to replace it (it is kept as .orig), or -o another file",
             output.display()
@@ -712,13 +716,10 @@ fn init(
             return Ok(EX_USAGE);
         }
     };
-    if output.exists() {
+    if output.exists() && !placeholder {
         std::fs::copy(output, format!("{}.orig", output.display()))?;
     }
-    if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(output, text)
+    crate::init::write(output, &text)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}; run as root, or -o FILE", output.display()))?;
     println!(
         "wrote {}; check it with `outpost config check {}`, then start outpost",

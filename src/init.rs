@@ -1,6 +1,6 @@
 //! `outpost init`: a starter config for a new gateway, from flags or answers, that passes
-//! `outpost config check` as written. Pure: the answers and the serial ports found go in, the
-//! config text comes out; the CLI asks, checks and writes.
+//! `outpost config check` as written. [`render`] is pure: the answers and the serial ports
+//! found go in, the config text comes out; the CLI asks, and [`write`] puts the text in place.
 
 use crate::config::Config;
 use crate::ports::Port;
@@ -103,9 +103,27 @@ pub fn render(answers: &Answers, ports: &[Port], written_at: &str) -> Result<Str
     Ok(text)
 }
 
+/// True when `text` has a line that is neither blank nor a comment: the package's placeholder
+/// (`/etc/outpost/outpost.toml`, comments only) holds no config, so `init` may replace it.
+pub fn holds_config(text: &str) -> bool {
+    text.lines().map(str::trim).any(|l| !l.is_empty() && !l.starts_with('#'))
+}
+
+/// Writes the config in place: see [`crate::atomic_file::replace`].
+pub fn write(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    crate::atomic_file::replace(path, text.as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_of_comments_holds_no_config() {
+        assert!(!holds_config("# outpost is not configured yet\n\n  # [node]\n"));
+        assert!(!holds_config(""));
+        assert!(holds_config("# a site\n[node]\n"));
+    }
 
     fn answers(broker: Option<&str>) -> Answers {
         Answers {

@@ -402,6 +402,16 @@ impl Config {
         let origin = path.display().to_string();
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigErrors::single(&origin, format!("cannot read config file: {e}")))?;
+        if !crate::init::holds_config(&text) {
+            // The package's placeholder, or a file emptied by hand: say what to do, not what
+            // section is missing.
+            return Err(ConfigErrors::single(
+                &origin,
+                "this file holds no config yet (comments only); write one with `outpost init -o FILE` \
+                 (asks for the site, node id and listen address), or by hand (docs/config.md)"
+                    .to_string(),
+            ));
+        }
         Config::parse(&text, &origin)
     }
 

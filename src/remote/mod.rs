@@ -187,19 +187,7 @@ pub fn remember_status(state_dir: &Path, version: &str, running_hash: &str, stat
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
-    use std::io::Write;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp =
-        dir.join(format!(".{}.tmp", path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default()));
-    let fail = |source: std::io::Error| WriteError { path: path.to_path_buf(), source };
-    let mut f = std::fs::File::create(&tmp).map_err(fail)?;
-    f.write_all(bytes).map_err(fail)?;
-    f.sync_all().map_err(fail)?;
-    std::fs::rename(&tmp, path).map_err(fail)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    crate::atomic_file::replace(path, bytes).map_err(|source| WriteError { path: path.to_path_buf(), source })
 }
 
 #[cfg(test)]

@@ -716,4 +716,13 @@ fn init_writes_a_starter_config_that_checks_from_flags_or_answers() {
     assert_eq!(bad.status.code(), Some(64), "{bad:?}");
     assert!(stderr_of(&bad).contains("node.site"), "{}", stderr_of(&bad));
     assert!(!dir.path().join("bad.toml").exists());
+
+    // The package's placeholder (comments only) is replaced without --force, and no .orig kept.
+    let placeholder = dir.path().join("placeholder.toml");
+    std::fs::write(&placeholder, "# outpost is not configured yet: run `outpost init`.\n# [node]\n").unwrap();
+    let p = placeholder.to_str().unwrap();
+    let out = outpost(&["init", "--site", "s", "--node", "n", "--listen", "0.0.0.0:2575", "--broker", "none", "-o", p]);
+    assert_success(&out);
+    assert_success(&outpost(&["config", "check", p]));
+    assert!(!dir.path().join("placeholder.toml.orig").exists());
 }
