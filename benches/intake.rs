@@ -70,8 +70,11 @@ to = ["lis"]
     // Warm-up.
     run_load(addr, 1, 200, &body, "W");
 
+    let pid = child.0.id();
+    let cpu_start = cpu_secs(pid);
     let (seq_rate, seq_lat) = run_load(addr, 1, seq_n, &body, "S");
     let (par_rate, par_lat) = run_load(addr, conns, per_conn, &body, "P");
+    let intake_cpu = cpu_secs(pid) - cpu_start;
     let peak_rss = rss_kib(&child, "VmHWM");
 
     // Drain: start the sink, time until it has everything.
@@ -88,6 +91,7 @@ to = ["lis"]
         std::thread::sleep(Duration::from_millis(20));
     }
     let drain_secs = drain_start.elapsed().as_secs_f64();
+    let drain_cpu = cpu_secs(pid) - cpu_start - intake_cpu;
     let peak_rss_all = rss_kib(&child, "VmHWM");
     child.stop();
 
@@ -111,6 +115,13 @@ to = ["lis"]
         "| {conns} connections ACK latency p50 / p99 | {:.2} ms / {:.2} ms |",
         pct(&par_lat, 50.0),
         pct(&par_lat, 99.0)
+    );
+    // CPU per message: what the build costs, apart from the disk's sync latency (which
+    // dominates the rates above and varies from run to run).
+    println!(
+        "| daemon CPU per message: intake / drain | {:.0} µs / {:.0} µs |",
+        intake_cpu * 1e6 / (seq_n + conns * per_conn) as f64,
+        drain_cpu * 1e6 / total as f64
     );
     println!("| idle RSS after start | {:.1} MiB |", idle_rss as f64 / 1024.0);
     println!("| peak RSS during intake | {:.1} MiB |", peak_rss as f64 / 1024.0);

@@ -183,17 +183,6 @@ fn start_broker(dir: &std::path::Path, port: u16) -> Broker {
     Broker(child)
 }
 
-/// User + system CPU seconds of a process so far.
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The fields after the command name (which may contain spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the command name.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 fn backlog(socket: &std::path::Path) -> Option<u64> {
     let v = outpost::control::client::request(socket, &outpost::control::protocol::Request::Status).ok()?;
     v["uplink"]["backlog"].as_u64()
