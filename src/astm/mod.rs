@@ -27,10 +27,12 @@
 //!   [`decode::Report::render`] with `show_phi` prints values.
 
 pub mod frame;
+pub mod link;
 pub mod records;
 pub mod split;
 
 pub use frame::{Frame, FrameEnd, FrameError, FrameProblem, LineEnd, split_message, split_message_packed};
+pub use link::{Action, DiscardReason, Event, Link, Phase, Quirks, Rejection, SendFailure, SendId, Timers, Token};
 pub use records::{Delimiters, FieldPath, Message, Query, Record, RecordError, Summary};
 pub use split::{Assembled, Assembler, Split, split_messages};
 
