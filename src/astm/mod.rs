@@ -26,14 +26,19 @@
 //!   events, errors and summaries carry frame numbers, record types, ids, codes and counts. Only
 //!   [`decode::Report::render`] with `show_phi` prints values.
 
+pub mod classify;
+pub mod decode;
 pub mod frame;
 pub mod link;
 pub mod records;
+pub mod reply;
 pub mod split;
 
+pub use classify::{NotAstm, Shape, classify, is_astm};
 pub use frame::{Frame, FrameEnd, FrameError, FrameProblem, LineEnd, split_message, split_message_packed};
 pub use link::{Action, DiscardReason, Event, Link, Phase, Quirks, Rejection, SendFailure, SendId, Timers, Token};
 pub use records::{Delimiters, FieldPath, Message, Query, Record, RecordError, Summary};
+pub use reply::{Order, ReplyHeader, build_order_reply};
 pub use split::{Assembled, Assembler, Split, split_messages};
 
 /// The control characters of E1381.
