@@ -34,6 +34,9 @@ pub mod records;
 pub mod reply;
 pub mod split;
 
+#[cfg(test)]
+mod tests;
+
 pub use classify::{NotAstm, Shape, classify, is_astm};
 pub use frame::{Frame, FrameEnd, FrameError, FrameProblem, LineEnd, split_message, split_message_packed};
 pub use link::{Action, DiscardReason, Event, Link, Phase, Quirks, Rejection, SendFailure, SendId, Timers, Token};
