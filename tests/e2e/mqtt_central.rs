@@ -19,7 +19,9 @@ use crate::support::{DEADLINE, output_within, wait_for};
 // Central: the example consumer
 
 /// The example consumer's binary, built once per test run (a no-op when scripts/test built it
-/// already; it also keeps it current while the example is being edited).
+/// already; it also keeps it current while the example is being edited). It is built for this
+/// machine (no `--target`) even when the tests are an ARM build run under qemu (`cross/test`):
+/// central is not the gateway's software, and runs natively like the other peers.
 pub fn central_bin() -> PathBuf {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BUILT.get_or_init(build_central).clone().unwrap_or_else(|e| panic!("{e}"))

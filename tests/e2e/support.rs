@@ -20,20 +20,85 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_outpost")
 }
 
+/// A command running the `outpost` binary. When the tests are built for another architecture
+/// and run under emulation (`cross/test`), the binary is that architecture's too: the runner in
+/// `OUTPOST_TEST_RUNNER` (e.g. `qemu-aarch64 -L /usr/aarch64-linux-gnu`, split on whitespace)
+/// goes in front of it, as cargo's runner goes in front of the tests. Host tools (mosquitto,
+/// openssl, python, the example central) stay native.
+pub fn bin_command() -> Command {
+    match runner() {
+        Some((program, args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(args).arg(bin());
+            cmd
+        }
+        None => Command::new(bin()),
+    }
+}
+
+fn runner() -> Option<(String, Vec<String>)> {
+    let value = std::env::var("OUTPOST_TEST_RUNNER").ok()?;
+    let mut words = value.split_whitespace().map(str::to_string);
+    let program = words.next()?;
+    Some((program, words.collect()))
+}
+
+/// What to do when `outpost` could not be started at all. 127 is what a child exits with when
+/// its exec fails and the failure cannot be reported as a spawn error, as under qemu-user (it
+/// runs vfork as fork): an ARM `outpost` started without the runner.
+fn not_started_hint(status: std::process::ExitStatus) -> &'static str {
+    if status.code() == Some(127) && runner().is_none() {
+        " (it could not be started: for tests built for another architecture, set OUTPOST_TEST_RUNNER \
+         or run them with cross/test)"
+    } else {
+        ""
+    }
+}
+
 /// Polls `cond` until it returns Some or the deadline passes.
-pub fn wait_for<T>(what: &str, deadline: Duration, mut cond: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: &str, deadline: Duration, cond: impl FnMut() -> Option<T>) -> T {
+    within(deadline, cond).unwrap_or_else(|| panic!("timed out after {deadline:?} waiting for {what}"))
+}
+
+/// Polls `cond` until it returns Some, or None once the deadline passes.
+pub fn within<T>(deadline: Duration, mut cond: impl FnMut() -> Option<T>) -> Option<T> {
     let start = Instant::now();
     let mut pause = Duration::from_millis(5);
     loop {
         if let Some(v) = cond() {
-            return v;
+            return Some(v);
         }
         if start.elapsed() > deadline {
-            panic!("timed out after {deadline:?} waiting for {what}");
+            return None;
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(200));
     }
+}
+
+/// What a process is doing, from /proc: the command it runs (a child that never got to exec
+/// still shows its parent's) and the state and kernel wait channel of each thread. For a
+/// process that does not answer: was it started at all, and where is it stuck?
+pub fn process_report(pid: u32) -> String {
+    let proc = PathBuf::from(format!("/proc/{pid}"));
+    let cmdline = std::fs::read(proc.join("cmdline")).unwrap_or_default();
+    let mut report = format!("process {pid}: {}", String::from_utf8_lossy(&cmdline).replace('\0', " ").trim_end());
+    let mut tasks: Vec<PathBuf> = std::fs::read_dir(proc.join("task"))
+        .map(|rd| rd.filter_map(|e| Some(e.ok()?.path())).collect())
+        .unwrap_or_default();
+    tasks.sort();
+    for task in tasks {
+        let stat = std::fs::read_to_string(task.join("stat")).unwrap_or_default();
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.split(' ').next()).unwrap_or("?");
+        let wchan = std::fs::read_to_string(task.join("wchan")).unwrap_or_default();
+        let tid = task.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        report.push_str(&format!(
+            "\n  thread {tid}: state {state}, waiting in {}",
+            if wchan.is_empty() { "-" } else { &wchan }
+        ));
+    }
+    report
 }
 
 /// A running daemon in its own temporary state directory.
@@ -92,7 +157,7 @@ impl Daemon {
             .append(true)
             .open(self.dir.path().join("daemon.log"))
             .expect("log file");
-        let child = Command::new(bin())
+        let child = bin_command()
             .arg("run")
             .arg("--config")
             .arg(&self.config_path)
@@ -105,17 +170,21 @@ impl Daemon {
             .stderr(log)
             .spawn()
             .expect("spawn outpost");
+        let pid = child.id();
         self.child = Some(child);
-        wait_for("the daemon to listen", DEADLINE, || {
+        let listening = within(DEADLINE, || {
             if let Some(c) = self.child.as_mut()
                 && let Ok(Some(status)) = c.try_wait()
             {
-                panic!("outpost exited early with {status}; log:\n{}", self.log());
+                panic!("outpost exited early with {status}{}; log:\n{}", not_started_hint(status), self.log());
             }
             let s = self.try_status()?;
             let all_bound = s["sources"].as_array()?.iter().all(|src| src["state"] == "up");
             all_bound.then_some(())
         });
+        if listening.is_none() {
+            panic!("timed out after {DEADLINE:?} waiting for the daemon to listen; {}", process_report(pid));
+        }
     }
 
     pub fn log(&self) -> String {
@@ -144,7 +213,7 @@ impl Daemon {
 
     /// Runs an `outpost` CLI command against this daemon.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(bin())
+        bin_command()
             .args(args)
             .arg("--socket")
             .arg(self.socket())
@@ -502,7 +571,7 @@ pub fn outpost(args: &[&str]) -> Output {
 }
 
 pub fn outpost_command(args: &[&str]) -> Command {
-    let mut cmd = Command::new(bin());
+    let mut cmd = bin_command();
     cmd.args(args).env_remove("OUTPOST_CONFIG").env_remove("OUTPOST_SOCKET").env_remove("JOURNAL_STREAM");
     cmd
 }

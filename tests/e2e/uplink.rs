@@ -73,6 +73,16 @@ fn wait_state(d: &Daemon, state: &str) -> Value {
     })
 }
 
+/// Waits until central has the gateway's birth. The gateway subscribes (to `config/set`, `cmd/+`)
+/// before it publishes its birth, on the same connection, so from then on the broker hands it
+/// what central publishes. The uplink's state is `connected` a moment earlier, as soon as the
+/// broker accepts the connection: a config published then was lost (seen under qemu).
+fn wait_birth(central: &Central) {
+    wait_for("the gateway's birth at central", DEADLINE, || {
+        central.observed("/state").iter().any(|b| b["status"] == "online").then_some(())
+    });
+}
+
 /// Waits until central has stored `n` items and the gateway released them all.
 fn wait_drained(d: &Daemon, central: &Central, n: usize) -> Vec<CentralItem> {
     wait_for(&format!("{n} items stored at central and released at the gateway"), Duration::from_secs(120), || {
@@ -303,7 +313,7 @@ fn remote_config_is_validated_applied_or_rolled_back() {
     let url = broker.url();
     let central = Central::start(&url, None, &[]);
     let d = Daemon::start(&config(&url, "config_rollback_after = \"5s\""));
-    wait_state(&d, "connected");
+    wait_birth(&central);
     let running = std::fs::read_to_string(&d.config_path).unwrap();
     let write = |name: &str, text: &str| {
         let p = d.path(name);
@@ -487,7 +497,7 @@ fn a_config_whose_uplink_cannot_connect_is_rolled_back() {
     let url = broker.url();
     let central = Central::start(&url, None, &[]);
     let d = Daemon::start(&config(&url, "config_rollback_after = \"3s\""));
-    wait_state(&d, "connected");
+    wait_birth(&central);
     let running = std::fs::read_to_string(&d.config_path).unwrap();
     // A broker address where nothing listens.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
@@ -614,7 +624,10 @@ fn events_are_kept_across_a_restart_until_central_acknowledges_them() {
     let mut c = Client::connect(d.addr("ehr"));
     assert_eq!(ack_code(&c.send(&oru("KEEP1", "N"))), "AA");
     drop(c);
-    wait_for("the event to be kept", DEADLINE, || (uplink(&d)["events_waiting"].as_u64()? >= 1).then_some(()));
+    // Two events are kept by then: the link going down, and the item's. Each is journaled by
+    // the uplink after it is raised, in its own commit: waiting for one only could kill the
+    // daemon before the item's is kept (seen under qemu, where the second commit came later).
+    wait_for("both events to be kept", DEADLINE, || (uplink(&d)["events_waiting"].as_u64()? >= 2).then_some(()));
     // ... so a power cut before the link returns loses nothing.
     d.kill9();
     proxy.heal();
