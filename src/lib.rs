@@ -25,5 +25,6 @@ pub mod payload;
 pub mod ports;
 pub mod remote;
 pub mod router;
+pub mod serial;
 pub mod stats;
 pub mod uplink;

@@ -1,0 +1,300 @@
+//! Serial ports: lab analyzers (ASTM) and fax modems on RS-232, through USB adapters or on-board
+//! UARTs. Opening a port with its line settings, failing in words a tech can act on; and keeping
+//! it open: a port missing at start, unplugged, or failing with EIO is reopened with backoff,
+//! its link state (up, down since when and why) kept in the source's stats. The protocol on top
+//! (ASTM's link layer, a modem's AT dialogue) belongs to the caller, which gets a byte stream.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio_serial::{SerialPortBuilderExt, SerialStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::{jitter, sleep_or_cancel};
+use crate::stats::SourceStats;
+
+/// A port and its line settings, as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Best a `/dev/serial/by-id/...` path: it names the adapter, whatever order USB devices
+    /// enumerate in.
+    pub port: PathBuf,
+    pub baud: u32,
+    pub data_bits: DataBits,
+    pub parity: Parity,
+    pub stop_bits: StopBits,
+    pub flow_control: FlowControl,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataBits {
+    Seven,
+    Eight,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parity {
+    None,
+    Even,
+    Odd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopBits {
+    One,
+    Two,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowControl {
+    None,
+    /// Hardware handshake on RTS/CTS.
+    RtsCts,
+    /// Software handshake (XON/XOFF in the data).
+    XonXoff,
+}
+
+impl Settings {
+    /// A port at 9600 8N1 without flow control, the most common analyzer default.
+    pub fn new(port: impl Into<PathBuf>, baud: u32) -> Settings {
+        Settings {
+            port: port.into(),
+            baud,
+            data_bits: DataBits::Eight,
+            parity: Parity::None,
+            stop_bits: StopBits::One,
+            flow_control: FlowControl::None,
+        }
+    }
+
+    /// The line settings as a tech writes them: `9600 8N1`, `2400 7E2 rts/cts`.
+    pub fn line(&self) -> String {
+        let bits = match self.data_bits {
+            DataBits::Seven => 7,
+            DataBits::Eight => 8,
+        };
+        let parity = match self.parity {
+            Parity::None => 'N',
+            Parity::Even => 'E',
+            Parity::Odd => 'O',
+        };
+        let stop = match self.stop_bits {
+            StopBits::One => 1,
+            StopBits::Two => 2,
+        };
+        let flow = match self.flow_control {
+            FlowControl::None => "",
+            FlowControl::RtsCts => " rts/cts",
+            FlowControl::XonXoff => " xon/xoff",
+        };
+        format!("{} {bits}{parity}{stop}{flow}", self.baud)
+    }
+}
+
+/// Why a port could not be opened, with what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot open {port}: {reason}; {hint}")]
+pub struct OpenFailure {
+    pub port: String,
+    pub reason: String,
+    pub hint: &'static str,
+}
+
+/// Opens `settings.port` exclusively (TIOCEXCL: a second program opening it fails rather than
+/// sharing the line) with its line settings.
+pub fn open(settings: &Settings) -> Result<SerialStream, OpenFailure> {
+    let builder = tokio_serial::new(settings.port.to_string_lossy(), settings.baud)
+        .data_bits(match settings.data_bits {
+            DataBits::Seven => tokio_serial::DataBits::Seven,
+            DataBits::Eight => tokio_serial::DataBits::Eight,
+        })
+        .parity(match settings.parity {
+            Parity::None => tokio_serial::Parity::None,
+            Parity::Even => tokio_serial::Parity::Even,
+            Parity::Odd => tokio_serial::Parity::Odd,
+        })
+        .stop_bits(match settings.stop_bits {
+            StopBits::One => tokio_serial::StopBits::One,
+            StopBits::Two => tokio_serial::StopBits::Two,
+        })
+        .flow_control(match settings.flow_control {
+            FlowControl::None => tokio_serial::FlowControl::None,
+            FlowControl::RtsCts => tokio_serial::FlowControl::Hardware,
+            FlowControl::XonXoff => tokio_serial::FlowControl::Software,
+        });
+    builder.open_native_async().map_err(|e| failure(settings, &e))
+}
+
+fn failure(settings: &Settings, e: &tokio_serial::Error) -> OpenFailure {
+    use tokio_serial::ErrorKind;
+    let port = settings.port.display().to_string();
+    let io = match e.kind {
+        ErrorKind::Io(kind) => Some(kind),
+        ErrorKind::NoDevice => Some(std::io::ErrorKind::NotFound),
+        _ => None,
+    };
+    let hint = match io {
+        Some(std::io::ErrorKind::NotFound) => {
+            "is the adapter plugged in and the path right? `outpost ports` lists the ports on this box"
+        }
+        Some(std::io::ErrorKind::PermissionDenied) => {
+            "outpost's user must be in group dialout (the package sets this up; `outpost ports` says who may open it)"
+        }
+        _ if e.description.contains("busy") || e.description.contains("EBUSY") => {
+            "another program holds it (ModemManager, a getty, a second outpost): find it with `fuser -v` on the port"
+        }
+        _ => "check the port and its settings; `outpost probe` listens to a port without opening a session",
+    };
+    OpenFailure { port, reason: e.description.clone(), hint }
+}
+
+/// How a session on an open port ended.
+pub enum SessionEnd {
+    /// Told to stop: the port is handed back (a reload may keep it open for the new settings).
+    Stopped(SerialStream),
+    /// The port failed (unplugged, EIO, closed): it is reopened after a pause.
+    Lost(String),
+}
+
+/// Delays between attempts to reopen a port: 1 s, doubling to 30 s, with jitter.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const MAX_RETRY: Duration = Duration::from_secs(30);
+
+/// Keeps `settings.port` open and runs `session` on it, until `stop` fires; returns the port if
+/// it was open then. `first` is the result of the attempt made before the daemon said it was
+/// ready (so `systemctl status` never shows "ready" before every port was tried). The link
+/// state in `stats` follows: up with the port and its line while open; down with the reason.
+/// A failure is logged when it changes, not at every retry.
+pub async fn keep_open<F, Fut>(
+    source: &str,
+    settings: &Settings,
+    first: Option<Result<SerialStream, OpenFailure>>,
+    stats: &SourceStats,
+    stop: &CancellationToken,
+    mut session: F,
+) -> Option<SerialStream>
+where
+    F: FnMut(SerialStream) -> Fut,
+    Fut: Future<Output = SessionEnd>,
+{
+    let mut attempt = first;
+    let mut delay = FIRST_RETRY;
+    let mut last_failure: Option<String> = None;
+    loop {
+        if stop.is_cancelled() {
+            return attempt.and_then(Result::ok);
+        }
+        let opened = match attempt.take() {
+            Some(a) => a,
+            None => open(settings),
+        };
+        match opened {
+            Ok(port) => {
+                stats.up(format!("{} {}", settings.port.display(), settings.line()));
+                if last_failure.take().is_some() {
+                    tracing::info!(source, port = %settings.port.display(), "serial port open again");
+                } else {
+                    tracing::info!(source, port = %settings.port.display(), line = %settings.line(), "serial port open");
+                }
+                delay = FIRST_RETRY;
+                match session(port).await {
+                    SessionEnd::Stopped(port) => return Some(port),
+                    SessionEnd::Lost(why) => {
+                        tracing::warn!(source, port = %settings.port.display(), error = %why, "serial port lost; reopening it");
+                        stats.down(Some(format!("{}: {why}", settings.port.display())));
+                        last_failure = Some(why);
+                    }
+                }
+            }
+            Err(failure) => {
+                let text = failure.to_string();
+                if last_failure.as_deref() != Some(text.as_str()) {
+                    tracing::warn!(source, error = %text, "serial port not open; trying again with backoff");
+                }
+                stats.down(Some(text.clone()));
+                last_failure = Some(text);
+            }
+        }
+        if sleep_or_cancel(jitter(delay), stop).await {
+            return None;
+        }
+        delay = (delay * 2).min(MAX_RETRY);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_settings_read_as_a_tech_writes_them() {
+        let mut s = Settings::new("/dev/ttyUSB0", 9600);
+        assert_eq!(s.line(), "9600 8N1");
+        s.data_bits = DataBits::Seven;
+        s.parity = Parity::Even;
+        s.stop_bits = StopBits::Two;
+        s.flow_control = FlowControl::RtsCts;
+        assert_eq!(s.line(), "9600 7E2 rts/cts");
+    }
+
+    #[tokio::test]
+    async fn a_missing_port_says_so_and_how_to_find_the_right_one() {
+        let e = open(&Settings::new("/dev/serial/by-id/usb-nothing-here", 9600)).unwrap_err();
+        assert!(e.to_string().contains("/dev/serial/by-id/usb-nothing-here"), "{e}");
+        assert!(e.hint.contains("outpost ports"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_pseudo_terminal_opens_with_line_settings() {
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let path = nix::unistd::ttyname(&pty.slave).unwrap();
+        let mut s = Settings::new(&path, 115_200);
+        s.parity = Parity::Even;
+        s.data_bits = DataBits::Seven;
+        let port = open(&s).expect("open the pty");
+        drop(port);
+    }
+
+    #[tokio::test]
+    async fn a_port_that_appears_later_is_opened_and_its_state_follows() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("analyzer");
+        let settings = Settings::new(&link, 9600);
+        let stats = std::sync::Arc::new(SourceStats::default());
+        let stop = CancellationToken::new();
+        let first = Some(open(&settings));
+        let (st, sp) = (stats.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            keep_open("lab", &settings, first, &st, &sp, |mut port| {
+                let sp = sp.clone();
+                async move {
+                    port.write_all(b"hello").await.ok();
+                    sp.cancelled().await;
+                    SessionEnd::Stopped(port)
+                }
+            })
+            .await
+        });
+        // Down, saying why, until the port exists.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while stats.link().last_error.is_none() {
+            assert!(std::time::Instant::now() < deadline, "no error recorded");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(stats.link().state, crate::stats::SourceState::Down);
+        assert!(stats.link().last_error.unwrap().contains("outpost ports"));
+        // The adapter is plugged in: a pty appears under the configured name.
+        let pty = nix::pty::openpty(None, None).unwrap();
+        std::os::unix::fs::symlink(nix::unistd::ttyname(&pty.slave).unwrap(), &link).unwrap();
+        let mut master = tokio::fs::File::from(std::fs::File::from(pty.master));
+        let mut got = [0u8; 5];
+        tokio::time::timeout(Duration::from_secs(30), master.read_exact(&mut got)).await.unwrap().unwrap();
+        assert_eq!(&got, b"hello");
+        assert_eq!(stats.link().state, crate::stats::SourceState::Up);
+        assert!(stats.link().at.unwrap().ends_with("9600 8N1"));
+        stop.cancel();
+        assert!(task.await.unwrap().is_some(), "the open port is handed back");
+    }
+}
