@@ -1,6 +1,7 @@
 //! outpost: a clinic's integration edge. See ARCHITECTURE.md for the codemap.
 #![deny(unsafe_code)]
 
+pub mod astm;
 pub mod atomic_file;
 pub mod backoff;
 pub mod cli;
