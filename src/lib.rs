@@ -25,6 +25,7 @@ pub mod mllp;
 pub mod payload;
 pub mod ports;
 pub mod remote;
+pub mod reopen;
 pub mod router;
 pub mod serial;
 pub mod stats;

@@ -1,18 +1,12 @@
 //! Serial ports: lab analyzers (ASTM) and fax modems on RS-232, through USB adapters or on-board
-//! UARTs. Opening a port with its line settings, failing in words a tech can act on; and keeping
-//! it open: a port missing at start, unplugged, or failing with EIO is reopened with backoff,
-//! its link state (up, down since when and why) kept in the source's stats. The protocol on top
-//! (ASTM's link layer, a modem's AT dialogue) belongs to the caller, which gets a byte stream.
+//! UARTs: opening a port with its line settings, failing in words a tech can act on. Keeping it
+//! open (reopening a port missing at start, unplugged, or failing with EIO) is
+//! [`crate::reopen`]'s. The protocol on top (ASTM's link layer, a modem's AT dialogue) belongs
+//! to the caller, which gets a byte stream.
 
-use std::future::Future;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use tokio_serial::{SerialPortBuilderExt, SerialStream};
-use tokio_util::sync::CancellationToken;
-
-use crate::backoff::{jitter, sleep_or_cancel};
-use crate::stats::SourceStats;
 
 /// A port and its line settings, as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,83 +143,14 @@ fn failure(settings: &Settings, e: &tokio_serial::Error) -> OpenFailure {
     OpenFailure { port, reason: e.description.clone(), hint }
 }
 
-/// How a session on an open port ended.
-pub enum SessionEnd {
-    /// Told to stop: the port is handed back (a reload may keep it open for the new settings).
-    Stopped(SerialStream),
-    /// The port failed (unplugged, EIO, closed): it is reopened after a pause.
-    Lost(String),
-}
-
-/// Delays between attempts to reopen a port: 1 s, doubling to 30 s, with jitter.
-const FIRST_RETRY: Duration = Duration::from_secs(1);
-const MAX_RETRY: Duration = Duration::from_secs(30);
-
-/// Keeps `settings.port` open and runs `session` on it, until `stop` fires; returns the port if
-/// it was open then. `first` is the result of the attempt made before the daemon said it was
-/// ready (so `systemctl status` never shows "ready" before every port was tried). The link
-/// state in `stats` follows: up with the port and its line while open; down with the reason.
-/// A failure is logged when it changes, not at every retry.
-pub async fn keep_open<F, Fut>(
-    source: &str,
-    settings: &Settings,
-    first: Option<Result<SerialStream, OpenFailure>>,
-    stats: &SourceStats,
-    stop: &CancellationToken,
-    mut session: F,
-) -> Option<SerialStream>
-where
-    F: FnMut(SerialStream) -> Fut,
-    Fut: Future<Output = SessionEnd>,
-{
-    let mut attempt = first;
-    let mut delay = FIRST_RETRY;
-    let mut last_failure: Option<String> = None;
-    loop {
-        if stop.is_cancelled() {
-            return attempt.and_then(Result::ok);
-        }
-        let opened = match attempt.take() {
-            Some(a) => a,
-            None => open(settings),
-        };
-        match opened {
-            Ok(port) => {
-                stats.up(format!("{} {}", settings.port.display(), settings.line()));
-                if last_failure.take().is_some() {
-                    tracing::info!(source, port = %settings.port.display(), "serial port open again");
-                } else {
-                    tracing::info!(source, port = %settings.port.display(), line = %settings.line(), "serial port open");
-                }
-                delay = FIRST_RETRY;
-                match session(port).await {
-                    SessionEnd::Stopped(port) => return Some(port),
-                    SessionEnd::Lost(why) => {
-                        tracing::warn!(source, port = %settings.port.display(), error = %why, "serial port lost; reopening it");
-                        stats.down(Some(format!("{}: {why}", settings.port.display())));
-                        last_failure = Some(why);
-                    }
-                }
-            }
-            Err(failure) => {
-                let text = failure.to_string();
-                if last_failure.as_deref() != Some(text.as_str()) {
-                    tracing::warn!(source, error = %text, "serial port not open; trying again with backoff");
-                }
-                stats.down(Some(text.clone()));
-                last_failure = Some(text);
-            }
-        }
-        if sleep_or_cancel(jitter(delay), stop).await {
-            return None;
-        }
-        delay = (delay * 2).min(MAX_RETRY);
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use tokio_util::sync::CancellationToken;
+
     use super::*;
+    use crate::stats::SourceStats;
 
     #[test]
     fn line_settings_read_as_a_tech_writes_them() {
@@ -262,17 +187,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let link = dir.path().join("analyzer");
         let settings = Settings::new(&link, 9600);
+        let describe = format!("{} {}", link.display(), settings.line());
         let stats = std::sync::Arc::new(SourceStats::default());
         let stop = CancellationToken::new();
         let first = Some(open(&settings));
         let (st, sp) = (stats.clone(), stop.clone());
         let task = tokio::spawn(async move {
-            keep_open("lab", &settings, first, &st, &sp, |mut port| {
+            let opener = || {
+                let settings = settings.clone();
+                async move { open(&settings).map_err(|e| e.to_string()) }
+            };
+            let first = first.map(|r| r.map_err(|e| e.to_string()));
+            crate::reopen::keep_open("lab", &describe, first, opener, &st, &sp, |mut port| {
                 let sp = sp.clone();
                 async move {
                     port.write_all(b"hello").await.ok();
                     sp.cancelled().await;
-                    SessionEnd::Stopped(port)
+                    crate::reopen::SessionEnd::Stopped(port)
                 }
             })
             .await

@@ -135,6 +135,31 @@ pub struct Source {
 pub enum SourceKind {
     Mllp(MllpSource),
     Directory(DirectorySource),
+    Astm(AstmSource),
+}
+
+/// `kind = "astm"`: a lab instrument's ASTM E1381/E1394 link.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AstmSource {
+    pub transport: AstmTransport,
+    /// The instrument's profile (`hardware/instruments/`), by name.
+    pub profile: Option<String>,
+    /// Tolerances for the instrument's departures from LIS01-A2.
+    pub quirks: crate::astm::Quirks,
+    pub timers: crate::astm::Timers,
+    /// A received message larger than this is refused (NAK) frame by frame.
+    pub max_message_size: usize,
+}
+
+/// How the instrument is reached.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AstmTransport {
+    /// A serial port (RS-232, through a USB adapter or a UART).
+    Serial(crate::serial::Settings),
+    /// The instrument connects to us.
+    TcpListen(SocketAddr),
+    /// We connect to the instrument (`host:port`).
+    TcpConnect(String),
 }
 
 impl SourceKind {
@@ -143,6 +168,7 @@ impl SourceKind {
     pub fn payloads(&self) -> &'static [Kind] {
         match self {
             SourceKind::Mllp(_) | SourceKind::Directory(_) => &[Kind::Hl7v2],
+            SourceKind::Astm(_) => &[Kind::Astm],
         }
     }
 
@@ -151,6 +177,7 @@ impl SourceKind {
         match self {
             SourceKind::Mllp(m) => m.charset,
             SourceKind::Directory(d) => d.charset,
+            SourceKind::Astm(_) => None,
         }
     }
 }
@@ -226,6 +253,15 @@ pub enum DestinationKind {
 }
 
 impl DestinationKind {
+    /// The item kinds this destination can carry; `None` for any (files, central).
+    pub fn carries(&self) -> Option<&'static [Kind]> {
+        match self {
+            // MLLP frames HL7 v2; an instrument's ASTM records are not HL7.
+            DestinationKind::Mllp(_) => Some(&[Kind::Hl7v2]),
+            DestinationKind::File(_) | DestinationKind::Uplink => None,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             DestinationKind::Mllp(_) => "mllp",
@@ -343,12 +379,28 @@ pub struct Condition {
 pub enum Field {
     /// An HL7 v2 field path (`MSH-9.1`, `OBX-8`).
     Hl7(FieldPath),
+    /// An ASTM record path (`R.3.4`, `H.5.1`) or one of the names for what every instrument
+    /// has (`instrument`, `test`, `qc`).
+    Astm(AstmField),
+}
+
+/// What a condition on ASTM items looks at (see `payload::astm::values`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum AstmField {
+    Path(crate::astm::FieldPath),
+    Instrument,
+    Test,
+    Qc,
 }
 
 impl std::fmt::Display for Field {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Field::Hl7(p) => p.fmt(f),
+            Field::Astm(AstmField::Path(p)) => p.fmt(f),
+            Field::Astm(AstmField::Instrument) => f.write_str("instrument"),
+            Field::Astm(AstmField::Test) => f.write_str("test"),
+            Field::Astm(AstmField::Qc) => f.write_str("qc"),
         }
     }
 }

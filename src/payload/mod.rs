@@ -10,6 +10,7 @@
 //! Pure: no IO. Adding a kind: a module here, an arm in each `match` below, its name in
 //! [`Kind`].
 
+pub mod astm;
 pub mod hl7;
 
 use crate::config::Field;
@@ -21,18 +22,23 @@ use crate::hl7::Charset;
 pub fn unreadable_summary(kind: Kind) -> Summary {
     match kind {
         Kind::Hl7v2 => hl7::empty_summary(),
+        Kind::Astm => astm::empty_summary(),
     }
 }
 
 /// Bytes read as the kind's text (charset chosen), ready to be parsed. Borrows the bytes.
 pub enum Decoded<'b> {
     Hl7(crate::hl7::Decoded<'b>),
+    /// ASTM records are read as bytes (delimiters and record types are ASCII; values are
+    /// decoded as UTF-8, lossily, when read).
+    Astm(&'b [u8]),
 }
 
 /// Reads `body` as `kind`; `charset` overrides what the item declares (a source setting).
 pub fn decode(kind: Kind, body: &[u8], charset: Option<Charset>) -> Decoded<'_> {
     match kind {
         Kind::Hl7v2 => Decoded::Hl7(crate::hl7::decode(body, charset)),
+        Kind::Astm => Decoded::Astm(body),
     }
 }
 
@@ -41,6 +47,7 @@ impl Decoded<'_> {
     pub fn charset(&self) -> Option<Charset> {
         match self {
             Decoded::Hl7(d) => Some(d.charset),
+            Decoded::Astm(_) => None,
         }
     }
 
@@ -48,6 +55,7 @@ impl Decoded<'_> {
     pub fn parse(&self) -> Result<Parsed<'_>, Unreadable> {
         match self {
             Decoded::Hl7(d) => Ok(Parsed::Hl7(crate::hl7::Message::parse(&d.text)?)),
+            Decoded::Astm(bytes) => Ok(Parsed::Astm(crate::astm::Message::parse(bytes)?)),
         }
     }
 }
@@ -57,17 +65,23 @@ impl Decoded<'_> {
 pub enum Unreadable {
     #[error(transparent)]
     Hl7(#[from] crate::hl7::Hl7Error),
+    #[error(transparent)]
+    Astm(#[from] crate::astm::RecordError),
 }
 
 /// A readable item: its summary and the values routing conditions look at.
+// One per item, on the stack for the time it is routed: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Parsed<'d> {
     Hl7(crate::hl7::Message<'d>),
+    Astm(crate::astm::Message<'d>),
 }
 
 impl Parsed<'_> {
     pub fn summary(&self) -> Summary {
         match self {
             Parsed::Hl7(m) => hl7::summary(m),
+            Parsed::Astm(m) => astm::summary(m),
         }
     }
 
@@ -76,6 +90,8 @@ impl Parsed<'_> {
     pub fn values(&self, field: &Field) -> Vec<String> {
         match (self, field) {
             (Parsed::Hl7(m), Field::Hl7(path)) => m.values(path),
+            (Parsed::Astm(m), Field::Astm(field)) => astm::values(m, field),
+            (Parsed::Hl7(_), Field::Astm(_)) | (Parsed::Astm(_), Field::Hl7(_)) => Vec::new(),
         }
     }
 
@@ -84,6 +100,7 @@ impl Parsed<'_> {
     pub fn skipped_lines(&self) -> usize {
         match self {
             Parsed::Hl7(m) => m.skipped_lines(),
+            Parsed::Astm(_) => 0,
         }
     }
 
@@ -91,6 +108,7 @@ impl Parsed<'_> {
     pub fn hl7_header(&self) -> Option<crate::hl7::Header> {
         match self {
             Parsed::Hl7(m) => Some(m.header()),
+            Parsed::Astm(_) => None,
         }
     }
 }

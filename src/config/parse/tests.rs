@@ -479,7 +479,7 @@ fn every_table_lists_its_keys_in_reading_order() {
             edit(8, "zzz = 1"),
             format!(
                 "source[0].zzz: {unknown} [[source]] are: name, kind, listen, max_message_size, idle_timeout, \
-                 max_connections, charset, dir, pattern, after, move_to, settle, rescan, retry_after, max_file_size"
+                 max_connections, charset, dir, pattern, after, move_to, settle, rescan, retry_after, max_file_size, serial, tcp_listen, tcp_connect, profile, quirks, timers"
             ),
         ),
         (
@@ -798,7 +798,7 @@ fn route_needs_destinations_and_no_repeats() {
 #[test]
 fn unknown_kind_lists_the_known_kinds() {
     one_error(
-        &edit(8, "kind = \"astm\""),
+        &edit(8, "kind = \"hl7fax\""),
         ConfigErrorKind::UnknownKind,
         8,
         "source[0].kind",
