@@ -14,6 +14,7 @@ mod destination;
 mod error;
 mod parse;
 mod route;
+mod rule;
 mod sections;
 mod source;
 mod uplink;
@@ -117,12 +118,28 @@ pub struct Escalation {
     pub undelivered_after: Duration,
     /// Raise when a destination has been unreachable for longer than this.
     pub unreachable_after: Duration,
+    /// Raise when a source has been down longer than this (a lab link's port unplugged).
+    pub source_down_after: Duration,
     /// Raise on items no route takes.
     pub on_unrouted: bool,
     /// Raise on items rejected as unparseable.
     pub on_rejected: bool,
     /// How often thresholds are evaluated.
     pub check_interval: Duration,
+    /// Rules on what items hold (a critical result), checked as each item arrives.
+    pub rules: Vec<EscalationRule>,
+}
+
+/// `[[escalation.rule]]`: an item whose content matches raises an escalation at once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EscalationRule {
+    pub name: String,
+    pub severity: crate::events::Severity,
+    /// The sources whose items it looks at.
+    pub from: Vec<String>,
+    /// All must hold. Conditions on a result (HL7 OBX fields, ASTM R fields) must hold in one
+    /// and the same result; the others anywhere in the item.
+    pub when: Vec<Condition>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -33,7 +33,13 @@ pub(super) fn route(
 
 /// A route's `from` or `to`: a non-empty list of known, distinct names. In `from`, `"*"` alone
 /// stands for every source and is expanded here, so the router never sees it.
-fn name_list(ck: &mut Checker, v: &Val<'_, '_>, what: &str, known: &[String], star: bool) -> Option<Vec<String>> {
+pub(super) fn name_list(
+    ck: &mut Checker,
+    v: &Val<'_, '_>,
+    what: &str,
+    known: &[String],
+    star: bool,
+) -> Option<Vec<String>> {
     let example = if star { "[\"ehr-feed\"]" } else { "[\"lis\", \"archive\"]" };
     let DeValue::Array(items) = v.value else {
         let hint = match v.value {

@@ -52,6 +52,14 @@ pub fn values(message: &Message<'_>, field: &crate::config::AstmField) -> Vec<St
     }
 }
 
+/// The test code of each R record (R.3: component 4, else the first non-empty component).
+pub fn result_tests(message: &Message<'_>) -> Vec<String> {
+    message
+        .of_kind(b'R')
+        .map(|r| r.repeats(3).first().and_then(|repeat| r.test_code(repeat)).unwrap_or_default())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

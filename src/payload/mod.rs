@@ -13,7 +13,7 @@
 pub mod astm;
 pub mod hl7;
 
-use crate::config::Field;
+use crate::config::{AstmField, Field};
 use crate::envelope::{Kind, Summary};
 use crate::hl7::Charset;
 
@@ -92,6 +92,38 @@ impl Parsed<'_> {
             (Parsed::Hl7(m), Field::Hl7(path)) => m.values(path),
             (Parsed::Astm(m), Field::Astm(field)) => astm::values(m, field),
             (Parsed::Hl7(_), Field::Astm(_)) | (Parsed::Astm(_), Field::Hl7(_)) => Vec::new(),
+        }
+    }
+
+    /// The values `field` designates in each result of the item (HL7: each OBX segment; ASTM:
+    /// each R record), when `field` is a result's field; `None` for a field of the item as a
+    /// whole. Lists are in the order of [`Parsed::result_tests`].
+    pub fn result_values(&self, field: &Field) -> Option<Vec<Vec<String>>> {
+        match (self, field) {
+            (Parsed::Hl7(m), Field::Hl7(path)) if path.segment == "OBX" && path.occurrence.is_none() => {
+                Some(m.values_per_segment(path))
+            }
+            (Parsed::Astm(m), Field::Astm(AstmField::Path(path))) if path.record == "R" => {
+                Some(m.values_per_record(path))
+            }
+            (Parsed::Astm(m), Field::Astm(AstmField::Test)) => {
+                Some(astm::result_tests(m).into_iter().map(|t| vec![t]).collect())
+            }
+            _ => None,
+        }
+    }
+
+    /// The test code of each result (HL7: OBX-3.1; ASTM: R.3's code), empty where it has none.
+    pub fn result_tests(&self) -> Vec<String> {
+        match self {
+            Parsed::Hl7(m) => {
+                let path: crate::hl7::FieldPath = match "OBX-3.1".parse() {
+                    Ok(p) => p,
+                    Err(_) => return Vec::new(),
+                };
+                m.values_per_segment(&path).into_iter().map(|v| v.into_iter().next().unwrap_or_default()).collect()
+            }
+            Parsed::Astm(m) => astm::result_tests(m),
         }
     }
 

@@ -191,9 +191,11 @@ fn acceptance_config_has_the_right_values() {
         Escalation {
             undelivered_after: secs(900),
             unreachable_after: secs(300),
+            source_down_after: secs(300),
             on_unrouted: true,
             on_rejected: true,
             check_interval: secs(30),
+            rules: Vec::new(),
         }
     );
     assert_eq!(
@@ -463,8 +465,8 @@ fn every_table_lists_its_keys_in_reading_order() {
         (
             format!("{BASE}[escalation]\nzzz = 1\n"),
             format!(
-                "escalation.zzz: {unknown} [escalation] are: undelivered_after, unreachable_after, on_unrouted, \
-                 on_rejected, check_interval"
+                "escalation.zzz: {unknown} [escalation] are: undelivered_after, unreachable_after, \
+                 source_down_after, on_unrouted, on_rejected, check_interval, rule"
             ),
         ),
         (

@@ -1,7 +1,10 @@
 //! Escalation: thresholds that turn a quiet problem into a loud event. Evaluated periodically
 //! from the journal and link states: an item undelivered too long, a destination unreachable
 //! too long, the journal above its high-water mark. (Unrouted and rejected items are raised by
-//! intake as they arrive.) Each condition is raised once and cleared once, not every check.
+//! intake as they arrive, as are the content rules of `rules.rs`.) Each condition is raised once
+//! and cleared once, not every check.
+
+pub mod rules;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
