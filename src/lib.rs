@@ -27,6 +27,7 @@ pub mod ports;
 pub mod remote;
 pub mod reopen;
 pub mod router;
+pub mod rules_test;
 pub mod serial;
 pub mod stats;
 pub mod uplink;

@@ -77,7 +77,8 @@ impl SourceStats {
 
     fn set_link(&self, state: SourceState, at: Option<String>, last_error: Option<String>) {
         if let Ok(mut l) = self.link.lock() {
-            if l.state != state {
+            // A source that starts down (a serial port not there yet) is down since then.
+            if l.state != state || l.since == 0 {
                 l.since = crate::envelope::now_ms();
             }
             *l = SourceLink { state, at, since: l.since, last_error };

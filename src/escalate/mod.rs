@@ -107,6 +107,27 @@ pub async fn monitor(
                 });
             active.set(&bus, EscalationCode::Unreachable, Severity::Critical, &dest.name, msg);
         }
+        for source in &config.sources {
+            let link = stats.source(&source.name).link();
+            let down_for = now - link.since;
+            let msg = (link.state == crate::stats::SourceState::Down
+                && link.since > 0
+                && down_for > esc.source_down_after.as_millis() as i64)
+                .then(|| {
+                    format!(
+                        "source {} down for {}s: {}",
+                        source.name,
+                        down_for / 1000,
+                        link.last_error.clone().unwrap_or_else(|| "no reason given".into())
+                    )
+                });
+            active.set(&bus, EscalationCode::SourceDown, Severity::Critical, &source.name, msg);
+        }
+        for name in active.subjects(EscalationCode::SourceDown) {
+            if config.source(&name).is_none() {
+                active.set(&bus, EscalationCode::SourceDown, Severity::Critical, &name, None);
+            }
+        }
         // Items waiting for a destination that is no longer configured would wait forever, and
         // `status` (which lists configured destinations) would not show them.
         if let Some(counts) = &counts {
