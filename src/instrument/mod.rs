@@ -1,7 +1,7 @@
 //! Lab instruments: what outpost knows about each analyzer model (its [`Profile`]: serial
 //! defaults, link quirks, where its records put things, its test-code map), the kind-neutral
 //! [`ResultSet`] an instrument adapter fills from what an analyzer sent, and turning a result set
-//! into an HL7 v2.5.1 ORU^R01 (`to_oru_r01`) or spotting critical results in it (`critical`).
+//! into an HL7 v2.5.1 ORU^R01 ([`to_oru_r01`]) or spotting critical results in it ([`critical`]).
 //!
 //! Promises:
 //! - Pure: no IO (the built-in profiles are compiled in; [`Profile::from_file`] reads one file
@@ -10,13 +10,17 @@
 //!   depends on this module, not the other way round.
 //! - No PHI in anything meant for logs: the `Debug` output of [`ResultSet`], [`Patient`] and
 //!   [`ResultRow`] leaves out names, ids, dates of birth, specimen ids, values and comments; error
-//!   messages and `Critical` name test codes, fields and counts, never values or patients.
-//! - Quality-control results are never turned into patient results: `to_oru_r01` refuses a set
-//!   marked [`ResultSet::qc`] with `OruError::QualityControl`.
+//!   messages and [`Critical`] name test codes, fields and counts, never values or patients.
+//! - Quality-control results are never turned into patient results: [`to_oru_r01`] refuses a set
+//!   marked [`ResultSet::qc`] with [`OruError::QualityControl`].
 
+mod critical;
+mod oru;
 mod path;
 mod profile;
 
+pub use critical::{Critical, CriticalKind, critical};
+pub use oru::{Coded, MappingReport, OrderRef, OruContext, OruError, mapping_report, to_oru_r01};
 pub use path::AstmPath;
 pub use profile::{
     DataBits, FlowControl, Kind, Link, Locator, Parity, Problem, Profile, ProfileError, ProfileProblems, QcCondition,
@@ -129,7 +133,7 @@ pub struct ResultRow {
     pub reference_range: Option<String>,
     pub flags: Vec<Flag>,
     /// `None` when the instrument sent no status (GeneXpert's analyte sub-results): the status
-    /// of the result before it applies, see `to_oru_r01`.
+    /// of the result before it applies, see [`to_oru_r01`].
     pub status: Option<ResultStatus>,
     /// When the instrument completed the test (ASTM R.13, or R.12 for some instruments).
     pub completed_at: Option<String>,
