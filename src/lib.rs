@@ -18,6 +18,7 @@ pub mod health;
 pub mod hl7;
 pub mod ingress;
 pub mod init;
+pub mod instrument;
 pub mod intake;
 pub mod journal;
 pub mod logging;
