@@ -159,8 +159,9 @@ pub enum SourceKind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AstmSource {
     pub transport: AstmTransport,
-    /// The instrument's profile (`hardware/instruments/`), by name.
-    pub profile: Option<String>,
+    /// The instrument's profile (`hardware/instruments/`, or a file): where its records put
+    /// things, its test-code map, and the defaults the keys above start from.
+    pub profile: Option<Box<crate::instrument::Profile>>,
     /// Tolerances for the instrument's departures from LIS01-A2.
     pub quirks: crate::astm::Quirks,
     pub timers: crate::astm::Timers,

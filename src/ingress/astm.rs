@@ -60,7 +60,7 @@ pub fn detail(cfg: &AstmSource, stats: &SourceStats, _link: &SourceLink) -> Deta
         transport: transport.into(),
         address,
         line,
-        profile: cfg.profile.clone(),
+        profile: cfg.profile.as_ref().map(|p| p.id.clone()),
         connections: get(&stats.connections),
         rejected_frames: get(&stats.rejected_frames),
         discarded_messages: get(&stats.discarded_messages),

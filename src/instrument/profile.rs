@@ -146,12 +146,26 @@ pub enum Quirk {
     CrCr,
     /// `no_cr_before_etx`: the last record in a frame is not ended by CR before ETX/ETB.
     NoCrBeforeEtx,
-    /// `no_etx`: the final frame has no ETX (the checksum follows the text directly).
+    /// `no_etx`: the instrument never sends ETX: every frame ends ETB, and its message ends at
+    /// EOT.
     NoEtx,
+    /// `long_frames`: frames of more than 240 characters of text (up to 64 KiB) are accepted.
+    LongFrames,
+    /// `send_packed`: messages to the instrument go as one E1381 message (records run together,
+    /// cut every 240 characters), not one per record.
+    SendPacked,
 }
 
 impl Quirk {
-    pub const ALL: [Quirk; 5] = [Quirk::NoFrameNumbers, Quirk::LfOnly, Quirk::CrCr, Quirk::NoCrBeforeEtx, Quirk::NoEtx];
+    pub const ALL: [Quirk; 7] = [
+        Quirk::NoFrameNumbers,
+        Quirk::LfOnly,
+        Quirk::CrCr,
+        Quirk::NoCrBeforeEtx,
+        Quirk::NoEtx,
+        Quirk::LongFrames,
+        Quirk::SendPacked,
+    ];
 
     /// The name a profile writes in `[link] quirks`.
     pub fn name(self) -> &'static str {
@@ -161,6 +175,8 @@ impl Quirk {
             Quirk::CrCr => "cr_cr",
             Quirk::NoCrBeforeEtx => "no_cr_before_etx",
             Quirk::NoEtx => "no_etx",
+            Quirk::LongFrames => "long_frames",
+            Quirk::SendPacked => "send_packed",
         }
     }
 
@@ -181,8 +197,6 @@ pub struct Timers {
     pub busy_wait: Option<Duration>,
     /// How long the host waits after losing ENQ contention (E1381: 20 s).
     pub contention_wait: Option<Duration>,
-    /// How many times a frame is sent before the sender gives up (E1381: 6).
-    pub max_attempts: Option<u32>,
 }
 
 /// Where the instrument puts things in its records.
@@ -508,7 +522,6 @@ struct RawLink {
     receive_timeout: Option<Spanned<String>>,
     busy_wait: Option<Spanned<String>>,
     contention_wait: Option<Spanned<String>>,
-    max_attempts: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -722,13 +735,13 @@ fn serial(ck: &mut Checker, raw: RawSerial) -> Option<SerialDefaults> {
     };
     let flow_control = match raw.flow_control.as_ref().map(|v| (v.get_ref().trim(), v.span())) {
         None | Some(("none", _)) => Some(FlowControl::None),
-        Some(("rts/cts", _)) => Some(FlowControl::RtsCts),
-        Some(("xon/xoff", _)) => Some(FlowControl::XonXoff),
+        Some(("rts_cts", _)) => Some(FlowControl::RtsCts),
+        Some(("xon_xoff", _)) => Some(FlowControl::XonXoff),
         Some((other, span)) => {
             ck.report(
                 &span,
                 "serial.flow_control",
-                format!("{other:?} is not a flow control; use \"none\", \"rts/cts\" (hardware) or \"xon/xoff\""),
+                format!("{other:?} is not a flow control; use \"none\", \"rts_cts\" (hardware) or \"xon_xoff\""),
             );
             None
         }
@@ -797,26 +810,11 @@ fn link(ck: &mut Checker, raw: RawLink) -> Option<Link> {
     let receive_timeout = timer(&raw.receive_timeout, "receive_timeout");
     let busy_wait = timer(&raw.busy_wait, "busy_wait");
     let contention_wait = timer(&raw.contention_wait, "contention_wait");
-    let max_attempts = match &raw.max_attempts {
-        None => Some(None),
-        Some(v) => match u32::try_from(*v.get_ref()) {
-            Ok(n @ 1..=20) => Some(Some(n)),
-            _ => {
-                ck.report(
-                    &v.span(),
-                    "link.max_attempts",
-                    format!("{} attempts: give a number from 1 to 20 (E1381 says 6)", v.get_ref()),
-                );
-                None
-            }
-        },
-    };
     let timers = Timers {
         reply_timeout: reply_timeout?,
         receive_timeout: receive_timeout?,
         busy_wait: busy_wait?,
         contention_wait: contention_wait?,
-        max_attempts: max_attempts?,
     };
     ok.then_some(Link { quirks, timers })
 }

@@ -481,7 +481,8 @@ fn every_table_lists_its_keys_in_reading_order() {
             edit(8, "zzz = 1"),
             format!(
                 "source[0].zzz: {unknown} [[source]] are: name, kind, listen, max_message_size, idle_timeout, \
-                 max_connections, charset, dir, pattern, after, move_to, settle, rescan, retry_after, max_file_size, serial, tcp_listen, tcp_connect, profile, quirks, timers"
+                 max_connections, charset, dir, pattern, after, move_to, settle, rescan, retry_after, max_file_size, profile, profile_file, serial, tcp_listen, tcp_connect, quirks, \
+                 timers"
             ),
         ),
         (

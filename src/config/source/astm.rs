@@ -7,28 +7,65 @@ use toml::de::DeValue;
 
 use crate::astm::{LineEnd, Quirks, Timers};
 use crate::config::values::{
-    GIB, KIB, MIB, choice, count_in, duration, host_port, identifier, listen_address, path, size_in, string,
+    GIB, KIB, MIB, choice, count_in, duration, host_port, listen_address, path, size_in, string,
 };
 use crate::config::walk::{Checker, Got, Tbl, Val};
 use crate::config::{AstmSource, AstmTransport, SourceKind};
+use crate::instrument::{Profile, SerialDefaults};
 use crate::serial::{DataBits, FlowControl, Parity, Settings, StopBits};
 
 /// The tolerance switches a profile or a source may name, and what each turns on.
 pub const QUIRKS: &[&str] =
     &["no_frame_numbers", "lf_only", "cr_cr", "no_cr_before_etx", "no_etx", "long_frames", "send_packed"];
 
-pub(super) fn read(ck: &mut Checker, t: &Tbl<'_, '_>, _state_dir: &Path) -> Option<SourceKind> {
+pub(super) fn read(ck: &mut Checker, t: &Tbl<'_, '_>, state_dir: &Path) -> Option<SourceKind> {
+    // The profile first: the serial settings, quirks and timers start from it.
+    let profile = t.opt(ck, "profile", None, |ck, v| {
+        let name = string(ck, v)?;
+        match Profile::builtin(&name) {
+            Ok(p) => Some(Some(p)),
+            Err(e) => {
+                v.invalid(ck, e.to_string());
+                None
+            }
+        }
+    });
+    let profile_file = t.opt(ck, "profile_file", None, |ck, v| {
+        let file = state_dir.join(path(ck, v)?);
+        match Profile::from_file(&file) {
+            Ok(p) => Some(Some(p)),
+            Err(e) => {
+                v.invalid(ck, e.to_string());
+                None
+            }
+        }
+    });
+    let profile = match (profile, profile_file) {
+        (Some(Some(_)), Some(Some(_))) => {
+            if let Some(v) = t.val("profile_file") {
+                v.invalid(ck, "give profile (a built-in profile's name) or profile_file, not both".to_string());
+            }
+            None
+        }
+        (Some(p), Some(f)) => Some(p.or(f).map(Box::new)),
+        _ => None,
+    };
+    let from_profile = profile.as_ref().and_then(|p| p.as_ref());
     let serial = match t.table(ck, "serial", "serial") {
-        Got::Valid(s) => Got::Valid(serial(ck, &s)),
+        Got::Valid(s) => Got::Valid(serial(ck, &s, from_profile.and_then(|p| p.serial.as_ref()))),
         Got::Invalid => Got::Invalid,
         Got::Absent => Got::Absent,
     };
     let listen = t.get(ck, "tcp_listen", listen_address);
     let connect = t.get(ck, "tcp_connect", host_port);
-    let profile = t.opt(ck, "profile", None, |ck, v| identifier(ck, v).map(Some));
-    let quirks = t.opt(ck, "quirks", Quirks::default(), quirk_list);
+    let mut base_quirks = Quirks::default();
+    for q in from_profile.map(|p| p.link.quirks.as_slice()).unwrap_or_default() {
+        set_quirk(&mut base_quirks, q.name());
+    }
+    let quirks = t.opt(ck, "quirks", base_quirks, quirk_list);
+    let base_timers = from_profile.map(|p| profile_timers(&p.link.timers)).unwrap_or_default();
     let timers = match t.section(ck, "timers", "timers") {
-        Some(tt) => timers(ck, &tt),
+        Some(tt) => timers(ck, &tt, base_timers),
         None => None,
     };
     let max_message_size = t.opt(ck, "max_message_size", 16 * MIB, size_in(KIB, GIB));
@@ -38,7 +75,11 @@ pub(super) fn read(ck: &mut Checker, t: &Tbl<'_, '_>, _state_dir: &Path) -> Opti
         (Got::Absent, Got::Valid(a), Got::Absent) => Some(AstmTransport::TcpListen(a)),
         (Got::Absent, Got::Absent, Got::Valid(c)) => Some(AstmTransport::TcpConnect(c)),
         (Got::Absent, Got::Absent, Got::Absent) => {
-            t.missing(ck, "serial", "serial = { port = \"/dev/serial/by-id/usb-FTDI_...-port0\", baud = 9600 }, or tcp_listen = \"0.0.0.0:5100\", or tcp_connect = \"10.0.0.9:5100\"");
+            t.missing(
+                ck,
+                "serial",
+                "serial = { port = \"/dev/serial/by-id/usb-FTDI_...-port0\", baud = 9600 }, or tcp_listen = \"0.0.0.0:5100\", or tcp_connect = \"10.0.0.9:5100\"",
+            );
             None
         }
         (s, l, c) => {
@@ -71,27 +112,65 @@ pub(super) fn read(ck: &mut Checker, t: &Tbl<'_, '_>, _state_dir: &Path) -> Opti
     }))
 }
 
-fn serial(ck: &mut Checker, t: &Tbl<'_, '_>) -> Option<Settings> {
+/// A profile's timer overrides on E1381's values.
+fn profile_timers(p: &crate::instrument::Timers) -> Timers {
+    let d = Timers::default();
+    Timers {
+        reply: p.reply_timeout.unwrap_or(d.reply),
+        receive: p.receive_timeout.unwrap_or(d.receive),
+        contention: p.contention_wait.unwrap_or(d.contention),
+        retry: p.busy_wait.unwrap_or(d.retry),
+        interrupt: d.interrupt,
+    }
+}
+
+/// The port's settings: what the source gives, else what its profile gives, else 9600 8N1.
+fn serial(ck: &mut Checker, t: &Tbl<'_, '_>, profile: Option<&SerialDefaults>) -> Option<Settings> {
+    use crate::instrument as p;
     let port = t.req(ck, "port", "port = \"/dev/serial/by-id/usb-FTDI_FT232R_A10K1234-if00-port0\"", path);
-    let baud = t.opt(ck, "baud", 9600, count_in(50, 4_000_000));
-    let data_bits = t.opt(ck, "data_bits", DataBits::Eight, |ck, v| match count_in(7, 8)(ck, v)? {
-        7 => Some(DataBits::Seven),
-        _ => Some(DataBits::Eight),
-    });
+    let baud = t.opt(ck, "baud", profile.map_or(9600, |p| u64::from(p.baud)), count_in(50, 4_000_000));
+    let data_bits = t.opt(
+        ck,
+        "data_bits",
+        match profile.map(|p| p.data_bits) {
+            Some(p::DataBits::Seven) => DataBits::Seven,
+            _ => DataBits::Eight,
+        },
+        |ck, v| match count_in(7, 8)(ck, v)? {
+            7 => Some(DataBits::Seven),
+            _ => Some(DataBits::Eight),
+        },
+    );
     let parity = t.opt(
         ck,
         "parity",
-        Parity::None,
+        match profile.map(|p| p.parity) {
+            Some(p::Parity::Even) => Parity::Even,
+            Some(p::Parity::Odd) => Parity::Odd,
+            _ => Parity::None,
+        },
         choice(&[("none", Parity::None), ("even", Parity::Even), ("odd", Parity::Odd)], "parity"),
     );
-    let stop_bits = t.opt(ck, "stop_bits", StopBits::One, |ck, v| match count_in(1, 2)(ck, v)? {
-        2 => Some(StopBits::Two),
-        _ => Some(StopBits::One),
-    });
+    let stop_bits = t.opt(
+        ck,
+        "stop_bits",
+        match profile.map(|p| p.stop_bits) {
+            Some(p::StopBits::Two) => StopBits::Two,
+            _ => StopBits::One,
+        },
+        |ck, v| match count_in(1, 2)(ck, v)? {
+            2 => Some(StopBits::Two),
+            _ => Some(StopBits::One),
+        },
+    );
     let flow_control = t.opt(
         ck,
         "flow_control",
-        FlowControl::None,
+        match profile.map(|p| p.flow_control) {
+            Some(p::FlowControl::RtsCts) => FlowControl::RtsCts,
+            Some(p::FlowControl::XonXoff) => FlowControl::XonXoff,
+            _ => FlowControl::None,
+        },
         choice(
             &[("none", FlowControl::None), ("rts_cts", FlowControl::RtsCts), ("xon_xoff", FlowControl::XonXoff)],
             "flow control",
@@ -108,8 +187,7 @@ fn serial(ck: &mut Checker, t: &Tbl<'_, '_>) -> Option<Settings> {
     })
 }
 
-fn timers(ck: &mut Checker, t: &Tbl<'_, '_>) -> Option<Timers> {
-    let d = Timers::default();
+fn timers(ck: &mut Checker, t: &Tbl<'_, '_>, d: Timers) -> Option<Timers> {
     let reply = t.opt(ck, "reply", d.reply, duration(false));
     let receive = t.opt(ck, "receive", d.receive, duration(false));
     let contention = t.opt(ck, "contention", d.contention, duration(false));
@@ -202,6 +280,24 @@ mod tests {
         assert!(a.quirks.no_etx && a.quirks.line_end == crate::astm::LineEnd::Lf);
         assert_eq!(a.timers.receive, std::time::Duration::from_secs(45));
         assert_eq!(a.timers.reply, std::time::Duration::from_secs(15));
+    }
+
+    #[test]
+    fn a_profile_gives_line_settings_and_quirks_the_source_may_override() {
+        let c = parse("profile = \"horiba-yumizen-h500\"\nserial = { port = \"/dev/ttyUSB0\" }").unwrap();
+        let a = astm(&c);
+        assert_eq!(a.profile.as_ref().map(|p| p.id.as_str()), Some("horiba-yumizen-h500"));
+        let c = parse("profile = \"horiba-yumizen-h500\"\nserial = { port = \"/dev/ttyUSB0\", baud = 19200 }").unwrap();
+        let AstmTransport::Serial(s) = &astm(&c).transport else { panic!() };
+        assert_eq!(s.baud, 19200);
+        let e = parse("profile = \"horiba-yumizen-h5000\"\ntcp_listen = \"0.0.0.0:5100\"").unwrap_err();
+        assert!(e.contains("horiba-yumizen-h500"), "the known names are listed: {e}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mine.toml");
+        std::fs::write(&file, "name = \"x\"\n").unwrap();
+        let e = parse(&format!("profile_file = {:?}\ntcp_listen = \"0.0.0.0:5100\"", file.display().to_string()))
+            .unwrap_err();
+        assert!(e.contains("mine.toml"), "{e}");
     }
 
     #[test]

@@ -89,7 +89,10 @@ fn the_builtin_files_are_the_ones_in_hardware() {
 #[test]
 fn quirk_names_are_exactly_the_link_layers() {
     let names: Vec<&str> = Quirk::ALL.iter().map(|q| q.name()).collect();
-    assert_eq!(names, ["no_frame_numbers", "lf_only", "cr_cr", "no_cr_before_etx", "no_etx"]);
+    assert_eq!(
+        names,
+        ["no_frame_numbers", "lf_only", "cr_cr", "no_cr_before_etx", "no_etx", "long_frames", "send_packed"]
+    );
     for quirk in Quirk::ALL {
         assert_eq!(Quirk::from_name(quirk.name()), Some(quirk));
         let text = GOOD.replace("quirks = [\"lf_only\"]", &format!("quirks = [{:?}]", quirk.name()));
@@ -141,7 +144,9 @@ fn unknown_quirk_names_the_valid_ones() {
     assert!(
         lines[0].starts_with("test.toml:10:22: link.quirks[1]: unknown quirk \"lf-only\" (did you mean \"lf_only\"?)")
     );
-    assert!(lines[0].ends_with("the quirks are: no_frame_numbers, lf_only, cr_cr, no_cr_before_etx, no_etx"));
+    assert!(lines[0].ends_with(
+        "the quirks are: no_frame_numbers, lf_only, cr_cr, no_cr_before_etx, no_etx, long_frames, send_packed"
+    ));
     assert!(lines[1].contains("link.quirks[2]: unknown quirk \"crcr\" (did you mean \"cr_cr\"?)"), "{}", lines[1]);
 }
 
