@@ -67,6 +67,19 @@ struct Target {
 }
 
 #[derive(Subcommand, Debug)]
+enum AstmCommand {
+    /// Read a capture of an instrument's traffic (or records at rest): each frame with its
+    /// number and checksum, the records, each message's summary, and the quirks it needs.
+    /// Names, birth dates, values and comments are masked unless --show-phi.
+    Decode {
+        file: PathBuf,
+        /// Show patient data and results as they are (for a tech's own screen only).
+        #[arg(long)]
+        show_phi: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum Command {
     /// Run the daemon (on the embedded default config unless --config or $OUTPOST_CONFIG is given).
     Run {
@@ -145,6 +158,11 @@ enum Command {
     Rules {
         #[command(subcommand)]
         command: RulesCommand,
+    },
+    /// Lab instrument links (ASTM E1381/E1394).
+    Astm {
+        #[command(subcommand)]
+        command: AstmCommand,
     },
     /// Send HL7 files to an MLLP listener and print the ACKs (a field test sender).
     Send {
@@ -391,6 +409,7 @@ fn command(command: Command) -> anyhow::Result<u8> {
         Command::Rules { command: RulesCommand::Test { message_file, config, source, json } } => {
             rules_test(&message_file, config.as_deref(), source.as_deref(), json)
         }
+        Command::Astm { command: AstmCommand::Decode { file, show_phi } } => astm_decode(&file, show_phi),
         Command::Send { address, files, timeout, raw } => send(&address, &files, Duration::from_secs(timeout), raw),
     }
 }
@@ -900,6 +919,20 @@ pub fn split_messages(bytes: &[u8]) -> Vec<Vec<u8>> {
         }
     }
     messages
+}
+
+fn astm_decode(file: &Path, show_phi: bool) -> anyhow::Result<u8> {
+    let bytes = read_input(file)?;
+    match crate::astm::decode::decode(&bytes) {
+        Ok(report) => {
+            print!("{}", report.render(show_phi));
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            Ok(EX_DATAERR)
+        }
+    }
 }
 
 fn rules_test(file: &Path, config: Option<&Path>, source: Option<&str>, json: bool) -> anyhow::Result<u8> {
