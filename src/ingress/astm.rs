@@ -35,6 +35,10 @@ pub struct Detail {
     pub transport: String,
     /// The port or address configured.
     pub address: String,
+    /// Where the link is open, while it is up: the address bound (differs from `address` for
+    /// port 0), the port with its line settings, or the instrument's address connected to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
     /// The serial line settings (`9600 8N1`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line: Option<String>,
@@ -49,7 +53,7 @@ pub struct Detail {
     pub last_message_at: Option<i64>,
 }
 
-pub fn detail(cfg: &AstmSource, stats: &SourceStats, _link: &SourceLink) -> Detail {
+pub fn detail(cfg: &AstmSource, stats: &SourceStats, link: &SourceLink) -> Detail {
     let (transport, address, line) = match &cfg.transport {
         AstmTransport::Serial(s) => ("serial", s.port.display().to_string(), Some(s.line())),
         AstmTransport::TcpListen(a) => ("tcp_listen", a.to_string(), None),
@@ -59,6 +63,7 @@ pub fn detail(cfg: &AstmSource, stats: &SourceStats, _link: &SourceLink) -> Deta
     Detail {
         transport: transport.into(),
         address,
+        at: link.at.clone(),
         line,
         profile: cfg.profile.clone(),
         connections: get(&stats.connections),

@@ -2,7 +2,7 @@
 //! pseudo-terminals and TCP connections, playing published captures (`tests/data/astm/`) and
 //! scripted faults; items read back through the control socket, the CLI and a file destination.
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -270,6 +270,39 @@ fn astm_vitros_host_query_is_stored_and_answered_with_the_hosts_own_session() {
 }
 
 #[test]
+fn astm_tcp_listen_takes_sessions_in_odd_chunks_and_a_resend_after_a_lost_ack_once() {
+    let daemon = Daemon::start(&lab_config(&[("lab", "tcp_listen = \"127.0.0.1:0\"".into())], ""));
+    let st = source(&daemon, "lab");
+    assert_eq!(st["transport"], "tcp_listen");
+    let addr: SocketAddr = st["at"].as_str().expect("the bound address in status").parse().unwrap();
+    let mut sim = Instrument::new(Line::tcp(TcpStream::connect(addr).unwrap()).chunked(ODD_CHUNKS));
+    sim.play(YUMIZEN);
+    let item = &wait_items(&daemon, "lab", 1)[0];
+    assert_same(&daemon.body(&id(item)), &records_of(&frames_of(YUMIZEN)), "over TCP");
+    assert_eq!(source(&daemon, "lab")["connections"], 1);
+
+    // The host's writes over TCP: a query answered in the host's own session.
+    sim.play(VITROS_QUERY);
+    let reply = sim.receive_session(DEADLINE).expect("the host's reply over TCP");
+    assert_eq!(records(&reply.records).last().unwrap(), "L|1|I\r");
+
+    // The instrument loses the connection before the last frame's ACK, connects again and sends
+    // the whole message again: one item.
+    let frames = frames_of(ERBA);
+    assert_eq!(sim.send(&[ENQ]), Reply::Ack);
+    sim.line.write(&frames[0]);
+    sim.line.close();
+    let mut sim = Instrument::new(Line::tcp(TcpStream::connect(addr).unwrap()).chunked(ODD_CHUNKS));
+    sim.session(&frames);
+    // Its last ACK read, the message is in the journal (stored then, or recognised as stored).
+    let items = astm_items(&daemon, "lab");
+    assert_eq!(items.len(), 3, "{items:?}");
+    let erba: Vec<&Value> = items.iter().filter(|i| i["summary"]["sample_ids"] == "1044041").collect();
+    assert_eq!(erba.len(), 1, "stored once: {items:?}");
+    wait_source(&daemon, "lab", "one connection again", |s| s["connections"] == 1);
+}
+
+#[test]
 fn astm_tcp_connect_reaches_the_instrument_and_again_after_it_closes() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
@@ -283,7 +316,8 @@ fn astm_tcp_connect_reaches_the_instrument_and_again_after_it_closes() {
         })
     };
     let mut sim = accept();
-    assert_eq!(source(&daemon, "lab")["transport"], "tcp_connect");
+    let st = source(&daemon, "lab");
+    assert_eq!((st["transport"].as_str(), st["at"].as_str()), (Some("tcp_connect"), Some(addr.to_string().as_str())));
     let cobas = frames_from_lines(COBAS);
     sim.session(&cobas);
     let item = &wait_items(&daemon, "lab", 1)[0];
