@@ -98,26 +98,51 @@ pub struct OpenFailure {
 /// Opens `settings.port` exclusively (TIOCEXCL: a second program opening it fails rather than
 /// sharing the line) with its line settings.
 pub fn open(settings: &Settings) -> Result<SerialStream, OpenFailure> {
+    let (data_bits, parity, stop_bits, flow_control) = line(settings);
     let builder = tokio_serial::new(settings.port.to_string_lossy(), settings.baud)
-        .data_bits(match settings.data_bits {
+        .data_bits(data_bits)
+        .parity(parity)
+        .stop_bits(stop_bits)
+        .flow_control(flow_control);
+    builder.open_native_async().map_err(|e| failure(settings, &e))
+}
+
+/// Sets the line settings of a port already open (a reload that changes them keeps the port
+/// open): without this the port would keep running at the settings it was opened with.
+pub fn apply(port: &mut SerialStream, settings: &Settings) -> Result<(), OpenFailure> {
+    use tokio_serial::SerialPort;
+    let (data_bits, parity, stop_bits, flow_control) = line(settings);
+    port.set_baud_rate(settings.baud)
+        .and_then(|()| port.set_data_bits(data_bits))
+        .and_then(|()| port.set_parity(parity))
+        .and_then(|()| port.set_stop_bits(stop_bits))
+        .and_then(|()| port.set_flow_control(flow_control))
+        .map_err(|e| failure(settings, &e))
+}
+
+fn line(
+    settings: &Settings,
+) -> (tokio_serial::DataBits, tokio_serial::Parity, tokio_serial::StopBits, tokio_serial::FlowControl) {
+    (
+        match settings.data_bits {
             DataBits::Seven => tokio_serial::DataBits::Seven,
             DataBits::Eight => tokio_serial::DataBits::Eight,
-        })
-        .parity(match settings.parity {
+        },
+        match settings.parity {
             Parity::None => tokio_serial::Parity::None,
             Parity::Even => tokio_serial::Parity::Even,
             Parity::Odd => tokio_serial::Parity::Odd,
-        })
-        .stop_bits(match settings.stop_bits {
+        },
+        match settings.stop_bits {
             StopBits::One => tokio_serial::StopBits::One,
             StopBits::Two => tokio_serial::StopBits::Two,
-        })
-        .flow_control(match settings.flow_control {
+        },
+        match settings.flow_control {
             FlowControl::None => tokio_serial::FlowControl::None,
             FlowControl::RtsCts => tokio_serial::FlowControl::Hardware,
             FlowControl::XonXoff => tokio_serial::FlowControl::Software,
-        });
-    builder.open_native_async().map_err(|e| failure(settings, &e))
+        },
+    )
 }
 
 fn failure(settings: &Settings, e: &tokio_serial::Error) -> OpenFailure {
@@ -179,6 +204,22 @@ mod tests {
         s.data_bits = DataBits::Seven;
         let port = open(&s).expect("open the pty");
         drop(port);
+    }
+
+    #[tokio::test]
+    async fn new_line_settings_apply_to_an_open_port() {
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let path = nix::unistd::ttyname(&pty.slave).unwrap();
+        let mut port = open(&Settings::new(&path, 9600)).unwrap();
+        let mut s = Settings::new(&path, 2400);
+        s.stop_bits = StopBits::Two;
+        s.flow_control = FlowControl::XonXoff;
+        apply(&mut port, &s).unwrap();
+        // (A pty keeps 8 data bits and no parity whatever it is told.)
+        use tokio_serial::SerialPort;
+        assert_eq!(port.baud_rate().unwrap(), 2400);
+        assert_eq!(port.stop_bits().unwrap(), tokio_serial::StopBits::Two);
+        assert_eq!(port.flow_control().unwrap(), tokio_serial::FlowControl::Software);
     }
 
     #[tokio::test]

@@ -144,6 +144,11 @@ pub async fn serve(name: String, cfg: AstmSource, opened: Opened, serving: Servi
     match (ctx.cfg.transport.clone(), opened) {
         (AstmTransport::Serial(settings), Opened::Serial(first)) => {
             let at = where_serial(&settings);
+            // A port handed over by a reload is open with the settings it had: apply these.
+            let first = first.map(|opened| {
+                opened
+                    .and_then(|mut port| serial::apply(&mut port, &settings).map(|()| port).map_err(|e| e.to_string()))
+            });
             let opener = || {
                 let settings = settings.clone();
                 async move { serial::open(&settings).map_err(|e| e.to_string()) }

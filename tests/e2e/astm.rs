@@ -656,3 +656,47 @@ fn astm_config_check_refuses_two_transports_an_unknown_quirk_and_an_mllp_destina
         assert!(stderr.ends_with("1 error(s); nothing was changed.\n"), "case {i}: {stderr}");
     }
 }
+
+/// The port as the daemon sets it: raw (no output processing: ONLCR would turn each frame's LF
+/// into CR LF; no input processing: ICRNL would turn CR into LF), the configured line settings,
+/// exclusive; a reload that changes the line settings applies them to the open port; a stopped
+/// daemon lets the port go.
+#[test]
+fn astm_serial_port_is_raw_exclusive_and_takes_new_line_settings_on_reload() {
+    use libc::{
+        CSIZE, CSTOPB, ECHO, ICANON, ICRNL, IEXTEN, IGNCR, IGNPAR, INLCR, INPCK, ISIG, ISTRIP, IXON, OPOST, PARENB,
+    };
+    let (mut daemon, mut sim, link) = serial_lab("");
+    let t = sim.line.settings();
+    assert_eq!(t.oflag & OPOST, 0, "output processed: {t:?}");
+    assert_eq!(t.iflag & (ICRNL | INLCR | IGNCR | ISTRIP | IXON), 0, "input processed: {t:?}");
+    assert_eq!(t.lflag & (ICANON | ECHO | ISIG | IEXTEN), 0, "not raw: {t:?}");
+    assert_eq!(t.speed, 115_200);
+    assert_eq!(t.cflag & (CSIZE | PARENB | CSTOPB), libc::CS8, "{t:?}");
+    assert!(sim.line.exclusive(), "opened exclusively (TIOCEXCL)");
+    sim.play(ERBA);
+    wait_items(&daemon, "lab", 1);
+
+    // 2400 7E2 from now on, on the port kept open.
+    let settings = format!(
+        "serial = {{ port = \"{}\", baud = 2400, data_bits = 7, parity = \"even\", stop_bits = 2 }}",
+        link.display()
+    );
+    daemon.rewrite_config(&lab_config(&[("lab", settings)], ""));
+    assert_success(&daemon.cli(&["reload"]));
+    wait_source(&daemon, "lab", "the new line settings in status", |s| s["line"] == "2400 7E2");
+    let t = wait_for("the new line settings on the port", DEADLINE, || {
+        let t = sim.line.settings();
+        (t.speed == 2400).then_some(t)
+    });
+    // A pty keeps CS8 and no PARENB whatever it is told (Linux's pty_set_termios); the parity
+    // shows in the input checks serialport sets with it.
+    assert_eq!(t.cflag & CSTOPB, CSTOPB, "two stop bits: {t:?}");
+    assert_eq!(t.iflag & (INPCK | IGNPAR), INPCK, "parity checked: {t:?}");
+    assert_eq!((t.oflag & OPOST, t.lflag & ICANON), (0, 0), "still raw: {t:?}");
+    sim.session(&frames_from_lines(COBAS));
+    wait_items(&daemon, "lab", 2);
+
+    assert!(daemon.terminate().success());
+    assert!(!sim.line.exclusive(), "the port is let go when the daemon stops");
+}
