@@ -95,8 +95,8 @@ pub struct OpenFailure {
     pub hint: &'static str,
 }
 
-/// Opens `settings.port` exclusively (TIOCEXCL: a second program opening it fails rather than
-/// sharing the line) with its line settings.
+/// Opens `settings.port` exclusively (TIOCEXCL and an exclusive flock: a second program
+/// opening it fails rather than sharing the line) in raw mode with its line settings.
 pub fn open(settings: &Settings) -> Result<SerialStream, OpenFailure> {
     let (data_bits, parity, stop_bits, flow_control) = line(settings);
     let builder = tokio_serial::new(settings.port.to_string_lossy(), settings.baud)
@@ -148,20 +148,19 @@ fn line(
 fn failure(settings: &Settings, e: &tokio_serial::Error) -> OpenFailure {
     use tokio_serial::ErrorKind;
     let port = settings.port.display().to_string();
-    let io = match e.kind {
-        ErrorKind::Io(kind) => Some(kind),
-        ErrorKind::NoDevice => Some(std::io::ErrorKind::NotFound),
-        _ => None,
-    };
-    let hint = match io {
-        Some(std::io::ErrorKind::NotFound) => {
+    // serialport opening a POSIX port says NoDevice for EBUSY (TIOCEXCL held) and for an
+    // exclusive flock it cannot take: both mean another program has the port. A missing device
+    // is an Io(NotFound).
+    let busy = matches!(e.kind, ErrorKind::NoDevice) || e.description.contains("busy");
+    let hint = match e.kind {
+        _ if busy => {
+            "another program holds it (ModemManager, a getty, a second outpost): find it with `fuser -v` on the port"
+        }
+        ErrorKind::Io(std::io::ErrorKind::NotFound) => {
             "is the adapter plugged in and the path right? `outpost ports` lists the ports on this box"
         }
-        Some(std::io::ErrorKind::PermissionDenied) => {
+        ErrorKind::Io(std::io::ErrorKind::PermissionDenied) => {
             "outpost's user must be in group dialout (the package sets this up; `outpost ports` says who may open it)"
-        }
-        _ if e.description.contains("busy") || e.description.contains("EBUSY") => {
-            "another program holds it (ModemManager, a getty, a second outpost): find it with `fuser -v` on the port"
         }
         _ => "check the port and its settings; `outpost probe` listens to a port without opening a session",
     };
@@ -204,6 +203,18 @@ mod tests {
         s.data_bits = DataBits::Seven;
         let port = open(&s).expect("open the pty");
         drop(port);
+    }
+
+    #[tokio::test]
+    async fn a_port_held_by_another_program_says_so_not_that_it_is_missing() {
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let path = nix::unistd::ttyname(&pty.slave).unwrap();
+        let s = Settings::new(&path, 9600);
+        let held = open(&s).expect("the first open");
+        let e = open(&s).unwrap_err();
+        assert!(e.hint.contains("another program holds it"), "{e}");
+        drop(held);
+        open(&s).expect("free again once the first lets go");
     }
 
     #[tokio::test]

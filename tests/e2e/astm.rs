@@ -700,3 +700,27 @@ fn astm_serial_port_is_raw_exclusive_and_takes_new_line_settings_on_reload() {
     assert!(daemon.terminate().success());
     assert!(!sim.line.exclusive(), "the port is let go when the daemon stops");
 }
+
+/// A second outpost on a port the first one holds: down, saying another program holds it (not
+/// that the adapter is missing); it takes the port once the first lets it go.
+#[test]
+fn astm_a_port_held_by_another_program_is_reported_busy_and_taken_when_free() {
+    let (mut first, sim, link) = serial_lab("");
+    let second = Daemon::start_answering(
+        tempfile::tempdir().unwrap(),
+        &lab_config(&[("lab", serial(&link, ""))], ""),
+        Vec::new(),
+    );
+    let st =
+        wait_source(&second, "lab", "the second daemon's source down, saying why", |s| s["last_error"].is_string());
+    assert_eq!(st["state"], "down");
+    let why = st["last_error"].as_str().unwrap();
+    assert!(why.contains("another program holds it") && !why.contains("plugged in"), "{why}");
+    assert_eq!(source(&first, "lab")["state"], "up", "the first keeps the port");
+
+    assert!(first.terminate().success());
+    wait_source(&second, "lab", "the second daemon's source up", |s| s["state"] == "up");
+    let mut sim = sim;
+    sim.play(ERBA);
+    wait_items(&second, "lab", 1);
+}
