@@ -540,6 +540,13 @@ fn astm_port_vanishing_mid_session_goes_down_comes_back_and_the_message_is_store
     let items = astm_items(&daemon, "lab");
     assert_eq!(items.len(), 2, "{items:?}");
     assert_eq!(items.iter().filter(|i| i["summary"]["sample_ids"] == "1044041").count(), 1);
+
+    // What the log says of each loss (end of file, or EIO on a read or a write): a port that
+    // hung up, not a peer closing a connection.
+    let log = daemon.log();
+    let lost: Vec<&str> = log.lines().filter(|l| l.contains("link lost")).collect();
+    assert_eq!(lost.len(), 2, "{lost:?}");
+    assert!(lost.iter().all(|l| l.contains("hung up") && !l.contains("closed the connection")), "{lost:?}");
 }
 
 #[test]
