@@ -95,48 +95,72 @@ pub struct OpenFailure {
     pub hint: &'static str,
 }
 
-/// Opens `settings.port` exclusively (TIOCEXCL: a second program opening it fails rather than
-/// sharing the line) with its line settings.
+/// Opens `settings.port` exclusively (TIOCEXCL and an exclusive flock: a second program
+/// opening it fails rather than sharing the line) in raw mode with its line settings.
 pub fn open(settings: &Settings) -> Result<SerialStream, OpenFailure> {
+    let (data_bits, parity, stop_bits, flow_control) = line(settings);
     let builder = tokio_serial::new(settings.port.to_string_lossy(), settings.baud)
-        .data_bits(match settings.data_bits {
+        .data_bits(data_bits)
+        .parity(parity)
+        .stop_bits(stop_bits)
+        .flow_control(flow_control);
+    builder.open_native_async().map_err(|e| failure(settings, &e))
+}
+
+/// Sets the line settings of a port already open (a reload that changes them keeps the port
+/// open): without this the port would keep running at the settings it was opened with.
+pub fn apply(port: &mut SerialStream, settings: &Settings) -> Result<(), OpenFailure> {
+    use tokio_serial::SerialPort;
+    let (data_bits, parity, stop_bits, flow_control) = line(settings);
+    port.set_baud_rate(settings.baud)
+        .and_then(|()| port.set_data_bits(data_bits))
+        .and_then(|()| port.set_parity(parity))
+        .and_then(|()| port.set_stop_bits(stop_bits))
+        .and_then(|()| port.set_flow_control(flow_control))
+        .map_err(|e| failure(settings, &e))
+}
+
+fn line(
+    settings: &Settings,
+) -> (tokio_serial::DataBits, tokio_serial::Parity, tokio_serial::StopBits, tokio_serial::FlowControl) {
+    (
+        match settings.data_bits {
             DataBits::Seven => tokio_serial::DataBits::Seven,
             DataBits::Eight => tokio_serial::DataBits::Eight,
-        })
-        .parity(match settings.parity {
+        },
+        match settings.parity {
             Parity::None => tokio_serial::Parity::None,
             Parity::Even => tokio_serial::Parity::Even,
             Parity::Odd => tokio_serial::Parity::Odd,
-        })
-        .stop_bits(match settings.stop_bits {
+        },
+        match settings.stop_bits {
             StopBits::One => tokio_serial::StopBits::One,
             StopBits::Two => tokio_serial::StopBits::Two,
-        })
-        .flow_control(match settings.flow_control {
+        },
+        match settings.flow_control {
             FlowControl::None => tokio_serial::FlowControl::None,
             FlowControl::RtsCts => tokio_serial::FlowControl::Hardware,
             FlowControl::XonXoff => tokio_serial::FlowControl::Software,
-        });
-    builder.open_native_async().map_err(|e| failure(settings, &e))
+        },
+    )
 }
 
 fn failure(settings: &Settings, e: &tokio_serial::Error) -> OpenFailure {
     use tokio_serial::ErrorKind;
     let port = settings.port.display().to_string();
-    let io = match e.kind {
-        ErrorKind::Io(kind) => Some(kind),
-        ErrorKind::NoDevice => Some(std::io::ErrorKind::NotFound),
-        _ => None,
-    };
-    let hint = match io {
-        Some(std::io::ErrorKind::NotFound) => {
+    // serialport opening a POSIX port says NoDevice for EBUSY (TIOCEXCL held) and for an
+    // exclusive flock it cannot take: both mean another program has the port. A missing device
+    // is an Io(NotFound).
+    let busy = matches!(e.kind, ErrorKind::NoDevice) || e.description.contains("busy");
+    let hint = match e.kind {
+        _ if busy => {
+            "another program holds it (ModemManager, a getty, a second outpost): find it with `fuser -v` on the port"
+        }
+        ErrorKind::Io(std::io::ErrorKind::NotFound) => {
             "is the adapter plugged in and the path right? `outpost ports` lists the ports on this box"
         }
-        Some(std::io::ErrorKind::PermissionDenied) => {
+        ErrorKind::Io(std::io::ErrorKind::PermissionDenied) => {
             "outpost's user must be in group dialout (the package sets this up; `outpost ports` says who may open it)"
-        }
-        _ if e.description.contains("busy") || e.description.contains("EBUSY") => {
-            "another program holds it (ModemManager, a getty, a second outpost): find it with `fuser -v` on the port"
         }
         _ => "check the port and its settings; `outpost probe` listens to a port without opening a session",
     };
@@ -179,6 +203,34 @@ mod tests {
         s.data_bits = DataBits::Seven;
         let port = open(&s).expect("open the pty");
         drop(port);
+    }
+
+    #[tokio::test]
+    async fn a_port_held_by_another_program_says_so_not_that_it_is_missing() {
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let path = nix::unistd::ttyname(&pty.slave).unwrap();
+        let s = Settings::new(&path, 9600);
+        let held = open(&s).expect("the first open");
+        let e = open(&s).unwrap_err();
+        assert!(e.hint.contains("another program holds it"), "{e}");
+        drop(held);
+        open(&s).expect("free again once the first lets go");
+    }
+
+    #[tokio::test]
+    async fn new_line_settings_apply_to_an_open_port() {
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let path = nix::unistd::ttyname(&pty.slave).unwrap();
+        let mut port = open(&Settings::new(&path, 9600)).unwrap();
+        let mut s = Settings::new(&path, 2400);
+        s.stop_bits = StopBits::Two;
+        s.flow_control = FlowControl::XonXoff;
+        apply(&mut port, &s).unwrap();
+        // (A pty keeps 8 data bits and no parity whatever it is told.)
+        use tokio_serial::SerialPort;
+        assert_eq!(port.baud_rate().unwrap(), 2400);
+        assert_eq!(port.stop_bits().unwrap(), tokio_serial::StopBits::Two);
+        assert_eq!(port.flow_control().unwrap(), tokio_serial::FlowControl::Software);
     }
 
     #[tokio::test]

@@ -35,6 +35,10 @@ pub struct Detail {
     pub transport: String,
     /// The port or address configured.
     pub address: String,
+    /// Where the link is open, while it is up: the address bound (differs from `address` for
+    /// port 0), the port with its line settings, or the instrument's address connected to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
     /// The serial line settings (`9600 8N1`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line: Option<String>,
@@ -49,7 +53,7 @@ pub struct Detail {
     pub last_message_at: Option<i64>,
 }
 
-pub fn detail(cfg: &AstmSource, stats: &SourceStats, _link: &SourceLink) -> Detail {
+pub fn detail(cfg: &AstmSource, stats: &SourceStats, link: &SourceLink) -> Detail {
     let (transport, address, line) = match &cfg.transport {
         AstmTransport::Serial(s) => ("serial", s.port.display().to_string(), Some(s.line())),
         AstmTransport::TcpListen(a) => ("tcp_listen", a.to_string(), None),
@@ -59,6 +63,7 @@ pub fn detail(cfg: &AstmSource, stats: &SourceStats, _link: &SourceLink) -> Deta
     Detail {
         transport: transport.into(),
         address,
+        at: link.at.clone(),
         line,
         profile: cfg.profile.as_ref().map(|p| p.id.clone()),
         connections: get(&stats.connections),
@@ -139,6 +144,11 @@ pub async fn serve(name: String, cfg: AstmSource, opened: Opened, serving: Servi
     match (ctx.cfg.transport.clone(), opened) {
         (AstmTransport::Serial(settings), Opened::Serial(first)) => {
             let at = where_serial(&settings);
+            // A port handed over by a reload is open with the settings it had: apply these.
+            let first = first.map(|opened| {
+                opened
+                    .and_then(|mut port| serial::apply(&mut port, &settings).map(|()| port).map_err(|e| e.to_string()))
+            });
             let opener = || {
                 let settings = settings.clone();
                 async move { serial::open(&settings).map_err(|e| e.to_string()) }
@@ -252,9 +262,9 @@ where
         let deadline = link.next_deadline().map(tokio::time::Instant::from_std);
         tokio::select! {
             read = stream.read(&mut buf) => match read {
-                Ok(0) => break Err("the instrument closed the connection".to_string()),
+                Ok(0) => break Err(lost(&ctx, "read", None)),
                 Ok(n) => link.receive(&buf[..n], Instant::now()),
-                Err(e) => break Err(format!("read failed: {e}")),
+                Err(e) => break Err(lost(&ctx, "read", Some(e))),
             },
             _ = sleep_until(deadline) => link.tick(Instant::now()),
             _ = stop.cancelled(), if stopping.is_none() => stopping = Some(Instant::now()),
@@ -279,6 +289,20 @@ where
     }
 }
 
+/// Why the link was lost, in a tech's words. A serial port whose device hangs up (a USB adapter
+/// unplugged, a pty's master closed) reads end-of-file, or fails reads and writes with EIO; a
+/// TCP peer that closes its end reads end-of-file.
+fn lost(ctx: &Ctx, what: &str, error: Option<std::io::Error>) -> String {
+    let serial = matches!(ctx.cfg.transport, AstmTransport::Serial(_));
+    let hung_up = "the port hung up: was the adapter unplugged or the device switched off?";
+    match error {
+        None if serial => hung_up.to_string(),
+        None => "the instrument closed the connection".to_string(),
+        Some(e) if serial && e.raw_os_error() == Some(libc::EIO) => format!("{hung_up} ({what}: {e})"),
+        Some(e) => format!("{what} failed: {e}"),
+    }
+}
+
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
@@ -292,8 +316,8 @@ async fn act<S: AsyncWrite + Unpin>(ctx: &Ctx, link: &mut Link, stream: &mut S) 
     while let Some(action) = link.poll_action() {
         match action {
             Action::Write(bytes) => {
-                stream.write_all(&bytes).await.map_err(|e| format!("write failed: {e}"))?;
-                stream.flush().await.map_err(|e| format!("write failed: {e}"))?;
+                stream.write_all(&bytes).await.map_err(|e| lost(ctx, "write", Some(e)))?;
+                stream.flush().await.map_err(|e| lost(ctx, "write", Some(e)))?;
             }
             Action::Message { token, records, complete } => {
                 let reply = query_reply(ctx, &records);
