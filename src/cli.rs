@@ -20,7 +20,6 @@ use crate::events::{Event, EventKind};
 use crate::hl7;
 use crate::journal::Item;
 use crate::mllp;
-use crate::router::Router;
 use crate::stats::UplinkState;
 
 pub const EX_USAGE: u8 = 64;
@@ -65,6 +64,19 @@ struct Target {
     /// Control socket to talk to (overrides --config).
     #[arg(long, env = "OUTPOST_SOCKET", global = true)]
     socket: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum AstmCommand {
+    /// Read a capture of an instrument's traffic (or records at rest): each frame with its
+    /// number and checksum, the records, each message's summary, and the quirks it needs.
+    /// Names, birth dates, values and comments are masked unless --show-phi.
+    Decode {
+        file: PathBuf,
+        /// Show patient data and results as they are (for a tech's own screen only).
+        #[arg(long)]
+        show_phi: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -146,6 +158,11 @@ enum Command {
     Rules {
         #[command(subcommand)]
         command: RulesCommand,
+    },
+    /// Lab instrument links (ASTM E1381/E1394).
+    Astm {
+        #[command(subcommand)]
+        command: AstmCommand,
     },
     /// Send HL7 files to an MLLP listener and print the ACKs (a field test sender).
     Send {
@@ -392,6 +409,7 @@ fn command(command: Command) -> anyhow::Result<u8> {
         Command::Rules { command: RulesCommand::Test { message_file, config, source, json } } => {
             rules_test(&message_file, config.as_deref(), source.as_deref(), json)
         }
+        Command::Astm { command: AstmCommand::Decode { file, show_phi } } => astm_decode(&file, show_phi),
         Command::Send { address, files, timeout, raw } => send(&address, &files, Duration::from_secs(timeout), raw),
     }
 }
@@ -871,11 +889,6 @@ fn format_event(line: &str) -> String {
 }
 
 /// Reads a message file for `rules test`: line ends normalised to CR.
-fn read_message_file(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let bytes = read_input(path)?;
-    Ok(split_messages(&bytes).into_iter().next().unwrap_or_default())
-}
-
 /// Splits a file into HL7 messages: MLLP frames if the file is framed, else a new message at
 /// every line starting with `MSH`; line ends (LF, CRLF, CR) become CR.
 pub fn split_messages(bytes: &[u8]) -> Vec<Vec<u8>> {
@@ -908,92 +921,24 @@ pub fn split_messages(bytes: &[u8]) -> Vec<Vec<u8>> {
     messages
 }
 
+fn astm_decode(file: &Path, show_phi: bool) -> anyhow::Result<u8> {
+    let bytes = read_input(file)?;
+    match crate::astm::decode::decode(&bytes) {
+        Ok(report) => {
+            print!("{}", report.render(show_phi));
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            Ok(EX_DATAERR)
+        }
+    }
+}
+
 fn rules_test(file: &Path, config: Option<&Path>, source: Option<&str>, json: bool) -> anyhow::Result<u8> {
     let config = tool_config(config)?;
-    let body = read_message_file(file)?;
-    let source = match source {
-        Some(s) if config.source(s).is_some() => s.to_string(),
-        Some(s) => anyhow::bail!(
-            "no source `{s}` in the config; sources are: {}",
-            config.sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
-        ),
-        None => config.sources.first().map(|s| s.name.clone()).unwrap_or_default(),
-    };
-    let charset = config.source(&source).and_then(|s| s.kind.charset());
-    let decoded = hl7::decode(&body, charset);
-    let message = match hl7::Message::parse(&decoded.text) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!(
-                "{}: not a readable HL7 message: {e}. The daemon would keep it as rejected and answer AE.",
-                file.display()
-            );
-            return Ok(EX_DATAERR);
-        }
-    };
-    let router = Router::new(&config);
-    let summary = message.summary();
-    let (decision, traces) = router.route_traced(&source, &crate::payload::Parsed::Hl7(message));
-    let mut outputs = Vec::new();
-    for name in &decision.destinations {
-        let Some(dest) = config.destination(name) else { continue };
-        let out = hl7::apply_transforms(&body, decoded.charset, &dest.transforms);
-        outputs.push((name.clone(), dest.transforms.len(), out));
-    }
-    if json {
-        let v = serde_json::json!({
-            "source": source,
-            "summary": summary,
-            "charset": decoded.charset.name(),
-            "routing_mode": format!("{:?}", router.mode()),
-            "routes": traces,
-            "destinations": decision.destinations,
-            "unrouted": decision.is_unrouted(),
-            "outputs": outputs.iter().map(|(n, _, o)| match o {
-                Ok(bytes) => serde_json::json!({"destination": n, "body": hl7::decode(bytes, Some(decoded.charset)).text}),
-                Err(e) => serde_json::json!({"destination": n, "error": e.to_string()}),
-            }).collect::<Vec<_>>(),
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(0);
-    }
-    println!(
-        "message  {} control id {} (HL7 {}, {}) from source {}",
-        summary.message_type,
-        summary.control_id,
-        summary.version,
-        decoded.charset.name(),
-        source
-    );
-    println!("routing  {:?}", router.mode());
-    for t in &traces {
-        if t.matched {
-            println!("  ✓ route {}", t.route);
-        } else {
-            println!("  ✗ route {}: {}", t.route, t.reason);
-        }
-    }
-    if decision.is_unrouted() {
-        println!(
-            "result   UNROUTED: no route takes this message; the daemon would keep it as unrouted and raise an escalation"
-        );
-        return Ok(0);
-    }
-    println!("result   delivered to {}", decision.destinations.join(", "));
-    for (name, n, out) in outputs {
-        match out {
-            Ok(bytes) => {
-                println!();
-                println!(
-                    "--- {name} receives ({}) ---",
-                    if n == 0 { "unchanged".to_string() } else { format!("{n} transform(s) applied") }
-                );
-                println!("{}", hl7::decode(&bytes, Some(decoded.charset)).text.replace('\r', "\n").trim_end());
-            }
-            Err(e) => println!("--- {name}: transform fails: {e} (the daemon would mark this delivery failed)"),
-        }
-    }
-    Ok(0)
+    let bytes = read_input(file)?;
+    crate::rules_test::run(&config, file, &bytes, source, json)
 }
 
 fn send(address: &str, files: &[PathBuf], timeout: Duration, raw: bool) -> anyhow::Result<u8> {

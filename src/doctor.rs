@@ -206,6 +206,49 @@ fn source(s: &crate::config::Source, daemon: Option<&serde_json::Value>) -> Find
                 Finding::ok(check, format!("folder {} is there and writable", d.dir.display()))
             }
         }
+        SourceKind::Astm(a) => match &a.transport {
+            crate::config::AstmTransport::Serial(port) => serial_port(check, &port.port),
+            crate::config::AstmTransport::TcpListen(addr) => match std::net::TcpListener::bind(addr) {
+                Ok(_) => Finding::ok(check, format!("{addr} is free to listen on")),
+                Err(e) => Finding::bad(
+                    Verdict::Fail,
+                    check,
+                    format!("cannot listen on {addr}: {e}"),
+                    "another program holds it (`ss -ltnp`), or the address is not this machine's",
+                ),
+            },
+            crate::config::AstmTransport::TcpConnect(addr) => match reach(addr) {
+                Ok(()) => Finding::ok(check, format!("the instrument at {addr} accepts connections")),
+                Err(e) => Finding::bad(
+                    Verdict::Fail,
+                    check,
+                    format!("cannot connect to the instrument at {addr}: {e}"),
+                    "is the instrument on, with its host interface listening on that port?",
+                ),
+            },
+        },
+    }
+}
+
+/// A serial port a source names: there, and openable by this user (in group dialout).
+fn serial_port(check: String, port: &std::path::Path) -> Finding {
+    let rw = nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::W_OK;
+    if !port.exists() {
+        Finding::bad(
+            Verdict::Fail,
+            check,
+            format!("serial port {} is not there", port.display()),
+            "plug the adapter in, or fix the path: `outpost ports` lists the ports on this box with their by-id paths",
+        )
+    } else if nix::unistd::access(port, rw).is_err() {
+        Finding::bad(
+            Verdict::Fail,
+            check,
+            format!("serial port {}: no read/write access for this user", port.display()),
+            "the service's user outpost is in group dialout; for a tech: `sudo adduser $USER dialout`, then log in again",
+        )
+    } else {
+        Finding::ok(check, format!("serial port {} is there and accessible", port.display()))
     }
 }
 

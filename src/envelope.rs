@@ -10,18 +10,23 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     Hl7v2,
+    /// An ASTM E1394 (LIS02-A2) message from a lab instrument: its records H…L as received,
+    /// each ending CR, the link's frames removed.
+    Astm,
 }
 
 impl Kind {
     pub fn as_str(&self) -> &'static str {
         match self {
             Kind::Hl7v2 => "hl7v2",
+            Kind::Astm => "astm",
         }
     }
 
     pub fn parse(s: &str) -> Option<Kind> {
         match s {
             "hl7v2" => Some(Kind::Hl7v2),
+            "astm" => Some(Kind::Astm),
             _ => None,
         }
     }
@@ -30,6 +35,7 @@ impl Kind {
     pub fn label(&self) -> &'static str {
         match self {
             Kind::Hl7v2 => "HL7 v2",
+            Kind::Astm => "ASTM",
         }
     }
 
@@ -37,6 +43,7 @@ impl Kind {
     pub fn extension(&self) -> &'static str {
         match self {
             Kind::Hl7v2 => "hl7",
+            Kind::Astm => "astm",
         }
     }
 }

@@ -122,6 +122,11 @@ pub enum EscalationCode {
     /// A source cannot take some of its items for now: a file it cannot read or move (one
     /// event each time).
     SourceProblem,
+    /// A source has been down longer than `escalation.source_down_after` (a lab instrument's
+    /// port unplugged, its connection gone).
+    SourceDown,
+    /// An item matched an `[[escalation.rule]]` (a critical result), one event per item.
+    Rule,
 }
 
 impl EscalationCode {
@@ -134,6 +139,7 @@ impl EscalationCode {
                 | EscalationCode::Rejected
                 | EscalationCode::Refused
                 | EscalationCode::SourceProblem
+                | EscalationCode::Rule
         )
     }
 
@@ -150,6 +156,8 @@ impl EscalationCode {
             EscalationCode::Refused => "refused",
             EscalationCode::LinkDown => "link_down",
             EscalationCode::SourceProblem => "source_problem",
+            EscalationCode::SourceDown => "source_down",
+            EscalationCode::Rule => "rule",
         }
     }
 }

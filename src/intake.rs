@@ -48,6 +48,8 @@ struct Read {
     header: Option<Header>,
     /// The rules it was routed with (their escalation switches apply to it).
     rules: Arc<Rules>,
+    /// The escalation rules it matched.
+    hits: Vec<crate::escalate::rules::Hit>,
 }
 
 /// How the adapter should answer the sender.
@@ -67,6 +69,8 @@ pub struct Rules {
     pub router: Router,
     pub escalate_unrouted: bool,
     pub escalate_rejected: bool,
+    /// `[[escalation.rule]]`: escalations on what an item holds.
+    pub escalation_rules: Vec<crate::config::EscalationRule>,
 }
 
 pub struct Intake {
@@ -86,6 +90,7 @@ impl Rules {
             router: Router::new(config),
             escalate_unrouted: config.escalation.on_unrouted,
             escalate_rejected: config.escalation.on_rejected,
+            escalation_rules: config.escalation.rules.clone(),
         }
     }
 }
@@ -145,6 +150,7 @@ impl Intake {
         let charset_name = decoded.charset().map(|c| c.name().to_string());
         let parsed = decoded.parse();
         let rules = self.rules.get();
+        let mut hits = Vec::new();
         let (header, mut summary, status, decision, note) = match &parsed {
             Ok(item) => {
                 if item.skipped_lines() > 0 {
@@ -155,6 +161,7 @@ impl Intake {
                     );
                 }
                 let decision = rules.router.route(&source, item);
+                hits = crate::escalate::rules::evaluate(&rules.escalation_rules, &source, item);
                 let status = if decision.is_unrouted() { Status::Unrouted } else { Status::Accepted };
                 (item.hl7_header(), item.summary(), status, decision, None)
             }
@@ -178,6 +185,7 @@ impl Intake {
             note: note.clone(),
             header,
             rules,
+            hits,
         };
         let envelope = NewEnvelope {
             source,
@@ -196,7 +204,7 @@ impl Intake {
 
     /// Counts, logs and announces what became of an item, and says how to answer its sender.
     fn announce(&self, read: Read, inserted: Result<Inserted, JournalError>) -> Receipt {
-        let Read { source, kind, status, size, summary, routes, destinations, note, header, rules } = read;
+        let Read { source, kind, status, size, summary, routes, destinations, note, header, rules, hits } = read;
         let source = source.as_str();
         let stats = self.stats.source(source);
         if inserted.is_ok() && self.refusing.load(std::sync::atomic::Ordering::Relaxed) {
@@ -245,6 +253,14 @@ impl Intake {
                             ));
                         }
                     }
+                }
+                for hit in &hits {
+                    self.escalate_with(
+                        hit.severity,
+                        EscalationCode::Rule,
+                        &id,
+                        rule_message(hit, &id, source, &summary),
+                    );
                 }
                 let (outcome, error) = match status {
                     Status::Rejected => (Outcome::Unparseable, note),
@@ -339,12 +355,38 @@ impl Intake {
 
     /// A per-item escalation (an event each time, not a state that is raised and cleared).
     fn escalate(&self, code: EscalationCode, subject: &str, message: String) {
+        self.escalate_with(Severity::Warning, code, subject, message)
+    }
+
+    fn escalate_with(&self, severity: Severity, code: EscalationCode, subject: &str, message: String) {
         self.bus.emit(EventKind::Escalation(Escalation {
             code,
-            severity: Severity::Warning,
+            severity,
             subject: subject.to_string(),
             message,
             active: true,
         }));
     }
+}
+
+/// What an escalation rule's event says: the rule, the item, its source, the instrument or
+/// sending application, the tests that matched. Never a value or a patient.
+fn rule_message(
+    hit: &crate::escalate::rules::Hit,
+    id: &str,
+    source: &str,
+    summary: &crate::envelope::Summary,
+) -> String {
+    let sender = summary
+        .fields
+        .get("instrument")
+        .or_else(|| summary.fields.get("sending_app"))
+        .filter(|s| !s.is_empty())
+        .map(|s| format!(" from {s}"))
+        .unwrap_or_default();
+    let tests = if hit.tests.is_empty() { String::new() } else { format!(", tests {}", hit.tests.join(", ")) };
+    format!(
+        "rule {}: item {id} ({}{sender}) at source {source}{tests}; see outpost queue show {id}",
+        hit.rule, summary.item_type
+    )
 }

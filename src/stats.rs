@@ -23,6 +23,12 @@ pub struct SourceStats {
     pub oversized: AtomicU64,
     /// Work waiting at the source itself (files in a watched folder not yet taken in).
     pub waiting: AtomicU64,
+    /// Link-layer frames refused (ASTM: NAKed for a bad checksum, frame number, character).
+    pub rejected_frames: AtomicU64,
+    /// Unfinished messages dropped (ASTM: a receive timeout, the instrument aborting).
+    pub discarded_messages: AtomicU64,
+    /// Unix ms of the last item taken (0: none yet).
+    pub last_item_at: AtomicU64,
     pub link: Mutex<SourceLink>,
 }
 
@@ -71,7 +77,8 @@ impl SourceStats {
 
     fn set_link(&self, state: SourceState, at: Option<String>, last_error: Option<String>) {
         if let Ok(mut l) = self.link.lock() {
-            if l.state != state {
+            // A source that starts down (a serial port not there yet) is down since then.
+            if l.state != state || l.since == 0 {
                 l.since = crate::envelope::now_ms();
             }
             *l = SourceLink { state, at, since: l.since, last_error };

@@ -72,6 +72,13 @@ pub fn target_dir() -> std::path::PathBuf {
 /// or `OUTPOST_BENCH_BIN`, e.g. one with debug symbols for profiling); returns the process and
 /// the first source's bound address once it listens. The control socket is `dir/control.sock`.
 pub fn start_outpost(dir: &std::path::Path, config: &str) -> (Running, SocketAddr) {
+    let child = spawn_outpost(dir, config);
+    let addr = wait_for_listener(&dir.join("control.sock"));
+    (child, addr)
+}
+
+/// Writes `config` to `dir/bench.toml` and starts `outpost run` on it; waits for nothing.
+pub fn spawn_outpost(dir: &std::path::Path, config: &str) -> Running {
     let config_path = dir.join("bench.toml");
     std::fs::write(&config_path, config).unwrap();
     let bin = std::env::var("OUTPOST_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_outpost").to_string());
@@ -82,18 +89,22 @@ pub fn start_outpost(dir: &std::path::Path, config: &str) -> (Running, SocketAdd
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start outpost");
-    let child = Running(child);
-    let addr = wait_for_listener(&dir.join("control.sock"));
-    (child, addr)
+    Running(child)
 }
 
 pub fn wait_for_listener(socket: &std::path::Path) -> SocketAddr {
+    let status = wait_for_status(socket, |v| v["sources"][0]["bound"].is_string());
+    status["sources"][0]["bound"].as_str().unwrap().parse().unwrap()
+}
+
+/// The daemon's status once `ready` holds for it (within 60 s).
+pub fn wait_for_status(socket: &std::path::Path, ready: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
     let start = Instant::now();
     loop {
         if let Ok(v) = outpost::control::client::request(socket, &outpost::control::protocol::Request::Status)
-            && let Some(a) = v["sources"][0]["bound"].as_str()
+            && ready(&v)
         {
-            return a.parse().unwrap();
+            return v;
         }
         assert!(start.elapsed() < Duration::from_secs(60), "daemon did not start");
         std::thread::sleep(Duration::from_millis(20));

@@ -431,7 +431,7 @@ impl fmt::Display for Rendered<'_> {
             }
         }
         if masked_any {
-            writeln!(f, "(patient data masked as ***(length); show it with show_phi)")?;
+            writeln!(f, "(patient data masked as ***(length); show it with --show-phi (outpost astm decode))")?;
         }
         Ok(())
     }

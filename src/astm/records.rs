@@ -292,7 +292,7 @@ impl<'a> Record<'a> {
 
     /// A universal test id's code: component 4 (the manufacturer's local code), else the first
     /// non-empty component.
-    fn test_code(&self, repeat: &'a [u8]) -> Option<String> {
+    pub fn test_code(&self, repeat: &'a [u8]) -> Option<String> {
         let parts: Vec<&[u8]> = self.components(repeat).collect();
         let code = parts.get(3).filter(|c| !c.is_empty()).or_else(|| parts.iter().find(|c| !c.is_empty()))?;
         Some(text(&unescape(code, &self.d)))
@@ -485,16 +485,28 @@ impl<'a> Message<'a> {
     /// The non-empty values at `path` in every record of its type and every repeat, unescaped:
     /// `R.3.4` gives each result's test code, `H.5` the sender.
     pub fn values(&self, path: &FieldPath) -> Vec<String> {
+        self.values_per_record(path).into_iter().flatten().collect()
+    }
+
+    /// [`Message::values`], one list per record of the path's type (an empty list for a record
+    /// without a value): which R record holds what, for rules that look at one result at a time.
+    pub fn values_per_record(&self, path: &FieldPath) -> Vec<Vec<String>> {
+        self.records
+            .iter()
+            .filter(|r| r.type_id() == path.record.as_bytes())
+            .map(|r| self.record_values(r, path))
+            .collect()
+    }
+
+    fn record_values(&self, r: &Record<'a>, path: &FieldPath) -> Vec<String> {
         let mut out = Vec::new();
-        for r in self.records.iter().filter(|r| r.type_id() == path.record.as_bytes()) {
-            for repeat in r.repeats(path.field) {
-                let value = match path.component {
-                    None => Some(repeat),
-                    Some(c) => c.checked_sub(1).and_then(|i| r.components(repeat).nth(i)),
-                };
-                if let Some(v) = value.filter(|v| !v.is_empty()) {
-                    out.push(text(&unescape(v, &self.delimiters)));
-                }
+        for repeat in r.repeats(path.field) {
+            let value = match path.component {
+                None => Some(repeat),
+                Some(c) => c.checked_sub(1).and_then(|i| r.components(repeat).nth(i)),
+            };
+            if let Some(v) = value.filter(|v| !v.is_empty()) {
+                out.push(text(&unescape(v, &self.delimiters)));
             }
         }
         out

@@ -7,7 +7,7 @@ use toml::de::DeValue;
 use super::error::ConfigErrorKind;
 use super::values::string;
 use super::walk::{Checker, Tbl, Val, join_key};
-use super::{Condition, Matcher};
+use super::{AstmField, Condition, Field, Matcher};
 use crate::hl7::FieldPath;
 
 pub(super) fn conditions(ck: &mut Checker, t: &Tbl<'_, '_>) -> Option<Vec<Condition>> {
@@ -15,13 +15,11 @@ pub(super) fn conditions(ck: &mut Checker, t: &Tbl<'_, '_>) -> Option<Vec<Condit
     for (key, value) in t.entries() {
         let key_text: &str = key.get_ref();
         let v = Val { value: value.get_ref(), span: value.span(), path: join_key(&t.path, key_text) };
-        // `MSH-9.1 = "ORU"` without quotes is TOML for a table `MSH-9` holding a key `1`.
+        // `MSH-9.1 = "ORU"` without quotes is TOML for a table `MSH-9` holding a key `1` (and
+        // `R.3.4 = "WBC"` for tables `R` and `3` holding `4`).
         let dotted = match v.value {
             DeValue::Table(inner) if inner.get("glob").is_none() && inner.get("regex").is_none() => {
-                inner.iter().find_map(|(k, _)| {
-                    let joined = format!("{key_text}.{}", k.get_ref());
-                    joined.parse::<FieldPath>().ok().map(|_| joined)
-                })
+                dotted_path(key_text, inner).filter(|joined| field(joined).is_ok())
             }
             _ => None,
         };
@@ -38,22 +36,58 @@ pub(super) fn conditions(ck: &mut Checker, t: &Tbl<'_, '_>) -> Option<Vec<Condit
             out = None;
             continue;
         }
-        let path = match key_text.parse::<FieldPath>() {
-            Ok(p) => Some(p),
+        let field = match field(key_text) {
+            Ok(f) => Some(f),
             Err(why) => {
                 ck.report(ConfigErrorKind::InvalidValue, &key.span(), &v.path, why);
                 None
             }
         };
         let matcher = matcher(ck, &v);
-        match (path, matcher, out.as_mut()) {
-            (Some(path), Some(matcher), Some(out)) => {
-                out.push(Condition { field: crate::config::Field::Hl7(path), matcher })
-            }
+        match (field, matcher, out.as_mut()) {
+            (Some(field), Some(matcher), Some(out)) => out.push(Condition { field, matcher }),
             _ => out = None,
         }
     }
     out
+}
+
+/// What a `when` key names: an HL7 field path (`MSH-9.1`: a segment, a dash), an ASTM record
+/// path (`R.3.4`: a record type, a dot), or a name for what every instrument has.
+pub(super) fn field(key: &str) -> Result<Field, String> {
+    const FORMS: &str = "an HL7 field path such as MSH-9.1 or OBX-8, an ASTM record path such as R.3.4 \
+                         or H.5.1, or for ASTM items instrument, test or qc";
+    match key {
+        "instrument" => return Ok(Field::Astm(AstmField::Instrument)),
+        "test" => return Ok(Field::Astm(AstmField::Test)),
+        "qc" => return Ok(Field::Astm(AstmField::Qc)),
+        _ => {}
+    }
+    // HL7: a segment (three letters or digits, `MSH`, `ZX1`) and a dash; a key that starts like
+    // a segment is read as HL7, so its mistakes get HL7's messages.
+    let segment_like =
+        key.len() >= 3 && key.as_bytes()[..3].iter().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+    if key.contains('-') || segment_like {
+        return key.parse::<FieldPath>().map(Field::Hl7);
+    }
+    let record = key.split('.').next().unwrap_or_default();
+    if record.len() == 1 && "HPORCQMSL".contains(record) {
+        return key
+            .parse::<crate::astm::FieldPath>()
+            .map(|p| Field::Astm(AstmField::Path(p)))
+            .map_err(|_| format!("{key:?} is not a field: ASTM record paths are a record type, a field number and maybe a component, e.g. R.3.4; or {FORMS}"));
+    }
+    Err(format!("{key:?} is not a field; use {FORMS}"))
+}
+
+/// The dotted key TOML read as nested tables (`R` → `3` → `4`), joined back: `R.3.4`.
+fn dotted_path(key: &str, inner: &toml::de::DeTable<'_>) -> Option<String> {
+    let (k, v) = inner.iter().next()?;
+    let joined = format!("{key}.{}", k.get_ref());
+    match v.get_ref() {
+        DeValue::Table(deeper) if inner.len() == 1 => dotted_path(&joined, deeper).or(Some(joined)),
+        _ => Some(joined),
+    }
 }
 
 fn matcher(ck: &mut Checker, v: &Val<'_, '_>) -> Option<Matcher> {

@@ -14,6 +14,7 @@ mod destination;
 mod error;
 mod parse;
 mod route;
+mod rule;
 mod sections;
 mod source;
 mod uplink;
@@ -117,12 +118,28 @@ pub struct Escalation {
     pub undelivered_after: Duration,
     /// Raise when a destination has been unreachable for longer than this.
     pub unreachable_after: Duration,
+    /// Raise when a source has been down longer than this (a lab link's port unplugged).
+    pub source_down_after: Duration,
     /// Raise on items no route takes.
     pub on_unrouted: bool,
     /// Raise on items rejected as unparseable.
     pub on_rejected: bool,
     /// How often thresholds are evaluated.
     pub check_interval: Duration,
+    /// Rules on what items hold (a critical result), checked as each item arrives.
+    pub rules: Vec<EscalationRule>,
+}
+
+/// `[[escalation.rule]]`: an item whose content matches raises an escalation at once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EscalationRule {
+    pub name: String,
+    pub severity: crate::events::Severity,
+    /// The sources whose items it looks at.
+    pub from: Vec<String>,
+    /// All must hold. Conditions on a result (HL7 OBX fields, ASTM R fields) must hold in one
+    /// and the same result; the others anywhere in the item.
+    pub when: Vec<Condition>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -135,6 +152,32 @@ pub struct Source {
 pub enum SourceKind {
     Mllp(MllpSource),
     Directory(DirectorySource),
+    Astm(AstmSource),
+}
+
+/// `kind = "astm"`: a lab instrument's ASTM E1381/E1394 link.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AstmSource {
+    pub transport: AstmTransport,
+    /// The instrument's profile (`hardware/instruments/`, or a file): where its records put
+    /// things, its test-code map, and the defaults the keys above start from.
+    pub profile: Option<Box<crate::instrument::Profile>>,
+    /// Tolerances for the instrument's departures from LIS01-A2.
+    pub quirks: crate::astm::Quirks,
+    pub timers: crate::astm::Timers,
+    /// A received message larger than this is refused (NAK) frame by frame.
+    pub max_message_size: usize,
+}
+
+/// How the instrument is reached.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AstmTransport {
+    /// A serial port (RS-232, through a USB adapter or a UART).
+    Serial(crate::serial::Settings),
+    /// The instrument connects to us.
+    TcpListen(SocketAddr),
+    /// We connect to the instrument (`host:port`).
+    TcpConnect(String),
 }
 
 impl SourceKind {
@@ -143,6 +186,7 @@ impl SourceKind {
     pub fn payloads(&self) -> &'static [Kind] {
         match self {
             SourceKind::Mllp(_) | SourceKind::Directory(_) => &[Kind::Hl7v2],
+            SourceKind::Astm(_) => &[Kind::Astm],
         }
     }
 
@@ -151,6 +195,7 @@ impl SourceKind {
         match self {
             SourceKind::Mllp(m) => m.charset,
             SourceKind::Directory(d) => d.charset,
+            SourceKind::Astm(_) => None,
         }
     }
 }
@@ -226,6 +271,15 @@ pub enum DestinationKind {
 }
 
 impl DestinationKind {
+    /// The item kinds this destination can carry; `None` for any (files, central).
+    pub fn carries(&self) -> Option<&'static [Kind]> {
+        match self {
+            // MLLP frames HL7 v2; an instrument's ASTM records are not HL7.
+            DestinationKind::Mllp(_) => Some(&[Kind::Hl7v2]),
+            DestinationKind::File(_) | DestinationKind::Uplink => None,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             DestinationKind::Mllp(_) => "mllp",
@@ -343,12 +397,28 @@ pub struct Condition {
 pub enum Field {
     /// An HL7 v2 field path (`MSH-9.1`, `OBX-8`).
     Hl7(FieldPath),
+    /// An ASTM record path (`R.3.4`, `H.5.1`) or one of the names for what every instrument
+    /// has (`instrument`, `test`, `qc`).
+    Astm(AstmField),
+}
+
+/// What a condition on ASTM items looks at (see `payload::astm::values`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum AstmField {
+    Path(crate::astm::FieldPath),
+    Instrument,
+    Test,
+    Qc,
 }
 
 impl std::fmt::Display for Field {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Field::Hl7(p) => p.fmt(f),
+            Field::Astm(AstmField::Path(p)) => p.fmt(f),
+            Field::Astm(AstmField::Instrument) => f.write_str("instrument"),
+            Field::Astm(AstmField::Test) => f.write_str("test"),
+            Field::Astm(AstmField::Qc) => f.write_str("qc"),
         }
     }
 }

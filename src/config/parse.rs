@@ -19,7 +19,10 @@ use toml::de::DeTable;
 use super::error::{ConfigErrorKind, ConfigErrors};
 use super::values::{distinct, names};
 use super::walk::{Checker, Got, Tbl};
-use super::{Config, Destination, Route, Source, default_state_dir, destination, route, sections, source, uplink};
+use super::{
+    Config, Destination, EscalationRule, Route, Source, default_state_dir, destination, route, rule, sections, source,
+    uplink,
+};
 
 /// Parses and validates a config text. `origin` names the file in error messages.
 pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
@@ -93,7 +96,10 @@ fn build(ck: &mut Checker, root: &Tbl<'_, '_>) -> Option<Config> {
     let control = control_table.and_then(|t| sections::control(ck, &t, &state_dir));
     let journal = journal_table.and_then(|t| sections::journal(ck, &t, &state_dir));
     let routing = routing_table.and_then(|t| sections::routing(ck, &t));
-    let escalation = escalation_table.and_then(|t| sections::escalation(ck, &t));
+    let (escalation, rule_tables) = match escalation_table {
+        Some(t) => sections::escalation(ck, &t),
+        None => (None, Vec::new()),
+    };
     let has_uplink = !matches!(uplink_table, Got::Absent);
     let uplink = match uplink_table {
         Got::Valid(t) => uplink::uplink(ck, &t, node.as_ref(), &state_dir).map(Some),
@@ -121,6 +127,14 @@ fn build(ck: &mut Checker, root: &Tbl<'_, '_>) -> Option<Config> {
         .zip(route_names)
         .map(|(t, name)| route::route(ck, t, name, &known_sources, &known_destinations))
         .collect();
+
+    let rule_names = names(ck, &rule_tables, "escalation rule", "critical-result");
+    let rules: Vec<Option<EscalationRule>> =
+        rule_tables.iter().zip(rule_names).map(|(t, name)| rule::rule(ck, t, name, &known_sources)).collect();
+    let escalation = escalation.map(|mut e| {
+        e.rules = rules.into_iter().flatten().collect();
+        e
+    });
 
     destination::uplink_destinations(ck, &destination_tables, &destinations, has_uplink);
     route::transforms_fit_kinds(ck, &route_tables, &routes, &sources, &destinations);

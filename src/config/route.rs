@@ -33,7 +33,13 @@ pub(super) fn route(
 
 /// A route's `from` or `to`: a non-empty list of known, distinct names. In `from`, `"*"` alone
 /// stands for every source and is expanded here, so the router never sees it.
-fn name_list(ck: &mut Checker, v: &Val<'_, '_>, what: &str, known: &[String], star: bool) -> Option<Vec<String>> {
+pub(super) fn name_list(
+    ck: &mut Checker,
+    v: &Val<'_, '_>,
+    what: &str,
+    known: &[String],
+    star: bool,
+) -> Option<Vec<String>> {
     let example = if star { "[\"ehr-feed\"]" } else { "[\"lis\", \"archive\"]" };
     let DeValue::Array(items) = v.value else {
         let hint = match v.value {
@@ -134,6 +140,25 @@ pub(super) fn transforms_fit_kinds(
         let DeValue::Array(items) = to.value else { continue };
         for (item, name) in items.iter().zip(&route.to) {
             let Some(dest) = destinations.iter().flatten().find(|d| &d.name == name) else { continue };
+            let at = format!("{}[{}]", to.path, route.to.iter().position(|n| n == name).unwrap_or(0));
+            if let Some(carried) = dest.kind.carries() {
+                let foreign: Vec<&str> = kinds.iter().filter(|k| !carried.contains(k)).map(|k| k.label()).collect();
+                if !foreign.is_empty() {
+                    ck.report(
+                        ConfigErrorKind::InvalidValue,
+                        &item.span(),
+                        &at,
+                        format!(
+                            "destination {name:?} (kind = {:?}) carries only {} items, and this route can send it {} \
+                             items; send those to a file or uplink destination, or narrow `from`",
+                            dest.kind.name(),
+                            carried.iter().map(|k| k.label()).collect::<Vec<_>>().join(" and "),
+                            foreign.join(" and ")
+                        ),
+                    );
+                    continue;
+                }
+            }
             let understood: Vec<&[Kind]> = dest.transforms.iter().map(transform_kinds).collect();
             let misfit = kinds_not_understood(&kinds, &understood);
             if misfit.is_empty() {
@@ -143,7 +168,7 @@ pub(super) fn transforms_fit_kinds(
             ck.report(
                 ConfigErrorKind::InvalidValue,
                 &item.span(),
-                &format!("{}[{}]", to.path, route.to.iter().position(|n| n == name).unwrap_or(0)),
+                &at,
                 format!(
                     "destination {name:?} has transforms that cannot edit {} items, and this route can \
                      send it such items; route them to a destination without transforms, or narrow `from`",

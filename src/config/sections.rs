@@ -60,18 +60,27 @@ pub(super) fn routing(ck: &mut Checker, t: &Tbl<'_, '_>) -> Option<Routing> {
     Some(Routing { mode: mode? })
 }
 
-pub(super) fn escalation(ck: &mut Checker, t: &Tbl<'_, '_>) -> Option<Escalation> {
+/// `[escalation]`, but for its `[[escalation.rule]]` blocks, which are returned to be read once
+/// the sources they name are known (see `rule.rs`).
+pub(super) fn escalation<'a, 'i>(ck: &mut Checker, t: &Tbl<'a, 'i>) -> (Option<Escalation>, Vec<Tbl<'a, 'i>>) {
     let undelivered_after = t.opt(ck, "undelivered_after", secs(15 * 60), duration(false));
     let unreachable_after = t.opt(ck, "unreachable_after", secs(5 * 60), duration(false));
+    let source_down_after = t.opt(ck, "source_down_after", secs(5 * 60), duration(false));
     let on_unrouted = t.opt(ck, "on_unrouted", true, boolean);
     let on_rejected = t.opt(ck, "on_rejected", true, boolean);
     let check_interval = t.opt(ck, "check_interval", secs(30), duration(false));
+    let rules = t.blocks(ck, "rule", "[[escalation.rule]]");
     t.finish(ck, &[]);
-    Some(Escalation {
-        undelivered_after: undelivered_after?,
-        unreachable_after: unreachable_after?,
-        on_unrouted: on_unrouted?,
-        on_rejected: on_rejected?,
-        check_interval: check_interval?,
-    })
+    let escalation = (|| {
+        Some(Escalation {
+            undelivered_after: undelivered_after?,
+            unreachable_after: unreachable_after?,
+            source_down_after: source_down_after?,
+            on_unrouted: on_unrouted?,
+            on_rejected: on_rejected?,
+            check_interval: check_interval?,
+            rules: Vec::new(),
+        })
+    })();
+    (escalation, rules)
 }

@@ -105,7 +105,10 @@ impl Components {
     fn start_source(&mut self, config: Source, opened: Opened) {
         // Up from here, not from inside its task: READY=1 and its status line follow at once,
         // and must not count an opened source as down.
-        self.ctx.stats.source(&config.name).up(opened.at());
+        match opened.state(&config) {
+            Ok(at) => self.ctx.stats.source(&config.name).up(at),
+            Err(why) => self.ctx.stats.source(&config.name).down(Some(why)),
+        }
         let stop = self.ingress.child_token();
         let abort = self.ingress.child_token();
         let serving = Serving {

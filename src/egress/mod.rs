@@ -250,6 +250,8 @@ impl Worker {
         }
         match item.kind {
             Kind::Hl7v2 => self.prepare_hl7(item),
+            // `config check` refuses transforms on a destination that can receive ASTM items.
+            Kind::Astm => Ok((item.body.clone(), item.item_ref.clone())),
         }
     }
 

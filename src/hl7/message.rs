@@ -215,42 +215,48 @@ impl<'a> Message<'a> {
     /// separators (each part unescaped). Empty values are left out, so an empty field and an
     /// absent one both give an empty vec. MSH-1 and MSH-2 give the delimiters as written.
     pub fn values(&self, path: &FieldPath) -> Vec<String> {
+        self.values_per_segment(path).into_iter().flatten().collect()
+    }
+
+    /// [`Message::values`], one list per occurrence of the path's segment (an empty list for an
+    /// occurrence without a value): which OBX segment holds what, for rules that look at one
+    /// result at a time.
+    pub fn values_per_segment(&self, path: &FieldPath) -> Vec<Vec<String>> {
+        self.occurrences(path).map(|segment| self.segment_values(segment, path)).collect()
+    }
+
+    fn segment_values(&self, segment: &Segment<'a>, path: &FieldPath) -> Vec<String> {
         let mut out = Vec::new();
-        for segment in self.occurrences(path) {
-            if segment.is_delimiter_field(path.field) {
-                if path.repetition.unwrap_or(1) == 1 && path.component.is_none() {
-                    out.push(self.delimiter_field(segment, path.field).to_string());
-                }
-                continue;
+        if segment.is_delimiter_field(path.field) {
+            if path.repetition.unwrap_or(1) == 1 && path.component.is_none() {
+                out.push(self.delimiter_field(segment, path.field).to_string());
             }
-            let Some(field) = segment.field(path.field) else {
-                continue;
-            };
-            let repeats: Vec<&Repeat<'_>> = match path.repetition {
-                Some(r) => field.repeats.get(r.wrapping_sub(1)).into_iter().collect(),
-                None => field.repeats.iter().collect(),
-            };
-            for repeat in repeats {
-                let value = match (path.component, path.subcomponent) {
-                    (None, _) => self.decode_repeat(repeat),
-                    (Some(c), None) => match repeat.components.get(c.wrapping_sub(1)) {
-                        Some(component) => self.decode_component(component),
+            return out;
+        }
+        let Some(field) = segment.field(path.field) else {
+            return out;
+        };
+        let repeats: Vec<&Repeat<'_>> = match path.repetition {
+            Some(r) => field.repeats.get(r.wrapping_sub(1)).into_iter().collect(),
+            None => field.repeats.iter().collect(),
+        };
+        for repeat in repeats {
+            let value = match (path.component, path.subcomponent) {
+                (None, _) => self.decode_repeat(repeat),
+                (Some(c), None) => match repeat.components.get(c.wrapping_sub(1)) {
+                    Some(component) => self.decode_component(component),
+                    None => continue,
+                },
+                (Some(c), Some(s)) => {
+                    match repeat.components.get(c.wrapping_sub(1)).and_then(|c| c.subcomponents.get(s.wrapping_sub(1)))
+                    {
+                        Some(sub) => self.delimiters.unescape(sub.value).into_owned(),
                         None => continue,
-                    },
-                    (Some(c), Some(s)) => {
-                        match repeat
-                            .components
-                            .get(c.wrapping_sub(1))
-                            .and_then(|c| c.subcomponents.get(s.wrapping_sub(1)))
-                        {
-                            Some(sub) => self.delimiters.unescape(sub.value).into_owned(),
-                            None => continue,
-                        }
                     }
-                };
-                if !value.is_empty() {
-                    out.push(value);
                 }
+            };
+            if !value.is_empty() {
+                out.push(value);
             }
         }
         out

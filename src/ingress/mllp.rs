@@ -44,20 +44,7 @@ pub fn detail(cfg: &MllpSource, stats: &SourceStats, link: &SourceLink) -> Detai
 /// Binds the listening socket (separately from serving, so that a bad address or a port in
 /// use is reported at start or reload, before anything else changes).
 pub async fn bind(name: &str, cfg: &MllpSource) -> Result<TcpListener, OpenError> {
-    TcpListener::bind(cfg.listen).await.map_err(|e| {
-        let hint = match e.kind() {
-            std::io::ErrorKind::AddrInUse => {
-                "another program (or another outpost) already listens there; \
-                 find it with `ss -ltnp` or choose another port"
-            }
-            std::io::ErrorKind::PermissionDenied => {
-                "ports below 1024 need root or CAP_NET_BIND_SERVICE; use a port above 1024"
-            }
-            std::io::ErrorKind::AddrNotAvailable => "this machine has no such address; use 0.0.0.0 or one of `ip addr`",
-            _ => "check the address in the config",
-        };
-        OpenError { name: name.to_string(), message: format!("cannot listen on {}: {e}; {hint}", cfg.listen) }
-    })
+    super::bind_tcp(name, cfg.listen).await
 }
 
 /// Accepts connections until `serving.stop` fires, then hands the listener back (a reload

@@ -13,6 +13,7 @@
 //!
 //! Adding a kind: a module here, an arm in each `match` below, its config section.
 
+pub mod astm;
 pub mod directory;
 pub mod folder;
 pub mod mllp;
@@ -39,6 +40,8 @@ pub enum Resource {
     Tcp(SocketAddr),
     /// A folder watched for files.
     Folder(PathBuf),
+    /// A serial port (by the path configured; two names of one device are not recognised).
+    Device(PathBuf),
 }
 
 impl fmt::Display for Resource {
@@ -46,6 +49,7 @@ impl fmt::Display for Resource {
         match self {
             Resource::Tcp(a) => write!(f, "address {a}"),
             Resource::Folder(p) => write!(f, "folder {}", p.display()),
+            Resource::Device(p) => write!(f, "serial port {}", p.display()),
         }
     }
 }
@@ -55,6 +59,11 @@ pub fn resources(source: &Source) -> Vec<Resource> {
     match &source.kind {
         SourceKind::Mllp(m) => vec![Resource::Tcp(m.listen)],
         SourceKind::Directory(d) => vec![Resource::Folder(d.dir.clone())],
+        SourceKind::Astm(a) => match &a.transport {
+            crate::config::AstmTransport::Serial(s) => vec![Resource::Device(s.port.clone())],
+            crate::config::AstmTransport::TcpListen(addr) => vec![Resource::Tcp(*addr)],
+            crate::config::AstmTransport::TcpConnect(_) => Vec::new(),
+        },
     }
 }
 
@@ -92,16 +101,38 @@ pub struct OpenError {
 pub enum Opened {
     Mllp(tokio::net::TcpListener),
     Directory(Box<folder::Folder>),
+    Astm(astm::Opened),
 }
 
 impl Opened {
-    /// Where the source is, for `status`: the bound address, the folder.
-    pub fn at(&self) -> String {
-        match self {
-            Opened::Mllp(listener) => listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-            Opened::Directory(folder) => folder.dir().display().to_string(),
+    /// As the source starts: up and where it is (the bound address, the folder, the port), or
+    /// down and why (a serial port that is not there yet: the daemon starts all the same).
+    pub fn state(&self, source: &Source) -> Result<String, String> {
+        match (self, &source.kind) {
+            (Opened::Mllp(listener), _) => Ok(listener.local_addr().map(|a| a.to_string()).unwrap_or_default()),
+            (Opened::Directory(folder), _) => Ok(folder.dir().display().to_string()),
+            (Opened::Astm(opened), SourceKind::Astm(cfg)) => opened.state(cfg),
+            (Opened::Astm(_), _) => Err("not open".into()),
         }
     }
+}
+
+/// Binds a listening TCP socket, failing with what to do about it.
+pub async fn bind_tcp(name: &str, addr: SocketAddr) -> Result<tokio::net::TcpListener, OpenError> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                "another program (or another outpost) already listens there; \
+                 find it with `ss -ltnp` or choose another port"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                "ports below 1024 need root or CAP_NET_BIND_SERVICE; use a port above 1024"
+            }
+            std::io::ErrorKind::AddrNotAvailable => "this machine has no such address; use 0.0.0.0 or one of `ip addr`",
+            _ => "check the address in the config",
+        };
+        OpenError { name: name.to_string(), message: format!("cannot listen on {addr}: {e}; {hint}") }
+    })
 }
 
 /// Opens what `source` needs (binds, checks folders and ports).
@@ -109,6 +140,7 @@ pub async fn open(source: &Source) -> Result<Opened, OpenError> {
     match &source.kind {
         SourceKind::Mllp(m) => mllp::bind(&source.name, m).await.map(Opened::Mllp),
         SourceKind::Directory(d) => directory::open(&source.name, d).map(|f| Opened::Directory(Box::new(f))),
+        SourceKind::Astm(a) => astm::open(&source.name, a).await.map(Opened::Astm),
     }
 }
 
@@ -137,6 +169,7 @@ pub async fn serve(source: Source, opened: Opened, serving: Serving) -> Opened {
         (SourceKind::Directory(cfg), Opened::Directory(folder)) => {
             Opened::Directory(Box::new(directory::serve(name, cfg, *folder, serving).await))
         }
+        (SourceKind::Astm(cfg), Opened::Astm(opened)) => Opened::Astm(astm::serve(name, cfg, opened, serving).await),
         // The daemon hands a source only what `open` made for its own kind; anything else is
         // returned untouched (the reload then opens afresh).
         (_, other) => {
@@ -153,6 +186,7 @@ pub async fn serve(source: Source, opened: Opened, serving: Serving) -> Opened {
 pub enum SourceDetail {
     Mllp(mllp::Detail),
     Directory(directory::Detail),
+    Astm(astm::Detail),
 }
 
 impl SourceDetail {
@@ -160,6 +194,7 @@ impl SourceDetail {
         match self {
             SourceDetail::Mllp(_) => "mllp",
             SourceDetail::Directory(_) => "directory",
+            SourceDetail::Astm(_) => "astm",
         }
     }
 
@@ -170,6 +205,7 @@ impl SourceDetail {
             (SourceState::Down, _) => "down",
             (SourceState::Up, SourceDetail::Mllp(_)) => "listening",
             (SourceState::Up, SourceDetail::Directory(_)) => "watching",
+            (SourceState::Up, SourceDetail::Astm(_)) => "open",
         }
     }
 
@@ -181,6 +217,7 @@ impl SourceDetail {
                 (m.bound.clone().unwrap_or_else(|| "(not listening)".into()), m.connections.to_string())
             }
             SourceDetail::Directory(d) => (d.dir.clone(), d.waiting.to_string()),
+            SourceDetail::Astm(a) => (a.address.clone(), a.connections.to_string()),
         }
     }
 
@@ -189,6 +226,11 @@ impl SourceDetail {
         match self {
             SourceDetail::Mllp(d) => vec![("connections", d.connections.into())],
             SourceDetail::Directory(d) => vec![("waiting", d.waiting.into())],
+            SourceDetail::Astm(d) => vec![
+                ("connections", d.connections.into()),
+                ("rejected_frames", d.rejected_frames.into()),
+                ("discarded_messages", d.discarded_messages.into()),
+            ],
         }
     }
 }
@@ -199,6 +241,7 @@ pub fn status(source: &Source, stats: &SourceStats) -> SourceStatus {
     let detail = match &source.kind {
         SourceKind::Mllp(m) => SourceDetail::Mllp(mllp::detail(m, stats, &link)),
         SourceKind::Directory(d) => SourceDetail::Directory(directory::detail(d, stats, &link)),
+        SourceKind::Astm(a) => SourceDetail::Astm(astm::detail(a, stats, &link)),
     };
     SourceStatus {
         name: source.name.clone(),

@@ -10,9 +10,10 @@
 //! Pure: no IO. Adding a kind: a module here, an arm in each `match` below, its name in
 //! [`Kind`].
 
+pub mod astm;
 pub mod hl7;
 
-use crate::config::Field;
+use crate::config::{AstmField, Field};
 use crate::envelope::{Kind, Summary};
 use crate::hl7::Charset;
 
@@ -21,18 +22,23 @@ use crate::hl7::Charset;
 pub fn unreadable_summary(kind: Kind) -> Summary {
     match kind {
         Kind::Hl7v2 => hl7::empty_summary(),
+        Kind::Astm => astm::empty_summary(),
     }
 }
 
 /// Bytes read as the kind's text (charset chosen), ready to be parsed. Borrows the bytes.
 pub enum Decoded<'b> {
     Hl7(crate::hl7::Decoded<'b>),
+    /// ASTM records are read as bytes (delimiters and record types are ASCII; values are
+    /// decoded as UTF-8, lossily, when read).
+    Astm(&'b [u8]),
 }
 
 /// Reads `body` as `kind`; `charset` overrides what the item declares (a source setting).
 pub fn decode(kind: Kind, body: &[u8], charset: Option<Charset>) -> Decoded<'_> {
     match kind {
         Kind::Hl7v2 => Decoded::Hl7(crate::hl7::decode(body, charset)),
+        Kind::Astm => Decoded::Astm(body),
     }
 }
 
@@ -41,6 +47,7 @@ impl Decoded<'_> {
     pub fn charset(&self) -> Option<Charset> {
         match self {
             Decoded::Hl7(d) => Some(d.charset),
+            Decoded::Astm(_) => None,
         }
     }
 
@@ -48,6 +55,7 @@ impl Decoded<'_> {
     pub fn parse(&self) -> Result<Parsed<'_>, Unreadable> {
         match self {
             Decoded::Hl7(d) => Ok(Parsed::Hl7(crate::hl7::Message::parse(&d.text)?)),
+            Decoded::Astm(bytes) => Ok(Parsed::Astm(crate::astm::Message::parse(bytes)?)),
         }
     }
 }
@@ -57,17 +65,23 @@ impl Decoded<'_> {
 pub enum Unreadable {
     #[error(transparent)]
     Hl7(#[from] crate::hl7::Hl7Error),
+    #[error(transparent)]
+    Astm(#[from] crate::astm::RecordError),
 }
 
 /// A readable item: its summary and the values routing conditions look at.
+// One per item, on the stack for the time it is routed: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Parsed<'d> {
     Hl7(crate::hl7::Message<'d>),
+    Astm(crate::astm::Message<'d>),
 }
 
 impl Parsed<'_> {
     pub fn summary(&self) -> Summary {
         match self {
             Parsed::Hl7(m) => hl7::summary(m),
+            Parsed::Astm(m) => astm::summary(m),
         }
     }
 
@@ -76,6 +90,40 @@ impl Parsed<'_> {
     pub fn values(&self, field: &Field) -> Vec<String> {
         match (self, field) {
             (Parsed::Hl7(m), Field::Hl7(path)) => m.values(path),
+            (Parsed::Astm(m), Field::Astm(field)) => astm::values(m, field),
+            (Parsed::Hl7(_), Field::Astm(_)) | (Parsed::Astm(_), Field::Hl7(_)) => Vec::new(),
+        }
+    }
+
+    /// The values `field` designates in each result of the item (HL7: each OBX segment; ASTM:
+    /// each R record), when `field` is a result's field; `None` for a field of the item as a
+    /// whole. Lists are in the order of [`Parsed::result_tests`].
+    pub fn result_values(&self, field: &Field) -> Option<Vec<Vec<String>>> {
+        match (self, field) {
+            (Parsed::Hl7(m), Field::Hl7(path)) if path.segment == "OBX" && path.occurrence.is_none() => {
+                Some(m.values_per_segment(path))
+            }
+            (Parsed::Astm(m), Field::Astm(AstmField::Path(path))) if path.record == "R" => {
+                Some(m.values_per_record(path))
+            }
+            (Parsed::Astm(m), Field::Astm(AstmField::Test)) => {
+                Some(astm::result_tests(m).into_iter().map(|t| vec![t]).collect())
+            }
+            _ => None,
+        }
+    }
+
+    /// The test code of each result (HL7: OBX-3.1; ASTM: R.3's code), empty where it has none.
+    pub fn result_tests(&self) -> Vec<String> {
+        match self {
+            Parsed::Hl7(m) => {
+                let path: crate::hl7::FieldPath = match "OBX-3.1".parse() {
+                    Ok(p) => p,
+                    Err(_) => return Vec::new(),
+                };
+                m.values_per_segment(&path).into_iter().map(|v| v.into_iter().next().unwrap_or_default()).collect()
+            }
+            Parsed::Astm(m) => astm::result_tests(m),
         }
     }
 
@@ -84,6 +132,7 @@ impl Parsed<'_> {
     pub fn skipped_lines(&self) -> usize {
         match self {
             Parsed::Hl7(m) => m.skipped_lines(),
+            Parsed::Astm(_) => 0,
         }
     }
 
@@ -91,6 +140,7 @@ impl Parsed<'_> {
     pub fn hl7_header(&self) -> Option<crate::hl7::Header> {
         match self {
             Parsed::Hl7(m) => Some(m.header()),
+            Parsed::Astm(_) => None,
         }
     }
 }

@@ -726,3 +726,54 @@ fn init_writes_a_starter_config_that_checks_from_flags_or_answers() {
     assert_success(&outpost(&["config", "check", p]));
     assert!(!dir.path().join("placeholder.toml.orig").exists());
 }
+
+/// The repository's copy of a public instrument capture.
+fn astm_sample(name: &str) -> String {
+    format!("{}/tests/data/astm/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn astm_decode_shows_frames_and_records_with_patient_data_masked() {
+    let out = outpost(&["astm", "decode", &astm_sample("pentra-xlr-frames.txt")]);
+    assert_success(&out);
+    let text = stdout_of(&out);
+    assert!(text.contains("checksum") && text.contains("R|13|^^^HGB^717-9^1|***("), "{text}");
+    assert!(!text.contains("Mohale"), "a patient's name is masked: {text}");
+    let shown = stdout_of(&outpost(&["astm", "decode", "--show-phi", &astm_sample("pentra-xlr-frames.txt")]));
+    assert!(shown.contains("Mohale"), "--show-phi shows it: {shown}");
+    // Not ASTM at all: said so, exit 65, no bytes of it quoted.
+    let vidas = outpost(&["astm", "decode", &astm_sample("mini-vidas-not-astm.txt")]);
+    assert_eq!(vidas.status.code(), Some(65), "{vidas:?}");
+    assert!(stderr_of(&vidas).contains("not ASTM"), "{}", stderr_of(&vidas));
+}
+
+#[test]
+fn rules_test_reads_an_astm_capture_and_names_the_escalation_rules_it_raises() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("outpost.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nsite = \"s\"\nid = \"n\"\nstate_dir = {:?}\n\
+             [[source]]\nname = \"hema\"\nkind = \"astm\"\nprofile = \"horiba-yumizen-h500\"\ntcp_listen = \"127.0.0.1:0\"\n\
+             [[destination]]\nname = \"archive\"\nkind = \"file\"\ndir = \"archive\"\n\
+             [[route]]\nname = \"patients\"\nfrom = [\"hema\"]\nwhen = {{ qc = \"false\" }}\nto = [\"archive\"]\n\
+             [[escalation.rule]]\nname = \"flagged-hgb\"\nseverity = \"warning\"\nwhen = {{ test = \"HGB\", \"R.7\" = [\"H\", \"HH\", \"L\", \"LL\"] }}\n",
+            dir.path().display().to_string()
+        ),
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    assert_success(&outpost(&["config", "check", c]));
+    let out = outpost(&["rules", "test", "--config", c, &astm_sample("yumizen-h500-session.raw")]);
+    assert_success(&out);
+    let text = stdout_of(&out);
+    assert!(text.contains("ASTM results from instrument H500"), "{text}");
+    assert!(text.contains("✓ route patients"), "{text}");
+    assert!(text.contains("escalation rule flagged-hgb would raise a warning escalation (tests HGB)"), "{text}");
+    let json = outpost(&["rules", "test", "--json", "--config", c, &astm_sample("yumizen-h500-session.raw")]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!((v["kind"].as_str(), v["item_type"].as_str()), (Some("astm"), Some("results")));
+    assert_eq!(v["escalations"][0]["tests"], serde_json::json!(["HGB"]));
+    assert_eq!(v["summary"]["results"], "27");
+}

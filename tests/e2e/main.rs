@@ -1,10 +1,12 @@
 //! End-to-end tests: the real `outpost` binary, real sockets, real SQLite files.
 
+mod astm_sim;
 mod mqtt_central;
 mod mqtt_support;
 mod support;
 
 mod acl;
+mod astm;
 mod bad_input;
 mod cli;
 mod config;

@@ -128,6 +128,21 @@ impl Daemon {
 
     /// `node_extra` is appended to the `[node]` table (e.g. `log_summary = "1s"`).
     pub fn start_opts(dir: tempfile::TempDir, node_extra: &str, config: &str, env: Vec<(String, String)>) -> Daemon {
+        let mut d = Daemon::configured(dir, node_extra, config, env);
+        d.spawn();
+        d
+    }
+
+    /// Like [`Daemon::start_opts`], but waits only until the daemon answers on its control
+    /// socket: its sources may be down (a serial port not plugged in yet).
+    pub fn start_answering(dir: tempfile::TempDir, config: &str, env: Vec<(String, String)>) -> Daemon {
+        let mut d = Daemon::configured(dir, "", config, env);
+        d.spawn_until("the daemon to answer", |_| true);
+        d
+    }
+
+    /// Writes the config file; starts nothing.
+    fn configured(dir: tempfile::TempDir, node_extra: &str, config: &str, env: Vec<(String, String)>) -> Daemon {
         let config_path = dir.path().join("outpost.toml");
         let body = config.replace("{dir}", &dir.path().display().to_string());
         let full = format!(
@@ -137,9 +152,7 @@ impl Daemon {
             body
         );
         std::fs::write(&config_path, full).expect("write config");
-        let mut d = Daemon { dir, config_path, child: None, env };
-        d.spawn();
-        d
+        Daemon { dir, config_path, child: None, env }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -152,6 +165,13 @@ impl Daemon {
 
     /// (Re)starts the process and waits until every source listens.
     pub fn spawn(&mut self) {
+        self.spawn_until("the daemon to listen", |s| {
+            s["sources"].as_array().is_some_and(|sources| sources.iter().all(|src| src["state"] == "up"))
+        });
+    }
+
+    /// (Re)starts the process and waits until its status satisfies `ready`.
+    pub fn spawn_until(&mut self, what: &str, ready: impl Fn(&serde_json::Value) -> bool) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -179,11 +199,10 @@ impl Daemon {
                 panic!("outpost exited early with {status}{}; log:\n{}", not_started_hint(status), self.log());
             }
             let s = self.try_status()?;
-            let all_bound = s["sources"].as_array()?.iter().all(|src| src["state"] == "up");
-            all_bound.then_some(())
+            ready(&s).then_some(())
         });
         if listening.is_none() {
-            panic!("timed out after {DEADLINE:?} waiting for the daemon to listen; {}", process_report(pid));
+            panic!("timed out after {DEADLINE:?} waiting for {what}; {}", process_report(pid));
         }
     }
 

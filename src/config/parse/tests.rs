@@ -191,9 +191,11 @@ fn acceptance_config_has_the_right_values() {
         Escalation {
             undelivered_after: secs(900),
             unreachable_after: secs(300),
+            source_down_after: secs(300),
             on_unrouted: true,
             on_rejected: true,
             check_interval: secs(30),
+            rules: Vec::new(),
         }
     );
     assert_eq!(
@@ -463,8 +465,8 @@ fn every_table_lists_its_keys_in_reading_order() {
         (
             format!("{BASE}[escalation]\nzzz = 1\n"),
             format!(
-                "escalation.zzz: {unknown} [escalation] are: undelivered_after, unreachable_after, on_unrouted, \
-                 on_rejected, check_interval"
+                "escalation.zzz: {unknown} [escalation] are: undelivered_after, unreachable_after, \
+                 source_down_after, on_unrouted, on_rejected, check_interval, rule"
             ),
         ),
         (
@@ -479,7 +481,8 @@ fn every_table_lists_its_keys_in_reading_order() {
             edit(8, "zzz = 1"),
             format!(
                 "source[0].zzz: {unknown} [[source]] are: name, kind, listen, max_message_size, idle_timeout, \
-                 max_connections, charset, dir, pattern, after, move_to, settle, rescan, retry_after, max_file_size"
+                 max_connections, charset, dir, pattern, after, move_to, settle, rescan, retry_after, max_file_size, profile, profile_file, serial, tcp_listen, tcp_connect, quirks, \
+                 timers"
             ),
         ),
         (
@@ -798,7 +801,7 @@ fn route_needs_destinations_and_no_repeats() {
 #[test]
 fn unknown_kind_lists_the_known_kinds() {
     one_error(
-        &edit(8, "kind = \"astm\""),
+        &edit(8, "kind = \"hl7fax\""),
         ConfigErrorKind::UnknownKind,
         8,
         "source[0].kind",

@@ -5,6 +5,7 @@
 //! in [`KINDS`]. Its keys are the ones its reader reads; the other kinds' messages learn them from
 //! the same reading.
 
+pub(crate) mod astm;
 mod directory;
 mod mllp;
 
@@ -20,7 +21,7 @@ use super::{Source, SourceKind};
 type Read = fn(&mut Checker, &Tbl<'_, '_>, state_dir: &Path) -> Option<SourceKind>;
 
 /// The accepted values of `kind`, in the order messages list them, each with its reader.
-const KINDS: &[(&str, Read)] = &[("mllp", mllp::read), ("directory", directory::read)];
+const KINDS: &[(&str, Read)] = &[("mllp", mllp::read), ("directory", directory::read), ("astm", astm::read)];
 
 /// One `[[source]]` block; `name` has already been read (see `values::names`).
 pub(super) fn source(ck: &mut Checker, t: &Tbl<'_, '_>, name: Option<String>, state_dir: &Path) -> Option<Source> {

@@ -1,7 +1,10 @@
 //! Escalation: thresholds that turn a quiet problem into a loud event. Evaluated periodically
 //! from the journal and link states: an item undelivered too long, a destination unreachable
 //! too long, the journal above its high-water mark. (Unrouted and rejected items are raised by
-//! intake as they arrive.) Each condition is raised once and cleared once, not every check.
+//! intake as they arrive, as are the content rules of `rules.rs`.) Each condition is raised once
+//! and cleared once, not every check.
+
+pub mod rules;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -103,6 +106,27 @@ pub async fn monitor(
                     )
                 });
             active.set(&bus, EscalationCode::Unreachable, Severity::Critical, &dest.name, msg);
+        }
+        for source in &config.sources {
+            let link = stats.source(&source.name).link();
+            let down_for = now - link.since;
+            let msg = (link.state == crate::stats::SourceState::Down
+                && link.since > 0
+                && down_for > esc.source_down_after.as_millis() as i64)
+                .then(|| {
+                    format!(
+                        "source {} down for {}s: {}",
+                        source.name,
+                        down_for / 1000,
+                        link.last_error.clone().unwrap_or_else(|| "no reason given".into())
+                    )
+                });
+            active.set(&bus, EscalationCode::SourceDown, Severity::Critical, &source.name, msg);
+        }
+        for name in active.subjects(EscalationCode::SourceDown) {
+            if config.source(&name).is_none() {
+                active.set(&bus, EscalationCode::SourceDown, Severity::Critical, &name, None);
+            }
         }
         // Items waiting for a destination that is no longer configured would wait forever, and
         // `status` (which lists configured destinations) would not show them.

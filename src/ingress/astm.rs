@@ -1,0 +1,406 @@
+//! ASTM lab links: an instrument's LIS01-A2 (E1381) link on a serial port, or over TCP either
+//! way, carrying LIS02-A2 (E1394) records. The protocol is [`crate::astm::Link`] (sans IO); this
+//! adapter owns the port or socket, feeds the link the bytes and the time they arrived, writes
+//! what the link asks, journals each message it hands over (through [`Intake`]) and lets the
+//! final frame's ACK go only once that message is durable. It also talks back on the same
+//! half-duplex link: an instrument's query (a Q record) is answered in a session of our own.
+//!
+//! A serial port missing at start, unplugged or failing, and an instrument we connect to that
+//! is down, are opened again with backoff ([`crate::reopen`]); the link state shows in
+//! `status`. TCP reads are a byte stream: the link is fed whatever arrives, whole frames or not.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_serial::SerialStream;
+use tokio_util::sync::CancellationToken;
+
+use super::{OpenError, Serving};
+use crate::astm::{self, Action, DiscardReason, Event, Link, Phase};
+use crate::config::{AstmSource, AstmTransport};
+use crate::envelope::Kind;
+use crate::hl7::Outcome;
+use crate::intake::{Arrival, Intake};
+use crate::reopen::{SessionEnd, keep_open};
+use crate::serial;
+use crate::stats::{SourceLink, SourceStats, get, inc};
+
+/// What `status` shows of a lab link beyond the common counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Detail {
+    /// `serial`, `tcp_listen` or `tcp_connect`.
+    pub transport: String,
+    /// The port or address configured.
+    pub address: String,
+    /// Where the link is open, while it is up: the address bound (differs from `address` for
+    /// port 0), the port with its line settings, or the instrument's address connected to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+    /// The serial line settings (`9600 8N1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// Instruments connected (TCP) or the port open (serial): 0 or 1.
+    pub connections: u64,
+    pub rejected_frames: u64,
+    pub discarded_messages: u64,
+    /// Unix ms of the last message taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_message_at: Option<i64>,
+}
+
+pub fn detail(cfg: &AstmSource, stats: &SourceStats, link: &SourceLink) -> Detail {
+    let (transport, address, line) = match &cfg.transport {
+        AstmTransport::Serial(s) => ("serial", s.port.display().to_string(), Some(s.line())),
+        AstmTransport::TcpListen(a) => ("tcp_listen", a.to_string(), None),
+        AstmTransport::TcpConnect(a) => ("tcp_connect", a.clone(), None),
+    };
+    let last = get(&stats.last_item_at);
+    Detail {
+        transport: transport.into(),
+        address,
+        at: link.at.clone(),
+        line,
+        profile: cfg.profile.as_ref().map(|p| p.id.clone()),
+        connections: get(&stats.connections),
+        rejected_frames: get(&stats.rejected_frames),
+        discarded_messages: get(&stats.discarded_messages),
+        last_message_at: (last > 0).then_some(last as i64),
+    }
+}
+
+/// A lab link's transport, opened (or tried) before the daemon says it is ready.
+pub enum Opened {
+    /// The first attempt at the port: a missing port does not stop the daemon starting; the
+    /// source is down, saying why, and the port is tried again with backoff.
+    Serial(Option<Result<SerialStream, String>>),
+    Listen(TcpListener),
+    /// Connected when serving starts, and again whenever the connection is lost.
+    Connect,
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Opened::Serial(Some(Ok(_))) => f.write_str("Serial(open)"),
+            Opened::Serial(Some(Err(e))) => write!(f, "Serial(not open: {e})"),
+            Opened::Serial(None) => f.write_str("Serial(closed)"),
+            Opened::Listen(l) => write!(f, "Listen({:?})", l.local_addr().ok()),
+            Opened::Connect => f.write_str("Connect"),
+        }
+    }
+}
+
+impl Opened {
+    /// Up and where, or down and why, as the source starts.
+    pub fn state(&self, cfg: &AstmSource) -> Result<String, String> {
+        match (self, &cfg.transport) {
+            (Opened::Serial(Some(Ok(_))), AstmTransport::Serial(s)) => Ok(where_serial(s)),
+            (Opened::Serial(Some(Err(e))), _) => Err(e.clone()),
+            (Opened::Serial(None), _) => Err("not open yet".into()),
+            (Opened::Listen(l), _) => Ok(l.local_addr().map(|a| a.to_string()).unwrap_or_default()),
+            (Opened::Connect, AstmTransport::TcpConnect(a)) => Err(format!("connecting to {a}")),
+            _ => Err("not open yet".into()),
+        }
+    }
+}
+
+fn where_serial(s: &serial::Settings) -> String {
+    format!("{} {}", s.port.display(), s.line())
+}
+
+/// Opens what the link needs: binds a listener (failing the start or the reload like MLLP
+/// does), or tries the serial port once.
+pub async fn open(name: &str, cfg: &AstmSource) -> Result<Opened, OpenError> {
+    match &cfg.transport {
+        AstmTransport::Serial(s) => Ok(Opened::Serial(Some(serial::open(s).map_err(|e| e.to_string())))),
+        AstmTransport::TcpListen(addr) => super::bind_tcp(name, *addr).await.map(Opened::Listen),
+        AstmTransport::TcpConnect(_) => Ok(Opened::Connect),
+    }
+}
+
+/// Everything a session needs.
+#[derive(Clone)]
+struct Ctx {
+    name: Arc<str>,
+    cfg: Arc<AstmSource>,
+    intake: Arc<Intake>,
+    stats: Arc<SourceStats>,
+}
+
+/// Serves the link until `serving.stop` fires; hands back what it opened.
+pub async fn serve(name: String, cfg: AstmSource, opened: Opened, serving: Serving) -> Opened {
+    let ctx = Ctx {
+        name: Arc::from(name.as_str()),
+        cfg: Arc::new(cfg),
+        intake: serving.intake.clone(),
+        stats: serving.stats.clone(),
+    };
+    let stop = serving.stop.clone();
+    match (ctx.cfg.transport.clone(), opened) {
+        (AstmTransport::Serial(settings), Opened::Serial(first)) => {
+            let at = where_serial(&settings);
+            // A port handed over by a reload is open with the settings it had: apply these.
+            let first = first.map(|opened| {
+                opened
+                    .and_then(|mut port| serial::apply(&mut port, &settings).map(|()| port).map_err(|e| e.to_string()))
+            });
+            let opener = || {
+                let settings = settings.clone();
+                async move { serial::open(&settings).map_err(|e| e.to_string()) }
+            };
+            let port = keep_open(&name, &at, first, opener, &ctx.stats, &stop, |port| {
+                session(ctx.clone(), port, stop.clone(), serving.abort.clone())
+            })
+            .await;
+            Opened::Serial(port.map(Ok))
+        }
+        (AstmTransport::TcpConnect(addr), Opened::Connect) => {
+            let opener = || {
+                let addr = addr.clone();
+                async move {
+                    match tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(&addr)).await {
+                        Ok(Ok(s)) => {
+                            let _ = s.set_nodelay(true);
+                            Ok(s)
+                        }
+                        Ok(Err(e)) => Err(format!(
+                            "cannot connect to {addr}: {e}; is the instrument on and its host interface set to listen there?"
+                        )),
+                        Err(_) => Err(format!("no answer from {addr} in 10 s; check the address and the network")),
+                    }
+                }
+            };
+            keep_open(&name, &addr, None, opener, &ctx.stats, &stop, |stream| {
+                session(ctx.clone(), stream, stop.clone(), serving.abort.clone())
+            })
+            .await;
+            Opened::Connect
+        }
+        (AstmTransport::TcpListen(_), Opened::Listen(listener)) => {
+            Opened::Listen(accept_loop(ctx, listener, serving).await)
+        }
+        (_, other) => other,
+    }
+}
+
+/// Takes the instrument's connections on a listener, one at a time: a new connection replaces
+/// the one before (an analyzer that reconnects after a network hiccup leaves a dead one behind),
+/// after that one has finished the message it is on.
+async fn accept_loop(ctx: Ctx, listener: TcpListener, serving: Serving) -> TcpListener {
+    let stop = serving.stop.clone();
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(source = %ctx.name, %addr, "listening for an ASTM instrument");
+    }
+    let mut current: Option<(CancellationToken, tokio::task::JoinHandle<()>)> = None;
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(source = %ctx.name, error = %e, "accept failed");
+                if crate::backoff::sleep_or_cancel(Duration::from_millis(200), &stop).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        if let Some((old, task)) = current.take() {
+            tracing::info!(source = %ctx.name, %peer, "a new connection replaces the instrument's previous one");
+            old.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        tracing::info!(source = %ctx.name, %peer, "instrument connected");
+        let this = stop.child_token();
+        let (ctx2, this2, abort) = (ctx.clone(), this.clone(), serving.abort.clone());
+        let task = serving.tracker.spawn(async move {
+            if let SessionEnd::Lost(why) = session(ctx2.clone(), stream, this2, abort).await {
+                tracing::info!(source = %ctx2.name, %peer, reason = %why, "instrument disconnected");
+            }
+        });
+        current = Some((this, task));
+    }
+    if let Some((old, task)) = current.take() {
+        old.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    listener
+}
+
+/// How long a session told to stop may take to finish the message it is on.
+const FINISH_WITHIN: Duration = Duration::from_secs(4);
+
+/// One session on an open link: runs the E1381 link until the link is lost or the source is
+/// told to stop (then, once the link is idle, or after [`FINISH_WITHIN`], the stream is handed
+/// back).
+async fn session<S>(ctx: Ctx, mut stream: S, stop: CancellationToken, abort: CancellationToken) -> SessionEnd<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let cfg = &ctx.cfg;
+    let mut link = Link::new(cfg.timers, cfg.quirks).with_max_message_size(cfg.max_message_size);
+    let mut buf = vec![0u8; 4096];
+    let mut stopping: Option<Instant> = None;
+    inc(&ctx.stats.connections);
+    let end = loop {
+        if let Err(why) = act(&ctx, &mut link, &mut stream).await {
+            break Err(why);
+        }
+        if let Some(since) = stopping
+            && ((link.phase() == Phase::Idle && link.queued() == 0) || since.elapsed() >= FINISH_WITHIN)
+        {
+            break Ok(());
+        }
+        let deadline = link.next_deadline().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            read = stream.read(&mut buf) => match read {
+                Ok(0) => break Err(lost(&ctx, "read", None)),
+                Ok(n) => link.receive(&buf[..n], Instant::now()),
+                Err(e) => break Err(lost(&ctx, "read", Some(e))),
+            },
+            _ = sleep_until(deadline) => link.tick(Instant::now()),
+            _ = stop.cancelled(), if stopping.is_none() => stopping = Some(Instant::now()),
+            // While stopping, look again every 100 ms whether the link has gone idle.
+            _ = tokio::time::sleep(Duration::from_millis(100)), if stopping.is_some() => {}
+            _ = abort.cancelled() => break Err("stopped".to_string()),
+        }
+    };
+    ctx.stats.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    match end {
+        Ok(()) => SessionEnd::Stopped(stream),
+        Err(why) => {
+            link.disconnected(Instant::now());
+            // What the link says of the message it dropped (logged and counted).
+            while let Some(action) = link.poll_action() {
+                if let Action::Event(e) = action {
+                    event(&ctx, e);
+                }
+            }
+            SessionEnd::Lost(why)
+        }
+    }
+}
+
+/// Why the link was lost, in a tech's words. A serial port whose device hangs up (a USB adapter
+/// unplugged, a pty's master closed) reads end-of-file, or fails reads and writes with EIO; a
+/// TCP peer that closes its end reads end-of-file.
+fn lost(ctx: &Ctx, what: &str, error: Option<std::io::Error>) -> String {
+    let serial = matches!(ctx.cfg.transport, AstmTransport::Serial(_));
+    let hung_up = "the port hung up: was the adapter unplugged or the device switched off?";
+    match error {
+        None if serial => hung_up.to_string(),
+        None => "the instrument closed the connection".to_string(),
+        Some(e) if serial && e.raw_os_error() == Some(libc::EIO) => format!("{hung_up} ({what}: {e})"),
+        Some(e) => format!("{what} failed: {e}"),
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Does everything the link asks, in order: writes, journals messages (then lets their ACK
+/// go), answers queries, logs events.
+async fn act<S: AsyncWrite + Unpin>(ctx: &Ctx, link: &mut Link, stream: &mut S) -> Result<(), String> {
+    while let Some(action) = link.poll_action() {
+        match action {
+            Action::Write(bytes) => {
+                stream.write_all(&bytes).await.map_err(|e| lost(ctx, "write", Some(e)))?;
+                stream.flush().await.map_err(|e| lost(ctx, "write", Some(e)))?;
+            }
+            Action::Message { token, records, complete } => {
+                let reply = query_reply(ctx, &records);
+                let mut arrival = Arrival::new(&ctx.name, Kind::Astm, None, records);
+                if !complete {
+                    arrival.fields.push(("incomplete", "true".into()));
+                }
+                let receipt = ctx.intake.accept(arrival).await;
+                match receipt.outcome {
+                    Outcome::CannotStore => {
+                        tracing::warn!(source = %ctx.name, error = receipt.error.as_deref().unwrap_or(""), "message not stored: refused (NAK); the instrument will send it again");
+                        link.refused(token, Instant::now());
+                    }
+                    _ => {
+                        ctx.stats
+                            .last_item_at
+                            .store(crate::envelope::now_ms().max(0) as u64, std::sync::atomic::Ordering::Relaxed);
+                        link.durable(token, Instant::now());
+                        if let Some(reply) = reply
+                            && let Err(e) = link.send(&reply, Instant::now())
+                        {
+                            tracing::warn!(source = %ctx.name, error = %e, "cannot frame the answer to the instrument's query");
+                        }
+                    }
+                }
+            }
+            Action::Sent { id } => {
+                tracing::debug!(source = %ctx.name, message = %id, "message delivered to the instrument")
+            }
+            Action::SendFailed { id, why } => {
+                tracing::warn!(source = %ctx.name, message = %id, error = %why, "message to the instrument given up");
+                ctx.intake.source_problem(
+                    &ctx.name,
+                    format!("{}: a message to the instrument was given up: {why}", ctx.name),
+                );
+            }
+            Action::Event(e) => event(ctx, e),
+        }
+    }
+    Ok(())
+}
+
+/// The answer to a query message (Q records): the host's own session with H, a P and an O per
+/// specimen it knows orders for, and L; `L|1|I` when it knows none. A cancellation (`Q.13` =
+/// `A`) gets no answer. Orders from the EHR are not yet kept, so every query is answered "no
+/// information" for now.
+fn query_reply(ctx: &Ctx, records: &[u8]) -> Option<Vec<u8>> {
+    let message = astm::Message::parse(records).ok()?;
+    let queries = message.queries();
+    if queries.is_empty() || queries.iter().all(astm::Query::is_cancel) {
+        return None;
+    }
+    let instrument = message.header().value(5, 1);
+    let now = crate::envelope::hl7_now();
+    let header = astm::ReplyHeader::new("outpost", instrument, now.get(..14).unwrap_or(&now));
+    let specimens: usize = queries.iter().map(|q| q.specimen_ids.len()).sum();
+    tracing::debug!(source = %ctx.name, specimens, "instrument query answered: no orders known");
+    astm::build_order_reply(&header, &[]).ok()
+}
+
+/// Logs and counts what happened on the link: routine things at debug, what loses or delays
+/// data at warn. Never content.
+fn event(ctx: &Ctx, e: Event) {
+    let name = &*ctx.name;
+    match e {
+        Event::FrameRejected { .. } => {
+            inc(&ctx.stats.rejected_frames);
+            tracing::debug!(source = name, event = %e, "frame refused");
+        }
+        Event::Discarded { why, .. } => {
+            inc(&ctx.stats.discarded_messages);
+            match why {
+                DiscardReason::Disconnected | DiscardReason::Restarted => {
+                    tracing::info!(source = name, event = %e, "unfinished message dropped; the instrument sends it again")
+                }
+                _ => tracing::warn!(source = name, event = %e, "unfinished message dropped"),
+            }
+        }
+        Event::RecordWithoutCr | Event::AckAbandoned { .. } => tracing::warn!(source = name, event = %e, "link"),
+        Event::Stray { bytes } => {
+            ctx.stats.discarded_bytes.fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!(source = name, event = %e, "link");
+        }
+        _ => tracing::debug!(source = name, event = %e, "link"),
+    }
+}
