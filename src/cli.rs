@@ -230,7 +230,8 @@ enum ConfigCommand {
 
 #[derive(Subcommand, Debug)]
 enum RulesCommand {
-    /// Which routes match MESSAGE_FILE, which destinations get it, and what each receives.
+    /// Which routes take MESSAGE_FILE (an HL7 message; an ASTM capture for a lab-link source), which
+    /// escalation rules it raises, and what each destination receives. Offline.
     Test {
         message_file: PathBuf,
         /// Config to test (default as for the other tools).
@@ -609,9 +610,20 @@ fn print_status(r: &StatusReport) {
             s.duplicates
         );
     }
+    let now = crate::envelope::now_ms();
+    let ago = |t: i64| human_duration(((now - t).max(0) / 1000) as u64);
     for s in &r.sources {
         if let Some(e) = &s.last_error {
-            println!("  {} {}: {e}", s.name, if s.state == crate::stats::SourceState::Up { "problem" } else { "down" });
+            if s.state == crate::stats::SourceState::Up {
+                println!("  {} problem: {e}", s.name);
+            } else if s.since > 0 {
+                println!("  {} down for {}: {e}", s.name, ago(s.since));
+            } else {
+                println!("  {} down: {e}", s.name);
+            }
+        }
+        if let Some(note) = s.detail.status_note(ago) {
+            println!("  {} {note}", s.name);
         }
     }
     println!();
@@ -619,7 +631,6 @@ fn print_status(r: &StatusReport) {
         "{:<16} {:<6} {:<28} {:>8} {:>7} {:>8}  STATE",
         "DESTINATION", "KIND", "TARGET", "PENDING", "FAILED", "OLDEST"
     );
-    let now = crate::envelope::now_ms();
     for d in &r.destinations {
         let state = match (d.unreachable_since, &d.last_error) {
             (Some(since), err) => format!(

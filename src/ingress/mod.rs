@@ -221,6 +221,26 @@ impl SourceDetail {
         }
     }
 
+    /// A line for `outpost status` under the table, when the kind has more to say: a lab
+    /// link's last message and its refused frames and dropped messages. `ago` renders a time
+    /// (unix ms) as an age.
+    pub fn status_note(&self, ago: impl Fn(i64) -> String) -> Option<String> {
+        match self {
+            SourceDetail::Astm(a) => {
+                let last = a
+                    .last_message_at
+                    .map(&ago)
+                    .map(|t| format!("last message {t} ago"))
+                    .unwrap_or("no message yet".into());
+                Some(format!(
+                    "{last} · {} frame(s) refused · {} unfinished message(s) dropped",
+                    a.rejected_frames, a.discarded_messages
+                ))
+            }
+            SourceDetail::Mllp(_) | SourceDetail::Directory(_) => None,
+        }
+    }
+
     /// The kind's own fields for birth and telemetry (no patient data: counts and states).
     pub fn contract_fields(&self) -> Vec<(&'static str, serde_json::Value)> {
         match self {

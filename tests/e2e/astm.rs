@@ -304,6 +304,9 @@ fn astm_tcp_listen_takes_sessions_in_odd_chunks_and_a_resend_after_a_lost_ack_on
     let item = &wait_items(&daemon, "lab", 1)[0];
     assert_same(&daemon.body(&id(item)), &records_of(&frames_of(YUMIZEN)), "over TCP");
     assert_eq!(source(&daemon, "lab")["connections"], 1);
+    // A tech's `outpost status` says when the last message came and what the link refused.
+    let text = stdout_of(&outpost(&["status", "--socket", daemon.socket().to_str().unwrap()]));
+    assert!(text.contains("lab last message") && text.contains("0 frame(s) refused"), "{text}");
 
     // The host's writes over TCP: a query answered in the host's own session.
     sim.play(VITROS_QUERY);
@@ -648,6 +651,8 @@ fn astm_serial_port_missing_at_start_the_daemon_is_ready_and_takes_the_port_when
     assert_eq!(st["state"], "down", "{st}");
     let why = st["last_error"].as_str().unwrap();
     assert!(why.contains(link.to_str().unwrap()) && why.contains("outpost ports"), "{why}");
+    let text = stdout_of(&outpost(&["status", "--socket", daemon.socket().to_str().unwrap()]));
+    assert!(text.contains("lab down for ") && text.contains("outpost ports"), "{text}");
 
     let (line, _) = pty_at(&link);
     wait_source(&daemon, "lab", "the source up once the port exists", |s| s["state"] == "up");
