@@ -177,15 +177,7 @@ fn source(s: &crate::config::Source, daemon: Option<&serde_json::Value>) -> Find
         };
     }
     match &s.kind {
-        SourceKind::Mllp(m) => match std::net::TcpListener::bind(m.listen) {
-            Ok(_) => Finding::ok(check, format!("{} is free to listen on", m.listen)),
-            Err(e) => Finding::bad(
-                Verdict::Fail,
-                check,
-                format!("cannot listen on {}: {e}", m.listen),
-                "another program holds it (`ss -ltnp`), or the address is not this machine's",
-            ),
-        },
+        SourceKind::Mllp(m) => listen_free(check, m.listen),
         SourceKind::Directory(d) => {
             let rwx = nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK;
             if !d.dir.is_dir() {
@@ -208,15 +200,7 @@ fn source(s: &crate::config::Source, daemon: Option<&serde_json::Value>) -> Find
         }
         SourceKind::Astm(a) => match &a.transport {
             crate::config::AstmTransport::Serial(port) => serial_port(check, &port.port),
-            crate::config::AstmTransport::TcpListen(addr) => match std::net::TcpListener::bind(addr) {
-                Ok(_) => Finding::ok(check, format!("{addr} is free to listen on")),
-                Err(e) => Finding::bad(
-                    Verdict::Fail,
-                    check,
-                    format!("cannot listen on {addr}: {e}"),
-                    "another program holds it (`ss -ltnp`), or the address is not this machine's",
-                ),
-            },
+            crate::config::AstmTransport::TcpListen(addr) => listen_free(check, *addr),
             crate::config::AstmTransport::TcpConnect(addr) => match reach(addr) {
                 Ok(()) => Finding::ok(check, format!("the instrument at {addr} accepts connections")),
                 Err(e) => Finding::bad(
@@ -227,6 +211,19 @@ fn source(s: &crate::config::Source, daemon: Option<&serde_json::Value>) -> Find
                 ),
             },
         },
+    }
+}
+
+/// A listening address a source names: free to listen on (the daemon is not running here).
+fn listen_free(check: String, addr: std::net::SocketAddr) -> Finding {
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => Finding::ok(check, format!("{addr} is free to listen on")),
+        Err(e) => Finding::bad(
+            Verdict::Fail,
+            check,
+            format!("cannot listen on {addr}: {e}"),
+            "another program holds it (`ss -ltnp`), or the address is not this machine's",
+        ),
     }
 }
 

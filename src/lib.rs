@@ -30,5 +30,7 @@ pub mod reopen;
 pub mod router;
 pub mod rules_test;
 pub mod serial;
+pub mod serial_line;
 pub mod stats;
+pub mod suggest;
 pub mod uplink;

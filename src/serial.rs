@@ -21,33 +21,7 @@ pub struct Settings {
     pub flow_control: FlowControl,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DataBits {
-    Seven,
-    Eight,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Parity {
-    None,
-    Even,
-    Odd,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopBits {
-    One,
-    Two,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FlowControl {
-    None,
-    /// Hardware handshake on RTS/CTS.
-    RtsCts,
-    /// Software handshake (XON/XOFF in the data).
-    XonXoff,
-}
+pub use crate::serial_line::{DataBits, FlowControl, Parity, StopBits};
 
 impl Settings {
     /// A port at 9600 8N1 without flow control, the most common analyzer default.

@@ -10,7 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::{OpenError, Serving};
+use super::Serving;
 use crate::config::MllpSource;
 use crate::envelope::Kind;
 use crate::envelope::hl7_now;
@@ -39,12 +39,6 @@ pub fn detail(cfg: &MllpSource, stats: &SourceStats, link: &SourceLink) -> Detai
         oversized: get(&stats.oversized),
         discarded_bytes: get(&stats.discarded_bytes),
     }
-}
-
-/// Binds the listening socket (separately from serving, so that a bad address or a port in
-/// use is reported at start or reload, before anything else changes).
-pub async fn bind(name: &str, cfg: &MllpSource) -> Result<TcpListener, OpenError> {
-    super::bind_tcp(name, cfg.listen).await
 }
 
 /// Accepts connections until `serving.stop` fires, then hands the listener back (a reload

@@ -117,7 +117,8 @@ impl Opened {
     }
 }
 
-/// Binds a listening TCP socket, failing with what to do about it.
+/// Binds a listening TCP socket (separately from serving, so that a bad address or a port in
+/// use is reported at start or reload, before anything else changes), failing with what to do.
 pub async fn bind_tcp(name: &str, addr: SocketAddr) -> Result<tokio::net::TcpListener, OpenError> {
     tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         let hint = match e.kind() {
@@ -138,7 +139,7 @@ pub async fn bind_tcp(name: &str, addr: SocketAddr) -> Result<tokio::net::TcpLis
 /// Opens what `source` needs (binds, checks folders and ports).
 pub async fn open(source: &Source) -> Result<Opened, OpenError> {
     match &source.kind {
-        SourceKind::Mllp(m) => mllp::bind(&source.name, m).await.map(Opened::Mllp),
+        SourceKind::Mllp(m) => bind_tcp(&source.name, m.listen).await.map(Opened::Mllp),
         SourceKind::Directory(d) => directory::open(&source.name, d).map(|f| Opened::Directory(Box::new(f))),
         SourceKind::Astm(a) => astm::open(&source.name, a).await.map(Opened::Astm),
     }

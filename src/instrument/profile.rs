@@ -97,33 +97,7 @@ pub struct SerialDefaults {
     pub flow_control: FlowControl,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DataBits {
-    Seven,
-    Eight,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Parity {
-    None,
-    Even,
-    Odd,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopBits {
-    One,
-    Two,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FlowControl {
-    None,
-    /// Hardware handshake on RTS/CTS.
-    RtsCts,
-    /// Software handshake (XON/XOFF in the data).
-    XonXoff,
-}
+pub use crate::serial_line::{DataBits, FlowControl, Parity, StopBits};
 
 const BAUD_RATES: [u32; 9] = [1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400];
 
@@ -1197,27 +1171,7 @@ fn suggest<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str> {
     if let Some(hit) = candidates.iter().find(|c| c.contains(&word)) {
         return Some(hit);
     }
-    candidates
-        .iter()
-        .map(|c| (edit_distance(&word, c), *c))
-        .filter(|(d, c)| *d <= (c.chars().count() / 3).max(1))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let above = row[j + 1];
-            row[j + 1] = if ca == *cb { diagonal } else { 1 + diagonal.min(above).min(row[j]) };
-            diagonal = above;
-        }
-    }
-    row[b.len()]
+    crate::suggest::closest(&word, candidates.iter().copied())
 }
 
 #[cfg(test)]

@@ -774,3 +774,33 @@ fn astm_a_port_held_by_another_program_is_reported_busy_and_taken_when_free() {
     sim.play(ERBA);
     wait_items(&second, "lab", 1);
 }
+
+#[test]
+fn astm_an_instrument_unreachable_longer_than_source_down_after_is_escalated_until_it_is_back() {
+    let instrument = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = instrument.local_addr().unwrap();
+    drop(instrument);
+    let daemon = Daemon::start_answering(
+        tempfile::tempdir().unwrap(),
+        &lab_config(
+            &[("lab", format!("tcp_connect = \"{addr}\""))],
+            "[escalation]\nsource_down_after = \"1s\"\ncheck_interval = \"1s\"\n",
+        ),
+        Vec::new(),
+    );
+    let raised = |d: &Daemon| {
+        d.status()["escalations"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .find(|e| e["code"] == "source_down")
+    };
+    let e = wait_for("source_down raised", DEADLINE, || raised(&daemon));
+    assert_eq!((e["subject"].as_str(), e["severity"].as_str()), (Some("lab"), Some("critical")), "{e}");
+    assert!(e["message"].as_str().unwrap().contains(&addr.to_string()), "says why: {e}");
+    // The instrument comes up: the source connects, and the escalation clears.
+    let _instrument = TcpListener::bind(addr).unwrap();
+    wait_source(&daemon, "lab", "the source up", |s| s["state"] == "up");
+    wait_for("source_down cleared", DEADLINE, || raised(&daemon).is_none().then_some(()));
+}

@@ -122,3 +122,27 @@ fn free_disk_below_twice_the_floor_raises_low_disk_then_clears() {
     std::fs::remove_file(disk.path("filler")).unwrap();
     wait_for("low_disk to clear", DEADLINE, || (!has(&daemon, "low_disk", "journal")).then_some(()));
 }
+
+#[test]
+fn an_item_matching_an_escalation_rule_raises_it_at_once_naming_the_tests_never_the_values() {
+    let sink = Sink::start(SinkMode::Accept);
+    let config = single_route_config(
+        "[[escalation.rule]]
+name = \"critical-result\"
+when = { \"OBX-8\" = [\"HH\", \"LL\"] }",
+        sink.addr,
+        "",
+        "",
+    );
+    let daemon = Daemon::start(&config);
+    let mut client = Client::connect(daemon.addr("ehr"));
+    // A normal result raises nothing; a critical one raises the rule with the item and its test.
+    assert_eq!(ack_code(&client.send(&oru("R-1", "N"))), "AA");
+    assert_eq!(ack_code(&client.send(&oru("R-2", "LL"))), "AA");
+    let line = wait_for("the rule's escalation in the log", DEADLINE, || {
+        daemon.log().lines().find(|l| l.contains("rule critical-result")).map(str::to_string)
+    });
+    assert!(line.contains("WARN") && line.contains("718-7") && line.contains("ORU^R01"), "{line}");
+    assert!(!line.contains("7.1") && !line.contains("TEST^PATIENT"), "no value, no patient: {line}");
+    assert_eq!(daemon.log().matches("rule critical-result").count(), 1, "only the critical result raises it");
+}

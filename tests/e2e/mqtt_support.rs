@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::support::{DEADLINE, output_within, wait_for};
+use crate::support::{DEADLINE, output_within, read_again, wait_for};
 
 pub use crate::mqtt_central::*;
 
@@ -727,12 +727,7 @@ fn pump(shared: &Arc<ProxyShared>, conn: &Arc<ProxyConn>, mut from: TcpStream, m
         let n = match from.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
-                ) =>
-            {
+            Err(e) if read_again(&e) => {
                 continue;
             }
             Err(_) => break,
@@ -1040,11 +1035,7 @@ pub fn read_within(stream: &mut TcpStream, n: usize, timeout: Duration) -> Optio
         match stream.read(&mut buf[got..]) {
             Ok(0) => return None,
             Ok(k) => got += k,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
-                ) => {}
+            Err(e) if read_again(&e) => {}
             Err(_) => return None,
         }
     }
@@ -1061,11 +1052,7 @@ pub fn closed_within(stream: &mut TcpStream, timeout: Duration) -> bool {
         match stream.read(&mut buf) {
             Ok(0) => return true,
             Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
-                ) => {}
+            Err(e) if read_again(&e) => {}
             Err(_) => return true,
         }
     }

@@ -76,6 +76,12 @@ fn not_started_hint(status: std::process::ExitStatus) -> &'static str {
     }
 }
 
+/// A read that timed out (SO_RCVTIMEO), would block, or was interrupted by a signal (SIGCHLD
+/// from another test's child): read again.
+pub fn read_again(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted)
+}
+
 /// Polls `cond` until it returns Some or the deadline passes.
 pub fn wait_for<T>(what: &str, deadline: Duration, cond: impl FnMut() -> Option<T>) -> T {
     within(deadline, cond).unwrap_or_else(|| panic!("timed out after {deadline:?} waiting for {what}"))
@@ -386,12 +392,7 @@ fn serve_sink(
         let n = match stream.read(&mut buf) {
             Ok(0) => return,
             Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
-                ) =>
-            {
+            Err(e) if read_again(&e) => {
                 continue;
             }
             Err(_) => return,

@@ -126,51 +126,29 @@ fn profile_timers(p: &crate::instrument::Timers) -> Timers {
 
 /// The port's settings: what the source gives, else what its profile gives, else 9600 8N1.
 fn serial(ck: &mut Checker, t: &Tbl<'_, '_>, profile: Option<&SerialDefaults>) -> Option<Settings> {
-    use crate::instrument as p;
     let port = t.req(ck, "port", "port = \"/dev/serial/by-id/usb-FTDI_FT232R_A10K1234-if00-port0\"", path);
     let baud = t.opt(ck, "baud", profile.map_or(9600, |p| u64::from(p.baud)), count_in(50, 4_000_000));
-    let data_bits = t.opt(
-        ck,
-        "data_bits",
-        match profile.map(|p| p.data_bits) {
-            Some(p::DataBits::Seven) => DataBits::Seven,
-            _ => DataBits::Eight,
-        },
-        |ck, v| match count_in(7, 8)(ck, v)? {
+    let data_bits = t.opt(ck, "data_bits", profile.map_or(DataBits::Eight, |p| p.data_bits), |ck, v| {
+        match count_in(7, 8)(ck, v)? {
             7 => Some(DataBits::Seven),
             _ => Some(DataBits::Eight),
-        },
-    );
+        }
+    });
     let parity = t.opt(
         ck,
         "parity",
-        match profile.map(|p| p.parity) {
-            Some(p::Parity::Even) => Parity::Even,
-            Some(p::Parity::Odd) => Parity::Odd,
-            _ => Parity::None,
-        },
+        profile.map_or(Parity::None, |p| p.parity),
         choice(&[("none", Parity::None), ("even", Parity::Even), ("odd", Parity::Odd)], "parity"),
     );
-    let stop_bits = t.opt(
-        ck,
-        "stop_bits",
-        match profile.map(|p| p.stop_bits) {
-            Some(p::StopBits::Two) => StopBits::Two,
-            _ => StopBits::One,
-        },
-        |ck, v| match count_in(1, 2)(ck, v)? {
+    let stop_bits =
+        t.opt(ck, "stop_bits", profile.map_or(StopBits::One, |p| p.stop_bits), |ck, v| match count_in(1, 2)(ck, v)? {
             2 => Some(StopBits::Two),
             _ => Some(StopBits::One),
-        },
-    );
+        });
     let flow_control = t.opt(
         ck,
         "flow_control",
-        match profile.map(|p| p.flow_control) {
-            Some(p::FlowControl::RtsCts) => FlowControl::RtsCts,
-            Some(p::FlowControl::XonXoff) => FlowControl::XonXoff,
-            _ => FlowControl::None,
-        },
+        profile.map_or(FlowControl::None, |p| p.flow_control),
         choice(
             &[("none", FlowControl::None), ("rts_cts", FlowControl::RtsCts), ("xon_xoff", FlowControl::XonXoff)],
             "flow control",
@@ -216,7 +194,7 @@ pub(crate) fn quirk_list(ck: &mut Checker, v: &Val<'_, '_>) -> Option<Quirks> {
             continue;
         };
         if !set_quirk(&mut quirks, &name) {
-            let near = crate::config::walk::closest(&name, QUIRKS.iter().copied())
+            let near = crate::suggest::closest(&name, QUIRKS.iter().copied())
                 .map(|k| format!("did you mean {k:?}? "))
                 .unwrap_or_default();
             iv.invalid(ck, format!("unknown quirk {name:?}; {near}the quirks are {}", QUIRKS.join(", ")));
