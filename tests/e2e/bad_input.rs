@@ -152,7 +152,7 @@ fn a_destination_that_never_answers_keeps_items_pending_in_order() {
 #[test]
 fn a_full_journal_answers_ar_and_keeps_what_it_acknowledged() {
     // The destination is down, so nothing can be evicted; the cap is tiny.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = dead_addr();
     let mut config = single_route_config("", dead, "", "");
     config.push_str("\n[journal]\nmax_bytes = \"2KiB\"\n");
     let mut daemon = Daemon::start(&config);

@@ -338,6 +338,7 @@ impl Sink {
     }
 
     pub fn start_on(addr: &str, mode: SinkMode) -> Sink {
+        release(addr);
         let listener = TcpListener::bind(addr).expect("bind sink");
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -658,8 +659,30 @@ pub fn sample(name: &str) -> PathBuf {
 }
 
 /// An address nobody listens on: bound to an ephemeral port, then released.
+/// An address where nobody listens, and nobody will until a test starts a [`Sink`] on it.
+///
+/// Binding port 0 and letting go is not enough: the kernel may hand the same port to the
+/// daemon's own listener a moment later, and the "dead" destination then answers. So the port
+/// stays bound, not listening (a connection to it is refused), until `Sink::start_on` takes it.
 pub fn dead_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, getsockname, socket};
+    let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).expect("socket");
+    bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::new(127, 0, 0, 1, 0)).expect("bind port 0");
+    let bound: SockaddrIn = getsockname(std::os::fd::AsRawFd::as_raw_fd(&fd)).expect("getsockname");
+    let addr = SocketAddr::from(std::net::SocketAddrV4::from(bound));
+    RESERVED.lock().unwrap().insert(addr, fd);
+    addr
+}
+
+/// Ports [`dead_addr`] holds bound, by address.
+static RESERVED: Mutex<std::collections::BTreeMap<SocketAddr, std::os::fd::OwnedFd>> =
+    Mutex::new(std::collections::BTreeMap::new());
+
+/// Lets go of a port [`dead_addr`] holds, so a test can listen on it.
+fn release(addr: &str) {
+    if let Ok(addr) = addr.parse::<SocketAddr>() {
+        RESERVED.lock().unwrap().remove(&addr);
+    }
 }
 
 impl Daemon {

@@ -500,7 +500,7 @@ fn a_config_whose_uplink_cannot_connect_is_rolled_back() {
     wait_birth(&central);
     let running = std::fs::read_to_string(&d.config_path).unwrap();
     // A broker address where nothing listens.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = dead_addr();
     let moved = running.replace(&url, &format!("mqtt://{dead}"));
     let file = d.path("moved.toml");
     std::fs::write(&file, &moved).unwrap();
