@@ -50,6 +50,9 @@ struct Read {
     rules: Arc<Rules>,
     /// The escalation rules it matched.
     hits: Vec<crate::escalate::rules::Hit>,
+    /// Made by outpost from another item (a lab message's HL7 results), not received: not
+    /// counted as received.
+    derived: bool,
 }
 
 /// How the adapter should answer the sender.
@@ -71,6 +74,9 @@ pub struct Rules {
     pub escalate_rejected: bool,
     /// `[[escalation.rule]]`: escalations on what an item holds.
     pub escalation_rules: Vec<crate::config::EscalationRule>,
+    /// The instrument profile of each lab link that has one, by source name: its items are
+    /// read with it (test codes where it says, critical ranges).
+    pub profiles: std::collections::HashMap<String, crate::instrument::Profile>,
 }
 
 pub struct Intake {
@@ -91,6 +97,11 @@ impl Rules {
             escalate_unrouted: config.escalation.on_unrouted,
             escalate_rejected: config.escalation.on_rejected,
             escalation_rules: config.escalation.rules.clone(),
+            profiles: config
+                .sources
+                .iter()
+                .filter_map(|s| s.kind.profile().map(|p| (s.name.clone(), p.clone())))
+                .collect(),
         }
     }
 }
@@ -125,6 +136,39 @@ impl Intake {
         self.announce(read, inserted)
     }
 
+    /// Takes an item and the items made from it (a lab message and its results as HL7): all
+    /// are committed in one transaction, linked in their summaries (`derived_from`, `derived`),
+    /// or none is. The receipt is the first item's, which is what the sender is answered for; a
+    /// retransmission of it stores nothing again.
+    pub async fn accept_linked(&self, primary: Arrival, derived: Vec<Arrival>) -> Receipt {
+        if derived.is_empty() {
+            return self.accept(primary).await;
+        }
+        let (envelope, read) = self.read(primary);
+        let (envelopes, reads): (Vec<NewEnvelope>, Vec<Read>) = derived
+            .into_iter()
+            .map(|a| {
+                let (e, mut r) = self.read(a);
+                r.derived = true;
+                (e, r)
+            })
+            .unzip();
+        match self.journal.insert_linked(envelope, envelopes).await {
+            Ok(inserted) => {
+                let mut inserted = inserted.into_iter();
+                let Some(first) = inserted.next() else {
+                    return self.announce(read, Err(JournalError::Closed));
+                };
+                let receipt = self.announce(read, Ok(first));
+                for (r, i) in reads.into_iter().zip(inserted) {
+                    self.announce(r, Ok(i));
+                }
+                receipt
+            }
+            Err(e) => self.announce(read, Err(e)),
+        }
+    }
+
     /// Takes every item of one file together: all are committed in one transaction with the
     /// file's record, or none is (a refusal, a crash), so a file read again after a crash is
     /// recognised by its record and never stored twice. Receipts are in the items' order.
@@ -146,10 +190,10 @@ impl Intake {
     /// envelope to journal and what announcing it needs.
     fn read(&self, arrival: Arrival) -> (NewEnvelope, Read) {
         let Arrival { source, kind, charset, body, fields } = arrival;
-        let decoded = payload::decode(kind, &body, charset);
+        let rules = self.rules.get();
+        let decoded = payload::decode_from(kind, &body, charset, rules.profiles.get(&source));
         let charset_name = decoded.charset().map(|c| c.name().to_string());
         let parsed = decoded.parse();
-        let rules = self.rules.get();
         let mut hits = Vec::new();
         let (header, mut summary, status, decision, note) = match &parsed {
             Ok(item) => {
@@ -186,6 +230,7 @@ impl Intake {
             header,
             rules,
             hits,
+            derived: false,
         };
         let envelope = NewEnvelope {
             source,
@@ -204,7 +249,8 @@ impl Intake {
 
     /// Counts, logs and announces what became of an item, and says how to answer its sender.
     fn announce(&self, read: Read, inserted: Result<Inserted, JournalError>) -> Receipt {
-        let Read { source, kind, status, size, summary, routes, destinations, note, header, rules, hits } = read;
+        let Read { source, kind, status, size, summary, routes, destinations, note, header, rules, hits, derived } =
+            read;
         let source = source.as_str();
         let stats = self.stats.source(source);
         if inserted.is_ok() && self.refusing.load(std::sync::atomic::Ordering::Relaxed) {
@@ -212,10 +258,14 @@ impl Intake {
         }
         match inserted {
             Ok(Inserted::Stored { id, .. }) => {
-                inc(&stats.received);
                 // Per item, so at debug: a backlog of 100,000 would exceed journald's rate limit
                 // and hide the warnings. The daemon logs a summary of counts instead.
-                tracing::debug!(event = "received", source, item_id = %id, kind = kind.as_str(), item_type = %summary.item_type, size, status = status.as_str(), "received");
+                if derived {
+                    tracing::debug!(event = "derived", source, item_id = %id, kind = kind.as_str(), item_type = %summary.item_type, size, status = status.as_str(), "made from a received item");
+                } else {
+                    inc(&stats.received);
+                    tracing::debug!(event = "received", source, item_id = %id, kind = kind.as_str(), item_type = %summary.item_type, size, status = status.as_str(), "received");
+                }
                 self.bus.emit(EventKind::Received {
                     id: id.clone(),
                     source: source.to_string(),
@@ -309,7 +359,7 @@ impl Intake {
         let mut still = 0;
         for item in &items {
             let charset = item.charset.as_deref().and_then(Charset::from_label);
-            let decoded = payload::decode(item.kind, &item.body, charset);
+            let decoded = payload::decode_from(item.kind, &item.body, charset, rules.profiles.get(&item.source));
             let decision = match decoded.parse() {
                 Ok(parsed) => rules.router.route(&item.source, &parsed),
                 Err(_) => Default::default(),

@@ -36,7 +36,25 @@ pub fn run(config: &Config, file: &Path, bytes: &[u8], source: Option<&str>, jso
     let mut reports = Vec::new();
     for body in &items {
         match one(config, &source, kind, body) {
-            Ok(r) => reports.push(r),
+            Ok(r) => {
+                reports.push(r);
+                // A lab link that turns results into HL7 journals those too, routed as HL7.
+                for converted in derived(config, &source, body) {
+                    match converted {
+                        crate::ingress::astm::Converted::Hl7 { body, .. } => {
+                            let mut r = one(config, &source, Kind::Hl7v2, &body).map_err(anyhow::Error::msg)?;
+                            r.derived = true;
+                            reports.push(r);
+                        }
+                        crate::ingress::astm::Converted::Qc { results } => println!(
+                            "note     {results} QC result(s): kept as the instrument sent them, never converted to HL7"
+                        ),
+                        crate::ingress::astm::Converted::Failed(e) => {
+                            println!("note     results not converted to HL7: {e}")
+                        }
+                    }
+                }
+            }
             Err(why) => {
                 eprintln!(
                     "{}: not a readable {} item: {why}. The daemon would keep it as rejected{}.",
@@ -64,6 +82,14 @@ pub fn run(config: &Config, file: &Path, bytes: &[u8], source: Option<&str>, jso
     Ok(0)
 }
 
+/// What the source makes of a lab message's results (`hl7 = { ... }`), if it is a lab link.
+fn derived(config: &Config, source: &str, body: &[u8]) -> Vec<crate::ingress::astm::Converted> {
+    match config.source(source).map(|s| &s.kind) {
+        Some(crate::config::SourceKind::Astm(a)) => crate::ingress::astm::convert_results(a, body),
+        _ => Vec::new(),
+    }
+}
+
 /// The H…L messages of an ASTM capture (frames, as on the wire) or of records at rest.
 fn astm_messages(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     let text = match crate::astm::classify(bytes).map_err(|e| e.to_string())? {
@@ -88,11 +114,14 @@ struct Report {
     hits: Vec<Hit>,
     /// Per destination: the bytes it would receive (as text), or why it would fail.
     outputs: Vec<(String, usize, Result<String, String>)>,
+    /// Made from the lab message before it (its results as HL7), not received.
+    derived: bool,
 }
 
 fn one(config: &Config, source: &str, kind: Kind, body: &[u8]) -> Result<Report, String> {
     let charset = config.source(source).and_then(|s| s.kind.charset());
-    let decoded = crate::payload::decode(kind, body, charset);
+    let profile = config.source(source).and_then(|s| s.kind.profile());
+    let decoded = crate::payload::decode_from(kind, body, charset, profile);
     let parsed = decoded.parse().map_err(|e| e.to_string())?;
     let router = Router::new(config);
     let (decision, traces) = router.route_traced(source, &parsed);
@@ -118,6 +147,7 @@ fn one(config: &Config, source: &str, kind: Kind, body: &[u8]) -> Result<Report,
         decision,
         hits,
         outputs,
+        derived: false,
     })
 }
 
@@ -128,6 +158,7 @@ impl Report {
             "kind": self.kind.as_str(),
             "item_type": self.summary.item_type,
             "item_ref": self.summary.item_ref,
+            "derived": self.derived,
             "summary": self.summary,
             "charset": self.charset,
             "routing_mode": format!("{:?}", self.mode),
@@ -147,6 +178,12 @@ impl Report {
     fn print(&self, source: &str) {
         let s = &self.summary;
         match self.kind {
+            Kind::Hl7v2 if self.derived => println!(
+                "message  {} control id {} (HL7 {}): the lab message's results as HL7, made by source {source}",
+                s.item_type,
+                s.item_ref,
+                s.fields.get("version").map(String::as_str).unwrap_or(""),
+            ),
             Kind::Hl7v2 => println!(
                 "message  {} control id {} (HL7 {}, {}) from source {source}",
                 s.item_type,

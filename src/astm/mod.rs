@@ -32,6 +32,7 @@ pub mod frame;
 pub mod link;
 pub mod records;
 pub mod reply;
+pub mod results;
 pub mod split;
 
 #[cfg(test)]
@@ -42,6 +43,7 @@ pub use frame::{Frame, FrameEnd, FrameError, FrameProblem, LineEnd, split_messag
 pub use link::{Action, DiscardReason, Event, Link, Phase, Quirks, Rejection, SendFailure, SendId, Timers, Token};
 pub use records::{Delimiters, FieldPath, Message, Query, Record, RecordError, Summary};
 pub use reply::{Order, ReplyHeader, build_order_reply};
+pub use results::result_sets;
 pub use split::{Assembled, Assembler, Split, split_messages};
 
 /// The control characters of E1381.

@@ -56,11 +56,12 @@ pub(super) fn conditions(ck: &mut Checker, t: &Tbl<'_, '_>) -> Option<Vec<Condit
 /// path (`R.3.4`: a record type, a dot), or a name for what every instrument has.
 pub(super) fn field(key: &str) -> Result<Field, String> {
     const FORMS: &str = "an HL7 field path such as MSH-9.1 or OBX-8, an ASTM record path such as R.3.4 \
-                         or H.5.1, or for ASTM items instrument, test or qc";
+                         or H.5.1, or for ASTM items instrument, test, qc or critical";
     match key {
         "instrument" => return Ok(Field::Astm(AstmField::Instrument)),
         "test" => return Ok(Field::Astm(AstmField::Test)),
         "qc" => return Ok(Field::Astm(AstmField::Qc)),
+        "critical" => return Ok(Field::Astm(AstmField::Critical)),
         _ => {}
     }
     // HL7: a segment (three letters or digits, `MSH`, `ZX1`) and a dash; a key that starts like

@@ -167,6 +167,22 @@ pub struct AstmSource {
     pub timers: crate::astm::Timers,
     /// A received message larger than this is refused (NAK) frame by frame.
     pub max_message_size: usize,
+    /// `hl7 = { ... }`: each message's patient results are also journaled as an HL7 v2.5.1
+    /// ORU^R01, a new item linked to the message (needs a profile: its test-code map).
+    pub hl7: Option<Hl7Results>,
+}
+
+/// The header of the ORU^R01 messages a lab link's results become.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Hl7Results {
+    /// MSH-3.
+    pub sending_application: String,
+    /// MSH-4.
+    pub sending_facility: String,
+    /// MSH-5.
+    pub receiving_application: String,
+    /// MSH-6.
+    pub receiving_facility: String,
 }
 
 /// How the instrument is reached.
@@ -186,7 +202,16 @@ impl SourceKind {
     pub fn payloads(&self) -> &'static [Kind] {
         match self {
             SourceKind::Mllp(_) | SourceKind::Directory(_) => &[Kind::Hl7v2],
+            SourceKind::Astm(a) if a.hl7.is_some() => &[Kind::Astm, Kind::Hl7v2],
             SourceKind::Astm(_) => &[Kind::Astm],
+        }
+    }
+
+    /// The instrument profile its items are read with, if any (lab links).
+    pub fn profile(&self) -> Option<&crate::instrument::Profile> {
+        match self {
+            SourceKind::Astm(a) => a.profile.as_deref(),
+            SourceKind::Mllp(_) | SourceKind::Directory(_) => None,
         }
     }
 
@@ -409,6 +434,19 @@ pub enum AstmField {
     Instrument,
     Test,
     Qc,
+    /// A result's critical finding: `high`/`low` (the profile's critical range), `HH`/`LL`
+    /// (the instrument's panic flags), `>`/`<` (off its measuring range).
+    Critical,
+}
+
+impl Field {
+    /// The one kind of item a condition on this field can hold for.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Field::Hl7(_) => Kind::Hl7v2,
+            Field::Astm(_) => Kind::Astm,
+        }
+    }
 }
 
 impl std::fmt::Display for Field {
@@ -419,6 +457,7 @@ impl std::fmt::Display for Field {
             Field::Astm(AstmField::Instrument) => f.write_str("instrument"),
             Field::Astm(AstmField::Test) => f.write_str("test"),
             Field::Astm(AstmField::Qc) => f.write_str("qc"),
+            Field::Astm(AstmField::Critical) => f.write_str("critical"),
         }
     }
 }

@@ -130,7 +130,9 @@ pub(super) fn transforms_fit_kinds(
         let Some(route) = route else { continue };
         let mut kinds: Vec<Kind> = Vec::new();
         for s in sources.iter().flatten().filter(|s| route.from.contains(&s.name)) {
-            for k in s.kind.payloads() {
+            // A condition on one kind's fields never holds for another kind's items: a route
+            // with `when = { "MSH-9.1" = "ORU" }` from a lab link carries its HL7 results only.
+            for k in s.kind.payloads().iter().filter(|k| route.when.iter().all(|c| c.field.kind() == **k)) {
                 if !kinds.contains(k) {
                     kinds.push(*k);
                 }

@@ -321,11 +321,12 @@ async fn act<S: AsyncWrite + Unpin>(ctx: &Ctx, link: &mut Link, stream: &mut S) 
             }
             Action::Message { token, records, complete } => {
                 let reply = query_reply(ctx, &records);
+                let derived = if complete { results_as_hl7(ctx, &records) } else { Vec::new() };
                 let mut arrival = Arrival::new(&ctx.name, Kind::Astm, None, records);
                 if !complete {
                     arrival.fields.push(("incomplete", "true".into()));
                 }
-                let receipt = ctx.intake.accept(arrival).await;
+                let receipt = ctx.intake.accept_linked(arrival, derived).await;
                 match receipt.outcome {
                     Outcome::CannotStore => {
                         tracing::warn!(source = %ctx.name, error = receipt.error.as_deref().unwrap_or(""), "message not stored: refused (NAK); the instrument will send it again");
@@ -358,6 +359,100 @@ async fn act<S: AsyncWrite + Unpin>(ctx: &Ctx, link: &mut Link, stream: &mut S) 
         }
     }
     Ok(())
+}
+
+/// A message's patient results as HL7 v2.5.1 ORU^R01 items, one per specimen, when the source
+/// says so (`hl7 = { ... }`, with a profile). A set that cannot be converted is logged (why,
+/// never what); the message itself is journaled as always.
+fn results_as_hl7(ctx: &Ctx, records: &[u8]) -> Vec<Arrival> {
+    let mut out = Vec::new();
+    for converted in convert_results(&ctx.cfg, records) {
+        match converted {
+            Converted::Hl7 { body, fields } => {
+                let mut arrival = Arrival::new(&ctx.name, Kind::Hl7v2, None, body);
+                arrival.fields = fields;
+                out.push(arrival);
+            }
+            Converted::Qc { results } => {
+                tracing::debug!(source = %ctx.name, results, "QC results kept as sent, not converted to HL7")
+            }
+            Converted::Failed(e) => {
+                tracing::warn!(source = %ctx.name, reason = %e, "results not converted to HL7; the instrument's message is kept as sent")
+            }
+        }
+    }
+    out
+}
+
+/// What became of one specimen's results.
+#[derive(Debug)]
+pub enum Converted {
+    /// An ORU^R01, and the summary fields to add (test codes the map lacks).
+    Hl7 {
+        body: Vec<u8>,
+        fields: Vec<(&'static str, String)>,
+    },
+    /// Quality control: never a patient result.
+    Qc {
+        results: usize,
+    },
+    Failed(crate::instrument::OruError),
+}
+
+/// The source's conversion of a message's results (`hl7 = { ... }` and a profile), one entry
+/// per specimen with results; nothing when the source does not convert or the records do not
+/// read. Shared by the adapter and `rules test`.
+pub fn convert_results(cfg: &AstmSource, records: &[u8]) -> Vec<Converted> {
+    let (Some(hl7), Some(profile)) = (cfg.hl7.as_ref(), cfg.profile.as_deref()) else {
+        return Vec::new();
+    };
+    let Ok(message) = astm::Message::parse(records) else { return Vec::new() };
+    let mut out = Vec::new();
+    for set in astm::result_sets(&message, profile) {
+        if set.qc {
+            out.push(Converted::Qc { results: set.results.len() });
+            continue;
+        }
+        let context = crate::instrument::OruContext {
+            sending_application: hl7.sending_application.clone(),
+            sending_facility: hl7.sending_facility.clone(),
+            receiving_application: hl7.receiving_application.clone(),
+            receiving_facility: hl7.receiving_facility.clone(),
+            control_id: unique_control_id(),
+            message_time: crate::envelope::hl7_now(),
+        };
+        match crate::instrument::to_oru_r01(&set, profile, None, &context) {
+            Ok(oru) => {
+                let mut fields = Vec::new();
+                let report = crate::instrument::mapping_report(&set, profile);
+                if !report.unmapped.is_empty() {
+                    fields.push(("unmapped_tests", report.unmapped.join(",")));
+                }
+                if !report.unexpected_units.is_empty() {
+                    fields.push(("unexpected_units", report.unexpected_units.join(",")));
+                }
+                out.push(Converted::Hl7 { body: oru.into_bytes(), fields });
+            }
+            Err(e) => out.push(Converted::Failed(e)),
+        }
+    }
+    out
+}
+
+/// An MSH-10 no other message from this gateway has: milliseconds since the epoch times 100,
+/// then counting up (strictly increasing across sources and restarts while the clock does).
+fn unique_control_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let floor = (crate::envelope::now_ms().max(0) as u64).saturating_mul(100);
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = last.saturating_add(1).max(floor);
+        match LAST.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return format!("OP{next}"),
+            Err(actual) => last = actual,
+        }
+    }
 }
 
 /// The answer to a query message (Q records): the host's own session with H, a P and an O per

@@ -69,11 +69,20 @@ pub enum Kind {
     Molecular,
     Coagulation,
     Urinalysis,
+    /// Anything else (blood gas, point-of-care, ...).
+    Other,
 }
 
 impl Kind {
-    const ALL: [Kind; 6] =
-        [Kind::Hematology, Kind::Chemistry, Kind::Immunoassay, Kind::Molecular, Kind::Coagulation, Kind::Urinalysis];
+    const ALL: [Kind; 7] = [
+        Kind::Hematology,
+        Kind::Chemistry,
+        Kind::Immunoassay,
+        Kind::Molecular,
+        Kind::Coagulation,
+        Kind::Urinalysis,
+        Kind::Other,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -83,6 +92,7 @@ impl Kind {
             Kind::Molecular => "molecular",
             Kind::Coagulation => "coagulation",
             Kind::Urinalysis => "urinalysis",
+            Kind::Other => "other",
         }
     }
 }
@@ -273,7 +283,41 @@ impl TestId {
     }
 }
 
+/// Where E1394 itself puts things, for an instrument with no profile.
+const STANDARD: &str = r#"
+name = "ASTM E1394 (standard positions)"
+description = "no instrument profile: the standard's field positions, no test-code map"
+kind = "other"
+coding_system = "99ASTM"
+
+[records]
+test_code = "R.3.4"
+value = "R.4"
+units = "R.5"
+reference_range = "R.6"
+flags = "R.7"
+status = "R.9"
+completed_at = "R.13"
+specimen_id = ["O.3.1", "O.4.1"]
+
+[qc]
+when = [
+    { field = "H.12", is = ["Q", "T", "D"] },
+    { field = "O.12", is = ["Q"] },
+]
+"#;
+
 impl Profile {
+    /// The standard's field positions and QC markers, with no test-code map: how an
+    /// instrument without a profile is read.
+    pub fn standard() -> Profile {
+        match Profile::from_toml(STANDARD, "astm-standard", "the standard positions (built in)") {
+            Ok(p) => p,
+            // The text is a constant a test reads; it cannot fail at run time.
+            Err(e) => unreachable!("the built-in standard profile does not read: {e}"),
+        }
+    }
+
     /// The names of the built-in profiles.
     pub fn names() -> Vec<&'static str> {
         BUILTIN.iter().map(|(name, _)| *name).collect()

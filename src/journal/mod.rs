@@ -217,6 +217,12 @@ enum Op {
         envelopes: Vec<NewEnvelope>,
         file: TakenFile,
     },
+    /// An item and the items derived from it (a lab message and its HL7 results): all or none,
+    /// each derived one naming the first in its summary (`derived_from`), the first naming them
+    /// (`derived`). A retransmission of the first stores none of them again.
+    InsertLinked {
+        envelopes: Vec<NewEnvelope>,
+    },
     Barrier,
 }
 
@@ -410,6 +416,24 @@ impl Journal {
     ) -> Result<Vec<Inserted>, JournalError> {
         let (reply, rx) = oneshot::channel();
         self.send(Op::InsertFile { envelopes, file }, Reply::InsertFile(reply)).await?;
+        rx.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Stores an item and the items derived from it in one transaction, durably: all of them or
+    /// none. The derived items' summaries name the first (`derived_from`), the first's names them
+    /// (`derived`, ids joined by commas). When the first is a retransmission of an item already
+    /// stored, nothing is stored and the answer is that `Duplicate` alone (its derived items
+    /// were stored with it the first time).
+    pub async fn insert_linked(
+        &self,
+        primary: NewEnvelope,
+        derived: Vec<NewEnvelope>,
+    ) -> Result<Vec<Inserted>, JournalError> {
+        let (reply, rx) = oneshot::channel();
+        let mut envelopes = Vec::with_capacity(1 + derived.len());
+        envelopes.push(primary);
+        envelopes.extend(derived);
+        self.send(Op::InsertLinked { envelopes }, Reply::InsertFile(reply)).await?;
         rx.await.map_err(|_| JournalError::Closed)?
     }
 

@@ -172,6 +172,48 @@ fn a_files_items_and_record_are_stored_all_or_none() {
 }
 
 #[test]
+fn an_item_and_its_derived_items_are_stored_together_and_name_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let lim = Limits { max_bytes: 1000, ..limits() };
+        let j = Journal::open(&dir.path().join("j.db"), lim).unwrap();
+        let body = vec![b'x'; 300];
+        let stored = j
+            .insert_linked(
+                envelope("L1", &body, &["a"]),
+                vec![envelope("D1", &body, &["b"]), envelope("D2", b"y", &["b"])],
+            )
+            .await
+            .unwrap();
+        let ids: Vec<String> = stored
+            .iter()
+            .map(|i| match i {
+                Inserted::Stored { id, .. } => id.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let r = j.reader().unwrap();
+        let primary = r.show(&ids[0], false).unwrap().unwrap();
+        assert_eq!(primary.summary.fields.get("derived"), Some(&format!("{},{}", ids[1], ids[2])));
+        for derived in &ids[1..] {
+            let item = r.show(derived, false).unwrap().unwrap();
+            assert_eq!(item.summary.fields.get("derived_from"), Some(&ids[0]));
+        }
+        // The lab message sent again: recognised, and nothing derived is stored twice.
+        let again = j.insert_linked(envelope("L1", &body, &["a"]), vec![envelope("D3", &body, &["b"])]).await.unwrap();
+        assert!(matches!(again[..], [Inserted::Duplicate { seq: 1, .. }]), "{again:?}");
+        // Too big together: none of them is stored.
+        let err =
+            j.insert_linked(envelope("L2", &body, &["a"]), vec![envelope("D4", &body, &["b"])]).await.unwrap_err();
+        assert!(err.is_capacity(), "{err}");
+        let Inserted::Stored { seq, .. } = j.insert(envelope("L3", b"z", &["a"])).await.unwrap() else { panic!() };
+        assert_eq!(seq, 4, "the refused pair took no seq");
+        drop(r);
+        j.close();
+    });
+}
+
+#[test]
 fn failed_deliveries_keep_attempts_and_can_be_retried() {
     let dir = tempfile::tempdir().unwrap();
     rt().block_on(async {

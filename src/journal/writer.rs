@@ -273,12 +273,12 @@ impl Writer {
                 Ok(Outcome::Value(v))
             }
             Op::InsertFile { envelopes, file } => self.insert_file(envelopes, file, now, head),
+            Op::InsertLinked { envelopes } => self.insert_linked(envelopes, now, head),
             Op::Barrier => Ok(Outcome::Unit),
         }
     }
 
-    /// A file's items and its record, inside a savepoint: a refusal (full) of any item takes
-    /// back the others and leaves the rest of the batch alone.
+    /// A file's items and its record, all or none (see [`Writer::all_or_none`]).
     fn insert_file(
         &mut self,
         envelopes: &[NewEnvelope],
@@ -286,40 +286,91 @@ impl Writer {
         now: i64,
         head: &mut Head,
     ) -> Result<Outcome, JournalError> {
+        self.all_or_none(head, |w, head| {
+            let mut inserted = Vec::with_capacity(envelopes.len());
+            for env in envelopes {
+                inserted.push(w.insert_counted(env, now, head)?);
+            }
+            w.conn
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO source_files (source, name, digest, size, items, taken_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![file.source, file.name, file.digest, file.size as i64, file.items as i64, now])?;
+            Ok(inserted)
+        })
+    }
+
+    /// An item and the items derived from it, all or none, linked both ways in their summaries.
+    fn insert_linked(&mut self, envelopes: &[NewEnvelope], now: i64, head: &mut Head) -> Result<Outcome, JournalError> {
+        let Some((primary, derived)) = envelopes.split_first() else {
+            return Ok(Outcome::InsertedFile(Ok(Vec::new())));
+        };
+        self.all_or_none(head, |w, head| {
+            let first = w.insert_counted(primary, now, head)?;
+            let Inserted::Stored { seq, id } = &first else {
+                // A retransmission: its derived items were stored with it the first time.
+                return Ok(vec![first]);
+            };
+            let (seq, id) = (*seq, id.clone());
+            let mut inserted = vec![first];
+            let mut ids = Vec::with_capacity(derived.len());
+            for env in derived {
+                let mut env = env.clone();
+                env.summary.set("derived_from", id.clone());
+                let i = w.insert_counted(&env, now, head)?;
+                let (Inserted::Stored { id, .. } | Inserted::Duplicate { id, .. }) = &i;
+                ids.push(id.clone());
+                inserted.push(i);
+            }
+            if !ids.is_empty() {
+                let mut summary = primary.summary.clone();
+                summary.set("derived", ids.join(","));
+                w.conn
+                    .prepare_cached("UPDATE envelopes SET summary = ?1 WHERE seq = ?2")?
+                    .execute(params![summary.fields_json(), seq])?;
+            }
+            Ok(inserted)
+        })
+    }
+
+    /// One item inserted as part of a batch, the committed head following it.
+    fn insert_counted(&mut self, env: &NewEnvelope, now: i64, head: &mut Head) -> Result<Inserted, JournalError> {
+        let i = self.insert(env, now)?;
+        if let Inserted::Stored { seq, .. } = &i {
+            head.seq = head.seq.max(*seq);
+        }
+        Ok(i)
+    }
+
+    /// Runs `write` inside a savepoint: a refusal (journal or disk full) of any item takes back
+    /// the others and leaves the rest of the batch alone, answered as that refusal.
+    fn all_or_none(
+        &mut self,
+        head: &mut Head,
+        write: impl FnOnce(&mut Self, &mut Head) -> Result<Vec<Inserted>, JournalError>,
+    ) -> Result<Outcome, JournalError> {
         let before = (self.shared.stored_bytes.load(Ordering::Relaxed), self.next_seq, self.next_useq, *head);
         let pending_recent = self.pending_recent.len();
-        self.conn.execute_batch("SAVEPOINT file")?;
-        let mut inserted = Vec::with_capacity(envelopes.len());
-        for env in envelopes {
-            match self.insert(env, now) {
-                Ok(i) => {
-                    if let Inserted::Stored { seq, .. } = &i {
-                        head.seq = head.seq.max(*seq);
-                    }
-                    inserted.push(i);
-                }
-                Err(e @ (JournalError::Full { .. } | JournalError::DiskFull { .. })) => {
-                    self.conn.execute_batch("ROLLBACK TO file; RELEASE file")?;
-                    let (stored, next_seq, next_useq, old_head) = before;
-                    self.shared.stored_bytes.store(stored, Ordering::Relaxed);
-                    self.next_seq = next_seq;
-                    self.next_useq = next_useq;
-                    *head = old_head;
-                    self.pending_recent.truncate(pending_recent);
-                    self.shared.refused.fetch_add(1, Ordering::Relaxed);
-                    return Ok(Outcome::InsertedFile(Err(e)));
-                }
-                Err(e) => return Err(e),
+        self.conn.execute_batch("SAVEPOINT batch")?;
+        match write(self, head) {
+            Ok(inserted) => {
+                self.conn.execute_batch("RELEASE batch")?;
+                Ok(Outcome::InsertedFile(Ok(inserted)))
             }
+            Err(e @ (JournalError::Full { .. } | JournalError::DiskFull { .. })) => {
+                self.conn.execute_batch("ROLLBACK TO batch; RELEASE batch")?;
+                let (stored, next_seq, next_useq, old_head) = before;
+                self.shared.stored_bytes.store(stored, Ordering::Relaxed);
+                self.next_seq = next_seq;
+                self.next_useq = next_useq;
+                *head = old_head;
+                self.pending_recent.truncate(pending_recent);
+                self.shared.refused.fetch_add(1, Ordering::Relaxed);
+                Ok(Outcome::InsertedFile(Err(e)))
+            }
+            Err(e) => Err(e),
         }
-        self.conn
-            .prepare_cached(
-                "INSERT OR REPLACE INTO source_files (source, name, digest, size, items, taken_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![file.source, file.name, file.digest, file.size as i64, file.items as i64, now])?;
-        self.conn.execute_batch("RELEASE file")?;
-        Ok(Outcome::InsertedFile(Ok(inserted)))
     }
 
     fn insert(&mut self, env: &NewEnvelope, now: i64) -> Result<Inserted, JournalError> {

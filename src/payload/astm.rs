@@ -10,6 +10,24 @@
 
 use crate::astm::records::{Message, MessageKind};
 use crate::envelope::Summary;
+use crate::instrument::Profile;
+
+/// An ASTM message read with its instrument's profile, when the source has one: test codes
+/// are then where the profile says (Vitros: part of R.3.4), and results can be judged against
+/// the profile's critical ranges.
+#[derive(Debug, Clone)]
+pub struct Lab<'d> {
+    pub message: Message<'d>,
+    pub profile: Option<&'d Profile>,
+}
+
+impl<'d> std::ops::Deref for Lab<'d> {
+    type Target = Message<'d>;
+
+    fn deref(&self) -> &Message<'d> {
+        &self.message
+    }
+}
 
 pub fn summary(message: &Message<'_>) -> Summary {
     let s = message.summary();
@@ -42,22 +60,60 @@ pub fn empty_summary() -> Summary {
 /// three names read its summary, so a route need not know where an instrument puts things:
 /// `instrument` (H.5 component 1), `test` (every result's test code, as in `tests`), `qc`
 /// (`true` or `false`).
-pub fn values(message: &Message<'_>, field: &crate::config::AstmField) -> Vec<String> {
+pub fn values(message: &Lab<'_>, field: &crate::config::AstmField) -> Vec<String> {
     use crate::config::AstmField;
     match field {
         AstmField::Path(path) => message.values(path),
         AstmField::Instrument => vec![message.header().value(5, 1)],
         AstmField::Test => message.summary().tests,
         AstmField::Qc => vec![message.summary().qc.to_string()],
+        AstmField::Critical => criticals(message).into_iter().flatten().map(str::to_string).collect(),
     }
 }
 
-/// The test code of each R record (R.3: component 4, else the first non-empty component).
-pub fn result_tests(message: &Message<'_>) -> Vec<String> {
-    message
-        .of_kind(b'R')
-        .map(|r| r.repeats(3).first().and_then(|repeat| r.test_code(repeat)).unwrap_or_default())
+/// The test code of each R record: where the profile says, else R.3 (component 4, else the
+/// first non-empty component).
+pub fn result_tests(lab: &Lab<'_>) -> Vec<String> {
+    match lab.profile {
+        Some(profile) => rows(lab, profile).map(|row| row.test_code).collect(),
+        None => lab
+            .of_kind(b'R')
+            .map(|r| r.repeats(3).first().and_then(|repeat| r.test_code(repeat)).unwrap_or_default())
+            .collect(),
+    }
+}
+
+/// Each R record's critical finding, if any (`crate::instrument::critical`): `high` or `low`
+/// (beyond the profile's critical range for the test), `HH` or `LL` (the instrument's panic
+/// flags), `>` or `<` (off its measuring range). Without a profile only the instrument's flags
+/// count. Codes, never values.
+pub fn criticals(lab: &Lab<'_>) -> Vec<Option<&'static str>> {
+    use crate::instrument::CriticalKind as K;
+    let standard;
+    let profile = match lab.profile {
+        Some(p) => p,
+        None => {
+            standard = Profile::standard();
+            &standard
+        }
+    };
+    rows(lab, profile)
+        .map(|row| {
+            crate::instrument::critical(&row, profile).map(|c| match c.kind {
+                K::High => "high",
+                K::Low => "low",
+                K::FlagHH => "HH",
+                K::FlagLL => "LL",
+                K::AboveScale => ">",
+                K::BelowScale => "<",
+            })
+        })
         .collect()
+}
+
+/// Every result of the message in record order, read with `profile`.
+fn rows<'p>(lab: &Lab<'_>, profile: &'p Profile) -> impl Iterator<Item = crate::instrument::ResultRow> + use<'p> {
+    crate::astm::result_sets(&lab.message, profile).into_iter().flat_map(|set| set.results)
 }
 
 #[cfg(test)]
@@ -99,11 +155,31 @@ L|1|N\r";
     #[test]
     fn routing_values_by_path_and_by_name() {
         use crate::config::AstmField;
-        let message = Message::parse(RESULTS).unwrap();
+        let message = Lab { message: Message::parse(RESULTS).unwrap(), profile: None };
         assert_eq!(values(&message, &AstmField::Path("R.3.4".parse().unwrap())), ["WBC", "HGB"]);
         assert_eq!(values(&message, &AstmField::Path("R.7".parse().unwrap())), ["N", "L"]);
         assert_eq!(values(&message, &AstmField::Instrument), ["H500"]);
         assert_eq!(values(&message, &AstmField::Test), ["WBC", "HGB"]);
         assert_eq!(values(&message, &AstmField::Qc), ["false"]);
+    }
+
+    #[test]
+    fn critical_results_by_the_profiles_ranges_and_the_instruments_flags() {
+        use crate::config::AstmField;
+        // WBC 35 is above the Yumizen map's critical high (30); HGB is flagged LL by the
+        // instrument; RBC has no critical range and no flag.
+        let text = b"H|\\^&|||H500|||||||P|LIS2-A2|20200407170704\r\
+O|1|S1||^^^DIF\r\
+R|1|^^^WBC|35.0|10E3/uL||H||F\r\
+R|2|^^^HGB|9.0|g/dL||LL||F\r\
+R|3|^^^RBC|4.5|10E6/uL||N||F\r\
+L|1|N\r";
+        let profile = Profile::builtin("horiba-yumizen-h500").unwrap();
+        let lab = Lab { message: Message::parse(text).unwrap(), profile: Some(&profile) };
+        assert_eq!(criticals(&lab), [Some("high"), Some("LL"), None]);
+        assert_eq!(values(&lab, &AstmField::Critical), ["high", "LL"]);
+        // Without the profile only the instrument's own flags say so.
+        let bare = Lab { message: Message::parse(text).unwrap(), profile: None };
+        assert_eq!(criticals(&bare), [None, Some("LL"), None]);
     }
 }

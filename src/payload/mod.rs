@@ -30,15 +30,26 @@ pub fn unreadable_summary(kind: Kind) -> Summary {
 pub enum Decoded<'b> {
     Hl7(crate::hl7::Decoded<'b>),
     /// ASTM records are read as bytes (delimiters and record types are ASCII; values are
-    /// decoded as UTF-8, lossily, when read).
-    Astm(&'b [u8]),
+    /// decoded as UTF-8, lossily, when read), with the instrument's profile when the source has
+    /// one (where its records put things, its critical ranges).
+    Astm(&'b [u8], Option<&'b crate::instrument::Profile>),
 }
 
 /// Reads `body` as `kind`; `charset` overrides what the item declares (a source setting).
 pub fn decode(kind: Kind, body: &[u8], charset: Option<Charset>) -> Decoded<'_> {
+    decode_from(kind, body, charset, None)
+}
+
+/// [`decode`], for an item from an instrument whose profile is known (a lab link's items).
+pub fn decode_from<'b>(
+    kind: Kind,
+    body: &'b [u8],
+    charset: Option<Charset>,
+    profile: Option<&'b crate::instrument::Profile>,
+) -> Decoded<'b> {
     match kind {
         Kind::Hl7v2 => Decoded::Hl7(crate::hl7::decode(body, charset)),
-        Kind::Astm => Decoded::Astm(body),
+        Kind::Astm => Decoded::Astm(body, profile),
     }
 }
 
@@ -47,7 +58,7 @@ impl Decoded<'_> {
     pub fn charset(&self) -> Option<Charset> {
         match self {
             Decoded::Hl7(d) => Some(d.charset),
-            Decoded::Astm(_) => None,
+            Decoded::Astm(..) => None,
         }
     }
 
@@ -55,7 +66,9 @@ impl Decoded<'_> {
     pub fn parse(&self) -> Result<Parsed<'_>, Unreadable> {
         match self {
             Decoded::Hl7(d) => Ok(Parsed::Hl7(crate::hl7::Message::parse(&d.text)?)),
-            Decoded::Astm(bytes) => Ok(Parsed::Astm(crate::astm::Message::parse(bytes)?)),
+            Decoded::Astm(bytes, profile) => {
+                Ok(Parsed::Astm(astm::Lab { message: crate::astm::Message::parse(bytes)?, profile: *profile }))
+            }
         }
     }
 }
@@ -74,7 +87,7 @@ pub enum Unreadable {
 #[allow(clippy::large_enum_variant)]
 pub enum Parsed<'d> {
     Hl7(crate::hl7::Message<'d>),
-    Astm(crate::astm::Message<'d>),
+    Astm(astm::Lab<'d>),
 }
 
 impl Parsed<'_> {
@@ -108,6 +121,9 @@ impl Parsed<'_> {
             }
             (Parsed::Astm(m), Field::Astm(AstmField::Test)) => {
                 Some(astm::result_tests(m).into_iter().map(|t| vec![t]).collect())
+            }
+            (Parsed::Astm(m), Field::Astm(AstmField::Critical)) => {
+                Some(astm::criticals(m).into_iter().map(|c| c.into_iter().map(str::to_string).collect()).collect())
             }
             _ => None,
         }

@@ -7,6 +7,7 @@ mod support;
 
 mod acl;
 mod astm;
+mod astm_results;
 mod bad_input;
 mod cli;
 mod config;

@@ -482,7 +482,7 @@ fn every_table_lists_its_keys_in_reading_order() {
             format!(
                 "source[0].zzz: {unknown} [[source]] are: name, kind, listen, max_message_size, idle_timeout, \
                  max_connections, charset, dir, pattern, after, move_to, settle, rescan, retry_after, max_file_size, profile, profile_file, serial, tcp_listen, tcp_connect, quirks, \
-                 timers"
+                 timers, hl7"
             ),
         ),
         (

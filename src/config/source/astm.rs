@@ -10,7 +10,7 @@ use crate::config::values::{
     GIB, KIB, MIB, choice, count_in, duration, host_port, listen_address, path, size_in, string,
 };
 use crate::config::walk::{Checker, Got, Tbl, Val};
-use crate::config::{AstmSource, AstmTransport, SourceKind};
+use crate::config::{AstmSource, AstmTransport, Hl7Results, SourceKind};
 use crate::instrument::{Profile, SerialDefaults};
 use crate::serial::{DataBits, FlowControl, Parity, Settings, StopBits};
 
@@ -69,6 +69,25 @@ pub(super) fn read(ck: &mut Checker, t: &Tbl<'_, '_>, state_dir: &Path) -> Optio
         None => None,
     };
     let max_message_size = t.opt(ck, "max_message_size", 16 * MIB, size_in(KIB, GIB));
+    let hl7 = match t.table(ck, "hl7", "hl7") {
+        Got::Valid(h) => {
+            if from_profile.is_none() && matches!(profile, Some(None)) {
+                if let Some(v) = t.val("hl7") {
+                    v.invalid(
+                        ck,
+                        "results become HL7 through the instrument's test-code map: give the source a profile \
+                         (profile = \"horiba-yumizen-h500\", or profile_file) too"
+                            .to_string(),
+                    );
+                }
+                None
+            } else {
+                hl7(ck, &h).map(Some)
+            }
+        }
+        Got::Invalid => None,
+        Got::Absent => Some(None),
+    };
 
     let transport = match (serial, listen, connect) {
         (Got::Valid(s), Got::Absent, Got::Absent) => s.map(AstmTransport::Serial),
@@ -109,7 +128,23 @@ pub(super) fn read(ck: &mut Checker, t: &Tbl<'_, '_>, state_dir: &Path) -> Optio
         quirks: quirks?,
         timers: timers?,
         max_message_size: usize::try_from(max_message_size?).ok()?,
+        hl7: hl7?,
     }))
+}
+
+/// `hl7 = { sending_application = "HEMATOLOGY", receiving_application = "EHR", ... }`.
+fn hl7(ck: &mut Checker, t: &Tbl<'_, '_>) -> Option<Hl7Results> {
+    let sending_application = t.opt(ck, "sending_application", "outpost".to_string(), string);
+    let sending_facility = t.opt(ck, "sending_facility", String::new(), string);
+    let receiving_application = t.opt(ck, "receiving_application", String::new(), string);
+    let receiving_facility = t.opt(ck, "receiving_facility", String::new(), string);
+    t.finish(ck, &[]);
+    Some(Hl7Results {
+        sending_application: sending_application?,
+        sending_facility: sending_facility?,
+        receiving_application: receiving_application?,
+        receiving_facility: receiving_facility?,
+    })
 }
 
 /// A profile's timer overrides on E1381's values.
@@ -300,5 +335,39 @@ mod tests {
         assert!(e.contains("did you mean \"lf_only\""), "{e}");
         let e = parse("tcp_listen = \"0.0.0.0:5100\"\nlisten = \"0.0.0.0:2575\"").unwrap_err();
         assert!(e.contains("only applies to kind = \"mllp\" sources"), "{e}");
+    }
+
+    #[test]
+    fn results_as_hl7_need_a_profile_and_take_the_header_fields() {
+        let c = parse(
+            "profile = \"horiba-yumizen-h500\"\ntcp_listen = \"0.0.0.0:5100\"\nhl7 = { sending_application = \"H500\", receiving_application = \"EHR\", receiving_facility = \"CLINIC\" }",
+        )
+        .unwrap();
+        let h = astm(&c).hl7.clone().unwrap();
+        assert_eq!(
+            (h.sending_application.as_str(), h.sending_facility.as_str(), h.receiving_application.as_str()),
+            ("H500", "", "EHR")
+        );
+        assert_eq!(c.sources[0].kind.payloads(), [crate::envelope::Kind::Astm, crate::envelope::Kind::Hl7v2]);
+        let c = parse("profile = \"horiba-yumizen-h500\"\ntcp_listen = \"0.0.0.0:5100\"\nhl7 = {}").unwrap();
+        assert_eq!(astm(&c).hl7.as_ref().map(|h| h.sending_application.as_str()), Some("outpost"));
+        let e = parse("tcp_listen = \"0.0.0.0:5100\"\nhl7 = {}").unwrap_err();
+        assert!(e.contains("give the source a profile"), "{e}");
+        let e = parse("profile = \"horiba-yumizen-h500\"\ntcp_listen = \"0.0.0.0:5100\"\nhl7 = { sender = \"x\" }")
+            .unwrap_err();
+        assert!(e.contains("sender"), "unknown keys are reported: {e}");
+    }
+
+    #[test]
+    fn a_route_narrowed_to_hl7_by_its_conditions_may_send_a_lab_links_results_over_mllp() {
+        let base = "[node]\nsite = \"s\"\nid = \"n\"\nstate_dir = \"/tmp/x\"\n\
+                    [[source]]\nname = \"lab\"\nkind = \"astm\"\nprofile = \"horiba-yumizen-h500\"\n\
+                    tcp_listen = \"127.0.0.1:0\"\nhl7 = {}\n\
+                    [[destination]]\nname = \"ehr\"\nkind = \"mllp\"\nconnect = \"127.0.0.1:2575\"\n\
+                    [[route]]\nname = \"results\"\nfrom = [\"lab\"]\nto = [\"ehr\"]\n";
+        let e = Config::parse(base, "t").unwrap_err().to_string();
+        assert!(e.contains("can send it ASTM items"), "{e}");
+        let narrowed = format!("{base}when = {{ \"MSH-9.1\" = \"ORU\" }}\n");
+        Config::parse(&narrowed, "t").unwrap();
     }
 }
