@@ -39,6 +39,18 @@ impl Kind {
         }
     }
 
+    /// Whether a sender's retransmission of an item may differ in its first line only. An ASTM
+    /// instrument that sends a message again (it missed our ACK, gave up, and starts over)
+    /// rebuilds it, and its header record (H) carries the time of sending (H.14): the copy is
+    /// the same message when everything after the header is the same bytes. HL7 senders resend
+    /// the message as it was.
+    pub fn resend_restamps_first_line(&self) -> bool {
+        match self {
+            Kind::Hl7v2 => false,
+            Kind::Astm => true,
+        }
+    }
+
     /// The file name extension of an item of this kind written to a folder.
     pub fn extension(&self) -> &'static str {
         match self {

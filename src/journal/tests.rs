@@ -214,6 +214,31 @@ fn an_item_and_its_derived_items_are_stored_together_and_name_each_other() {
 }
 
 #[test]
+fn an_instruments_resend_with_a_new_header_time_is_recognised_and_a_changed_result_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let j = Journal::open(&dir.path().join("j.db"), limits()).unwrap();
+        let astm = |h14: &str, value: &str| NewEnvelope {
+            kind: Kind::Astm,
+            body: format!("H|\\^&|||AN|||||||P|LIS2-A2|{h14}\rO|1|S1\rR|1|^^^K|{value}\rL|1|N\r").into_bytes(),
+            summary: Summary::new("results", "S1"),
+            ..envelope("S1", b"", &["a"])
+        };
+        let first = j.insert(astm("20260101120000", "4.1")).await.unwrap();
+        let again = j.insert(astm("20260101120512", "4.1")).await.unwrap();
+        assert!(matches!(again, Inserted::Duplicate { seq: 1, .. }), "the header restamped: {first:?} {again:?}");
+        let rerun = j.insert(astm("20260101121000", "4.2")).await.unwrap();
+        assert!(matches!(rerun, Inserted::Stored { seq: 2, .. }), "{rerun:?}");
+        // HL7 senders resend as they sent: a different first line is a different message.
+        let hl7 = |msh: &str| envelope("C9", format!("MSH|{msh}\rPID|1\r").as_bytes(), &["a"]);
+        j.insert(hl7("a")).await.unwrap();
+        assert!(matches!(j.insert(hl7("b")).await.unwrap(), Inserted::Stored { .. }));
+        assert!(matches!(j.insert(hl7("b")).await.unwrap(), Inserted::Duplicate { .. }));
+        j.close();
+    });
+}
+
+#[test]
 fn failed_deliveries_keep_attempts_and_can_be_retried() {
     let dir = tempfile::tempdir().unwrap();
     rt().block_on(async {

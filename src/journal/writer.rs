@@ -387,12 +387,27 @@ impl Writer {
                 .map(|(_, seq, _)| *seq)
                 .or_else(|| self.recent.candidate(key, env.received_at - self.limits.dedup_window_ms));
             if let Some(seq) = candidate {
+                // The same bytes; for a kind whose resends restamp their first line, the same
+                // bytes after it (see `Kind::resend_restamps_first_line`).
+                let (sql, compared) = if env.kind.resend_restamps_first_line() {
+                    (
+                        "SELECT id FROM envelopes WHERE seq = ?1 AND source = ?2 AND item_ref = ?3
+                            AND kind = ?5 AND substr(body, instr(body, X'0D') + 1) = ?4",
+                        after_first_line(&env.body),
+                    )
+                } else {
+                    (
+                        "SELECT id FROM envelopes WHERE seq = ?1 AND source = ?2 AND item_ref = ?3
+                            AND kind = ?5 AND body = ?4",
+                        &env.body[..],
+                    )
+                };
                 let same: Option<String> = self
                     .conn
-                    .prepare_cached(
-                        "SELECT id FROM envelopes WHERE seq = ?1 AND source = ?2 AND item_ref = ?3 AND body = ?4",
-                    )?
-                    .query_row(params![seq, env.source, env.summary.item_ref, env.body], |r| r.get(0))
+                    .prepare_cached(sql)?
+                    .query_row(params![seq, env.source, env.summary.item_ref, compared, env.kind.as_str()], |r| {
+                        r.get(0)
+                    })
                     .optional()?;
                 if let Some(id) = same {
                     self.conn
@@ -779,5 +794,14 @@ pub(super) fn clone_error(e: &JournalError) -> JournalError {
             config_node: config_node.clone(),
         },
         JournalError::Closed => JournalError::Closed,
+    }
+}
+
+/// The bytes after the first CR (all of them when there is none), as SQLite's
+/// `substr(body, instr(body, X'0D') + 1)` gives them.
+fn after_first_line(body: &[u8]) -> &[u8] {
+    match body.iter().position(|&b| b == b'\r') {
+        Some(i) => &body[i + 1..],
+        None => body,
     }
 }

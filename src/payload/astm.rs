@@ -5,8 +5,9 @@
 //! model, serial), `processing_id` (H.12), `qc` (`true` for quality-control results),
 //! `sample_ids` and `tests` (comma-separated, in order), `results` (the count of R records),
 //! `records`, `complete` (ends with an L record). The item's type is `results`, `qc-results`,
-//! `query`, `orders` or `other`; its ref is the first sample id (with the source and the bytes,
-//! it recognises a message the instrument sends again). Never a patient's name or a value.
+//! `query`, `orders` or `other`; its ref is the first sample id (with the source and the bytes
+//! after the header record, whose H.14 an instrument restamps when it sends a message again, it
+//! recognises a message sent again). Never a patient's name or a value.
 
 use crate::astm::records::{Message, MessageKind};
 use crate::envelope::Summary;

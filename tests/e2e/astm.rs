@@ -612,13 +612,21 @@ fn astm_a_message_sent_twice_is_recognised_and_a_rerun_of_the_sample_is_not() {
     assert_eq!(items[0]["duplicates"], 1);
     assert_eq!(source(&daemon, "lab")["duplicates"], 1);
     assert_eq!(daemon.status()["journal"]["duplicates"], 1);
+    // Sent again rebuilt, its header restamped with the time of sending: the same message.
+    let records = String::from_utf8_lossy(&records_of(&frames_of(ERBA))).into_owned();
+    let (header, rest) = records.split_once('\r').unwrap();
+    let restamped = format!("{}|20991231235959\r{rest}", header.rsplit_once('|').unwrap().0);
+    assert_ne!(restamped, records);
+    sim.session(&frames_for(restamped.as_bytes()));
+    assert_eq!(astm_items(&daemon, "lab").len(), 1);
+    assert_eq!(source(&daemon, "lab")["duplicates"], 2);
 
     let rerun = String::from_utf8_lossy(&records_of(&frames_of(ERBA))).replace("|0.3|", "|0.4|");
     sim.session(&frames_for(rerun.as_bytes()));
     let items = wait_items(&daemon, "lab", 2);
     assert_eq!(items[1]["summary"]["sample_ids"], "1044041");
     assert_same(&daemon.body(&id(&items[1])), rerun.as_bytes(), "the rerun");
-    assert_eq!(source(&daemon, "lab")["duplicates"], 1);
+    assert_eq!(source(&daemon, "lab")["duplicates"], 2);
 }
 
 /// `outpost run` with the analyzer's adapter not plugged in: ready all the same, the source down
