@@ -273,6 +273,7 @@ impl Writer {
                 Ok(Outcome::Value(v))
             }
             Op::InsertFile { envelopes, file } => self.insert_file(envelopes, file, now, head),
+            Op::Orders(op) => Ok(Outcome::Count(super::orders::apply(&self.conn, op, now)?)),
             Op::Barrier => Ok(Outcome::Unit),
         }
     }

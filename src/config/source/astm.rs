@@ -7,7 +7,7 @@ use toml::de::DeValue;
 
 use crate::astm::{LineEnd, Quirks, Timers};
 use crate::config::values::{
-    GIB, KIB, MIB, choice, count_in, duration, host_port, listen_address, path, size_in, string,
+    GIB, KIB, MIB, boolean, choice, count_in, duration, host_port, listen_address, path, size_in, string,
 };
 use crate::config::walk::{Checker, Got, Tbl, Val};
 use crate::config::{AstmSource, AstmTransport, SourceKind};
@@ -69,6 +69,7 @@ pub(super) fn read(ck: &mut Checker, t: &Tbl<'_, '_>, state_dir: &Path) -> Optio
         None => None,
     };
     let max_message_size = t.opt(ck, "max_message_size", 16 * MIB, size_in(KIB, GIB));
+    let download_orders = t.opt(ck, "download_orders", false, boolean);
 
     let transport = match (serial, listen, connect) {
         (Got::Valid(s), Got::Absent, Got::Absent) => s.map(AstmTransport::Serial),
@@ -109,6 +110,7 @@ pub(super) fn read(ck: &mut Checker, t: &Tbl<'_, '_>, state_dir: &Path) -> Optio
         quirks: quirks?,
         timers: timers?,
         max_message_size: usize::try_from(max_message_size?).ok()?,
+        download_orders: download_orders?,
     }))
 }
 
