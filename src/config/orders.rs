@@ -145,12 +145,12 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("t:14:") && e.contains("no source named \"ehrr\"; did you mean \"ehr\"?"), "{e}");
-        assert!(e.contains("t:15:") && e.contains("PID-3.1"), "{e}");
-        assert!(e.contains("t:16:"), "{e}");
+        assert!(e.contains("t:19:") && e.contains("no source named \"ehrr\"; did you mean \"ehr\"?"), "{e}");
+        assert!(e.contains("t:20:") && e.contains("PID-3.1"), "{e}");
+        assert!(e.contains("t:21:") && e.contains("above zero"), "{e}");
         assert!(e.contains("unknown key \"colour\""), "{e}");
         let e = Config::parse(&format!("{BASE}[orders]\nfrom = [\"lab\"]\n"), "t").unwrap_err().to_string();
-        assert!(e.contains("t:14:") && e.contains("sends no HL7 messages"), "{e}");
+        assert!(e.contains("t:19:") && e.contains("sends no HL7 messages"), "{e}");
         let e = Config::parse(&format!("{BASE}[orders]\nfrom = \"ehr\"\n"), "t").unwrap_err().to_string();
         assert!(e.contains("write it as a list: [\"ehr\"]"), "{e}");
     }

@@ -86,17 +86,15 @@ pub fn extract(message: &Message<'_>, specimen_paths: &[FieldPath]) -> Extracted
                 groups.extend(current.take());
                 current = Some(Group { orc: Some(n), ..Group::default() });
             }
-            "OBR" => {
-                let orc = match current.take() {
-                    Some(g) if g.obr.is_some() => {
-                        groups.push(g);
-                        g.orc
-                    }
-                    Some(g) => g.orc,
-                    None => None,
-                };
-                current = Some(Group { orc, obr: Some(n), ..Group::default() });
-            }
+            "OBR" => match current.as_mut() {
+                Some(g) if g.obr.is_none() => g.obr = Some(n),
+                Some(g) => {
+                    let orc = g.orc;
+                    groups.push(*g);
+                    current = Some(Group { orc, obr: Some(n), ..Group::default() });
+                }
+                None => current = Some(Group { obr: Some(n), ..Group::default() }),
+            },
             "TQ1" => {
                 if let Some(g) = current.as_mut().filter(|g| g.tq1.is_none()) {
                     g.tq1 = Some(n);
