@@ -369,11 +369,15 @@ impl Intake {
         orders: Option<crate::orders::hl7::Extracted>,
         inserted: &Result<Inserted, JournalError>,
     ) {
-        let (Some(orders), Ok(Inserted::Stored { id, .. } | Inserted::Duplicate { id, .. })) = (orders, inserted) else {
+        let (Some(orders), Ok(Inserted::Stored { id, .. } | Inserted::Duplicate { id, .. })) = (orders, inserted)
+        else {
             return;
         };
         if orders.unreadable > 0 {
-            self.stats.source(source).orders_unreadable.fetch_add(orders.unreadable as u64, std::sync::atomic::Ordering::Relaxed);
+            self.stats
+                .source(source)
+                .orders_unreadable
+                .fetch_add(orders.unreadable as u64, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(source, item_id = %id, groups = orders.unreadable, "order without a specimen id: not cached (the item is stored); check [orders] specimen_id");
         }
         if orders.changes.is_empty() {

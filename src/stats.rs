@@ -31,8 +31,6 @@ pub struct SourceStats {
     pub last_item_at: AtomicU64,
     /// Order groups in this source's order messages that had no specimen id (not cached).
     pub orders_unreadable: AtomicU64,
-    /// Lab links taking downloads: orders waiting to be sent to the instrument, as last read.
-    pub downloads_pending: AtomicU64,
     pub link: Mutex<SourceLink>,
 }
 

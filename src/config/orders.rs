@@ -76,7 +76,12 @@ fn source_names(ck: &mut Checker, v: &Val<'_, '_>, known: &[String]) -> Option<V
                 None if known.is_empty() => "this file defines no [[source]] yet".to_string(),
                 None => format!("the sources defined in this file are: {}", known.join(", ")),
             };
-            ck.report(ConfigErrorKind::UnknownName, &iv.span, &iv.path, format!("there is no source named {name:?}; {hint}"));
+            ck.report(
+                ConfigErrorKind::UnknownName,
+                &iv.span,
+                &iv.path,
+                format!("there is no source named {name:?}; {hint}"),
+            );
             ok = false;
         }
         names.push(name);

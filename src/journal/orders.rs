@@ -263,7 +263,12 @@ impl Reader {
     }
 
     /// Downloads due for `source` at `now`, oldest change first, at most `limit`.
-    pub fn pending_downloads(&self, source: &str, now: i64, limit: usize) -> Result<Vec<PendingDownload>, JournalError> {
+    pub fn pending_downloads(
+        &self,
+        source: &str,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<PendingDownload>, JournalError> {
         let cols: String = COLUMNS.split(", ").map(|c| format!("o.{c}")).collect::<Vec<_>>().join(", ");
         let mut stmt = self.conn().prepare_cached(&format!(
             "SELECT {cols}, d.action, d.version FROM order_downloads d JOIN orders o USING (specimen_id)
@@ -309,8 +314,9 @@ impl Reader {
         let conn = self.conn();
         let active: i64 =
             conn.prepare_cached("SELECT count(*) FROM orders WHERE state = 'active'")?.query_row([], |r| r.get(0))?;
-        let mut by_state =
-            conn.prepare_cached("SELECT state, count(*) FROM order_downloads WHERE state IN ('pending', 'failed') GROUP BY state")?;
+        let mut by_state = conn.prepare_cached(
+            "SELECT state, count(*) FROM order_downloads WHERE state IN ('pending', 'failed') GROUP BY state",
+        )?;
         let mut counts = OrderCounts { active: active as u64, ..OrderCounts::default() };
         for row in by_state.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
             match row? {

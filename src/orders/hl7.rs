@@ -137,14 +137,11 @@ pub fn extract(message: &Message<'_>, specimen_paths: &[FieldPath]) -> Extracted
             placer: placer.clone(),
             filler: filler.clone(),
         });
-        let priority = [
-            read.at("TQ1", g.tq1, 9, Some(1)),
-            read.at("ORC", g.orc, 7, Some(6)),
-            read.at("OBR", g.obr, 27, Some(6)),
-        ]
-        .into_iter()
-        .find(|p| !p.is_empty())
-        .unwrap_or_default();
+        let priority =
+            [read.at("TQ1", g.tq1, 9, Some(1)), read.at("ORC", g.orc, 7, Some(6)), read.at("OBR", g.obr, 27, Some(6))]
+                .into_iter()
+                .find(|p| !p.is_empty())
+                .unwrap_or_default();
         let priority = if priority.eq_ignore_ascii_case("S") { "S" } else { "R" }.to_string();
         let specimen_type = first(read.at("SPM", g.spm, 4, Some(1)), read.at("OBR", g.obr, 15, Some(1)));
         let same = |c: &Change| c.specimen_id == specimen_id && c.control == control;

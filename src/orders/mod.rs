@@ -342,9 +342,7 @@ pub fn to_astm(order: &Order, profile: Option<&Profile>, action: &str) -> (crate
     let (tests, unknown) = instrument_tests(&order.tests, profile);
     let mut o = crate::astm::Order::new(order.specimen_id.clone(), tests);
     o.patient_id = order.patient.id.clone();
-    o.patient_name = [order.patient.family.clone(), order.patient.given.clone()]
-        .into_iter()
-        .collect::<Vec<_>>();
+    o.patient_name = [order.patient.family.clone(), order.patient.given.clone()].into_iter().collect::<Vec<_>>();
     if o.patient_name.iter().all(String::is_empty) {
         o.patient_name.clear();
     }

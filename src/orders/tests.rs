@@ -87,7 +87,9 @@ fn a_cancel_is_read_as_one() {
     let e = changes(&orm("CA", &[("PL1001", "6690-2")]));
     assert_eq!(e.changes.len(), 1);
     assert_eq!((e.changes[0].control, e.changes[0].tests.len()), (Control::Cancel, 1));
-    for (code, control) in [("OC", Control::Cancel), ("DC", Control::Cancel), ("XO", Control::Change), ("", Control::New)] {
+    for (code, control) in
+        [("OC", Control::Cancel), ("DC", Control::Cancel), ("XO", Control::Change), ("", Control::New)]
+    {
         assert_eq!(Control::from_code(code), Some(control), "{code}");
     }
     assert_eq!(Control::from_code("SC"), None, "a status change is no order");

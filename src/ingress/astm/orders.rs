@@ -174,7 +174,6 @@ impl Downloads {
             let wait = Duration::from_millis(at.saturating_sub(now).max(0) as u64);
             self.retry_at = Some(Instant::now() + wait);
         }
-        ctx.stats.downloads_pending.store(due.len() as u64, std::sync::atomic::Ordering::Relaxed);
         if due.len() == BATCH {
             self.wanted = true;
         }
