@@ -77,6 +77,8 @@ pub struct Rules {
     /// The instrument profile of each lab link that has one, by source name: its items are
     /// read with it (test codes where it says, critical ranges).
     pub profiles: std::collections::HashMap<String, crate::instrument::Profile>,
+    /// `[orders]`: which sources' order messages fill the order cache.
+    pub orders: crate::orders::Settings,
 }
 
 pub struct Intake {
@@ -88,6 +90,8 @@ pub struct Intake {
     /// stored, rather than repeated for every refusal.
     escalations: ActiveEscalations,
     refusing: std::sync::atomic::AtomicBool,
+    /// Bumped after orders were cached: lab links that take downloads look for pending ones.
+    order_updates: tokio::sync::watch::Sender<u64>,
 }
 
 impl Rules {
@@ -102,6 +106,7 @@ impl Rules {
                 .iter()
                 .filter_map(|s| s.kind.profile().map(|p| (s.name.clone(), p.clone())))
                 .collect(),
+            orders: crate::orders::Settings::from_config(config),
         }
     }
 }
@@ -115,6 +120,7 @@ impl Intake {
             stats,
             escalations,
             refusing: std::sync::atomic::AtomicBool::new(false),
+            order_updates: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -131,8 +137,10 @@ impl Intake {
     /// Takes one item as received: reads it as its kind, routes, journals (returning after
     /// the commit), announces.
     pub async fn accept(&self, arrival: Arrival) -> Receipt {
+        let orders = self.orders_in(&arrival);
         let (envelope, read) = self.read(arrival);
         let inserted = self.journal.insert(envelope).await;
+        self.cache_orders(&read.source, orders, &inserted).await;
         self.announce(read, inserted)
     }
 
@@ -173,9 +181,15 @@ impl Intake {
     /// file's record, or none is (a refusal, a crash), so a file read again after a crash is
     /// recognised by its record and never stored twice. Receipts are in the items' order.
     pub async fn accept_file(&self, arrivals: Vec<Arrival>, file: TakenFile) -> Result<Vec<Receipt>, JournalError> {
+        let orders: Vec<_> = arrivals.iter().map(|a| self.orders_in(a)).collect();
         let (envelopes, reads): (Vec<NewEnvelope>, Vec<Read>) = arrivals.into_iter().map(|a| self.read(a)).unzip();
         match self.journal.insert_file(envelopes, file).await {
-            Ok(inserted) => Ok(reads.into_iter().zip(inserted).map(|(r, i)| self.announce(r, Ok(i))).collect()),
+            Ok(inserted) => {
+                for ((read, orders), i) in reads.iter().zip(orders).zip(&inserted) {
+                    self.cache_orders(&read.source, orders, &Ok(i.clone())).await;
+                }
+                Ok(reads.into_iter().zip(inserted).map(|(r, i)| self.announce(r, Ok(i))).collect())
+            }
             Err(e) => {
                 // Announced once, as a refusal of the file's first item would be.
                 if let Some(first) = reads.into_iter().next() {
@@ -382,6 +396,59 @@ impl Intake {
         let routed = if decisions.is_empty() { 0 } else { self.journal.reroute(decisions).await? };
         tracing::info!(routed, still_unrouted = still, "unrouted items routed again with the current rules");
         Ok((routed, still))
+    }
+
+    /// The orders an item holds, when it is an ORM^O01 or OML^O21 from a source in
+    /// `[orders] from` (read before the item goes to the journal, which takes its bytes).
+    fn orders_in(&self, arrival: &Arrival) -> Option<crate::orders::hl7::Extracted> {
+        let rules = self.rules.get();
+        let settings = &rules.orders;
+        if arrival.kind != Kind::Hl7v2 || !settings.takes(&arrival.source) {
+            return None;
+        }
+        crate::orders::hl7::extract_bytes(&arrival.body, arrival.charset, &settings.specimen_id)
+    }
+
+    /// Caches what an order message changes once the message is stored (or recognised as
+    /// stored), before its sender is answered: the EHR's ACK means the order is cached. Lab
+    /// links that take downloads are woken. An order without a specimen id is counted and
+    /// logged by item id; the item is stored and delivered like any other.
+    async fn cache_orders(
+        &self,
+        source: &str,
+        orders: Option<crate::orders::hl7::Extracted>,
+        inserted: &Result<Inserted, JournalError>,
+    ) {
+        let (Some(orders), Ok(Inserted::Stored { id, .. } | Inserted::Duplicate { id, .. })) = (orders, inserted)
+        else {
+            return;
+        };
+        if orders.unreadable > 0 {
+            self.stats
+                .source(source)
+                .orders_unreadable
+                .fetch_add(orders.unreadable as u64, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(source, item_id = %id, groups = orders.unreadable, "order without a specimen id: not cached (the item is stored); check [orders] specimen_id");
+        }
+        if orders.changes.is_empty() {
+            return;
+        }
+        let download_to = self.rules.get().orders.download_to.clone();
+        let wake = !download_to.is_empty();
+        match self.journal.upsert_orders(orders.changes, id.clone(), download_to).await {
+            Ok(changed) => {
+                tracing::debug!(source, item_id = %id, changed, "orders cached");
+                if changed > 0 && wake {
+                    self.order_updates.send_modify(|n| *n += 1);
+                }
+            }
+            Err(e) => tracing::error!(source, item_id = %id, error = %e, "cannot cache the orders of a stored item"),
+        }
+    }
+
+    /// Changes whenever orders were cached that lab links may have to download.
+    pub fn order_updates(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.order_updates.subscribe()
     }
 
     /// The journal, for adapters that keep their own records in it (files taken from folders).

@@ -23,6 +23,7 @@ pub mod intake;
 pub mod journal;
 pub mod logging;
 pub mod mllp;
+pub mod orders;
 pub mod payload;
 pub mod ports;
 pub mod remote;

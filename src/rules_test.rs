@@ -85,7 +85,9 @@ pub fn run(config: &Config, file: &Path, bytes: &[u8], source: Option<&str>, jso
 /// What the source makes of a lab message's results (`hl7 = { ... }`), if it is a lab link.
 fn derived(config: &Config, source: &str, body: &[u8]) -> Vec<crate::ingress::astm::Converted> {
     match config.source(source).map(|s| &s.kind) {
-        Some(crate::config::SourceKind::Astm(a)) => crate::ingress::astm::convert_results(a, body),
+        Some(crate::config::SourceKind::Astm(a)) => {
+            crate::ingress::astm::convert_results(a, body, &std::collections::HashMap::new())
+        }
         _ => Vec::new(),
     }
 }

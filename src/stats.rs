@@ -29,6 +29,8 @@ pub struct SourceStats {
     pub discarded_messages: AtomicU64,
     /// Unix ms of the last item taken (0: none yet).
     pub last_item_at: AtomicU64,
+    /// Order groups in this source's order messages that had no specimen id (not cached).
+    pub orders_unreadable: AtomicU64,
     pub link: Mutex<SourceLink>,
 }
 

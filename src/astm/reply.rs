@@ -48,6 +48,12 @@ pub struct Order {
     pub tests: Vec<String>,
     /// P.3, the practice-assigned patient id; often empty.
     pub patient_id: String,
+    /// P.6, the patient's name as components (last, first, ...); empty when not known.
+    pub patient_name: Vec<String>,
+    /// P.8, `YYYYMMDD`.
+    pub birth_date: String,
+    /// P.9: `M`, `F`, `U`.
+    pub sex: String,
     /// O.6: `R` routine (default), `S` stat.
     pub priority: String,
     /// O.12: `N` new specimen (default), `A` add tests, `C` cancel, `Q` QC specimen.
@@ -64,6 +70,9 @@ impl Order {
             specimen_id: specimen_id.into(),
             tests,
             patient_id: String::new(),
+            patient_name: Vec::new(),
+            birth_date: String::new(),
+            sex: String::new(),
             priority: "R".into(),
             action_code: "N".into(),
             specimen_descriptor: String::new(),
@@ -97,7 +106,22 @@ pub fn build_order_reply(header: &ReplyHeader, orders: &[Order]) -> Result<Vec<u
     ];
     push_record(&mut out, &h);
     for (i, order) in orders.iter().enumerate() {
-        push_record(&mut out, &["P".into(), (i + 1).to_string(), v(&order.patient_id, "patient id")?]);
+        let mut name = Vec::with_capacity(order.patient_name.len());
+        for part in &order.patient_name {
+            name.push(v(part, "patient name")?);
+        }
+        let p = [
+            "P".into(),
+            (i + 1).to_string(),
+            v(&order.patient_id, "patient id")?,
+            String::new(),
+            String::new(),
+            name.join("^"),
+            String::new(),
+            v(&order.birth_date, "birth date")?,
+            v(&order.sex, "sex")?,
+        ];
+        push_record(&mut out, &p);
         let mut tests = Vec::with_capacity(order.tests.len());
         for t in &order.tests {
             tests.push(format!("^^^{}", v(t, "test code")?));
@@ -147,6 +171,22 @@ mod tests {
         let m = Message::parse(&records).unwrap();
         assert_eq!(m.values(&"O.5.4".parse().unwrap()), ["1.0000+002+1.0", "A|B"]);
         assert_eq!(m.summary().sample_ids, ["1068687"]);
+    }
+
+    #[test]
+    fn the_p_record_carries_the_patient_when_known() {
+        let header = ReplyHeader::new("OUTPOST", "X", "20250101000000");
+        let mut order = Order::new("S1", vec!["WBC".into()]);
+        order.patient_id = "MRN^7".into();
+        order.patient_name = vec!["Doe".into(), "Jane".into()];
+        order.birth_date = "19800101".into();
+        order.sex = "F".into();
+        order.action_code = "C".into();
+        let text = String::from_utf8(build_order_reply(&header, &[order]).unwrap()).unwrap();
+        assert!(text.contains("\rP|1|MRN&S&7|||Doe^Jane||19800101|F\r"), "{text}");
+        let m = Message::parse(text.as_bytes()).unwrap();
+        assert_eq!(m.values(&"O.12".parse().unwrap()), ["C"]);
+        assert_eq!(m.values(&"P.6.2".parse().unwrap()), ["Jane"]);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 mod condition;
 mod destination;
 mod error;
+mod orders;
 mod parse;
 mod route;
 mod rule;
@@ -54,6 +55,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// The link to central (MQTT); `None` when this gateway has no uplink.
     pub uplink: Option<Uplink>,
+    /// `[orders]`: the order cache for lab instruments.
+    pub orders: Orders,
     /// The exact text this config was parsed from (for hashing, reporting and rollback).
     pub source_text: String,
 }
@@ -97,6 +100,20 @@ pub struct Journal {
     /// A retransmission (same source, same MSH-10, same bytes) within this window is ACKed
     /// again without being stored or delivered twice.
     pub dedup_window: Duration,
+}
+
+/// `[orders]`: which HL7 sources' orders (ORM^O01, OML^O21) fill the order cache that answers
+/// lab instruments' queries and feeds their downloads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Orders {
+    /// The sources; every MLLP source unless the file says otherwise; empty: no cache.
+    pub from: Vec<String>,
+    /// Whether the file gave `from` (else it was resolved to every MLLP source).
+    pub from_given: bool,
+    /// Where a specimen id is: the first non-empty of these paths.
+    pub specimen_id: Vec<FieldPath>,
+    /// How long an order is kept after it last changed (purged with the journal's retention).
+    pub keep: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,6 +184,9 @@ pub struct AstmSource {
     pub timers: crate::astm::Timers,
     /// A received message larger than this is refused (NAK) frame by frame.
     pub max_message_size: usize,
+    /// `download_orders`: the instrument takes unsolicited order downloads; cached orders are
+    /// pushed to it whenever its link is up and idle.
+    pub download_orders: bool,
     /// `hl7 = { ... }`: each message's patient results are also journaled as an HL7 v2.5.1
     /// ORU^R01, a new item linked to the message (needs a profile: its test-code map).
     pub hl7: Option<Hl7Results>,
@@ -197,6 +217,12 @@ pub enum AstmTransport {
 }
 
 impl SourceKind {
+    /// Whether the order cache takes this source's orders when `[orders] from` is not given:
+    /// the EHR's MLLP feeds.
+    pub fn feeds_orders_by_default(&self) -> bool {
+        matches!(self, SourceKind::Mllp(_))
+    }
+
     /// The kinds of item this source can produce (so `config check` can tell which
     /// destinations a route may send which kinds to).
     pub fn payloads(&self) -> &'static [Kind] {
@@ -501,6 +527,15 @@ impl Matcher {
 }
 
 impl Config {
+    /// The lab links that take unsolicited order downloads (`download_orders = true`).
+    pub fn order_download_sources(&self) -> Vec<String> {
+        self.sources
+            .iter()
+            .filter(|s| matches!(&s.kind, SourceKind::Astm(a) if a.download_orders))
+            .map(|s| s.name.clone())
+            .collect()
+    }
+
     /// Parses and validates a config text. `origin` names the file in error messages.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
         parse::parse(text, origin)

@@ -20,8 +20,8 @@ use super::error::{ConfigErrorKind, ConfigErrors};
 use super::values::{distinct, names};
 use super::walk::{Checker, Got, Tbl};
 use super::{
-    Config, Destination, EscalationRule, Route, Source, default_state_dir, destination, route, rule, sections, source,
-    uplink,
+    Config, Destination, EscalationRule, Route, Source, default_state_dir, destination, orders, route, rule, sections,
+    source, uplink,
 };
 
 /// Parses and validates a config text. `origin` names the file in error messages.
@@ -72,6 +72,7 @@ fn build(ck: &mut Checker, root: &Tbl<'_, '_>) -> Option<Config> {
     let routing_table = root.section(ck, "routing", "[routing]");
     let escalation_table = root.section(ck, "escalation", "[escalation]");
     let uplink_table = root.table(ck, "uplink", "[uplink]");
+    let orders_table = root.section(ck, "orders", "[orders]");
     let source_tables = root.blocks(ck, "source", "[[source]]");
     let destination_tables = root.blocks(ck, "destination", "[[destination]]");
     let route_tables = root.blocks(ck, "route", "[[route]]");
@@ -117,6 +118,11 @@ fn build(ck: &mut Checker, root: &Tbl<'_, '_>) -> Option<Config> {
 
     let sources: Vec<Option<Source>> =
         source_tables.iter().zip(source_names).map(|(t, name)| source::source(ck, t, name, &state_dir)).collect();
+    let order_cache = orders_table.as_ref().and_then(|t| {
+        let mut o = orders::orders(ck, t, &known_sources)?;
+        orders::resolve(ck, t, &mut o, &sources);
+        Some(o)
+    });
     let destinations: Vec<Option<Destination>> = destination_tables
         .iter()
         .zip(destination_names)
@@ -141,6 +147,7 @@ fn build(ck: &mut Checker, root: &Tbl<'_, '_>) -> Option<Config> {
 
     Some(Config {
         uplink: uplink?,
+        orders: order_cache?,
         node: node?,
         control: control?,
         journal: journal?,

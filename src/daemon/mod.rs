@@ -263,15 +263,20 @@ async fn shutdown(
 
 async fn purge_loop(config: Arc<Current<Config>>, journal: Journal, cancel: CancellationToken) {
     loop {
-        let (retention, rejected) = {
+        let (retention, rejected, keep_orders) = {
             let c = config.get();
-            (c.journal.retention, c.journal.rejected_retention)
+            (c.journal.retention, c.journal.rejected_retention, c.orders.keep)
         };
         let now = now_ms();
         match journal.purge(now - retention.as_millis() as i64, now - rejected.as_millis() as i64).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(items = n, "purged items past their retention"),
             Err(e) => tracing::warn!(error = %e, "purge failed; will try again"),
+        }
+        match journal.purge_orders(now - keep_orders.as_millis() as i64).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(orders = n, "purged cached orders past [orders] keep"),
+            Err(e) => tracing::warn!(error = %e, "purging cached orders failed; will try again"),
         }
         tokio::select! {
             _ = cancel.cancelled() => return,

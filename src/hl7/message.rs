@@ -182,6 +182,13 @@ impl<'a> Message<'a> {
         self.skipped_lines
     }
 
+    /// The segment ids in message order (`MSH`, `PID`, `ORC`, `OBR`, ...): with
+    /// [`FieldPath::occurrence`] they tell which segments belong together (an order's ORC, OBR,
+    /// TQ1 and SPM).
+    pub fn segment_ids(&self) -> Vec<&'a str> {
+        self.segments.iter().map(|s| s.name).collect()
+    }
+
     /// An owned copy of the header fields (for a batch, see the module docs).
     pub fn header(&self) -> Header {
         self.header.clone()

@@ -18,8 +18,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_serial::SerialStream;
 use tokio_util::sync::CancellationToken;
 
+mod orders;
+
 use super::{OpenError, Serving};
-use crate::astm::{self, Action, DiscardReason, Event, Link, Phase};
+use crate::astm::{Action, DiscardReason, Event, Link, Phase};
 use crate::config::{AstmSource, AstmTransport};
 use crate::envelope::Kind;
 use crate::hl7::Outcome;
@@ -130,6 +132,9 @@ struct Ctx {
     cfg: Arc<AstmSource>,
     intake: Arc<Intake>,
     stats: Arc<SourceStats>,
+    /// The instrument's id from the H record it last sent (H.5.1): the receiver (H.10) of
+    /// query answers and downloads.
+    instrument: Arc<std::sync::Mutex<String>>,
 }
 
 /// Serves the link until `serving.stop` fires; hands back what it opened.
@@ -139,6 +144,7 @@ pub async fn serve(name: String, cfg: AstmSource, opened: Opened, serving: Servi
         cfg: Arc::new(cfg),
         intake: serving.intake.clone(),
         stats: serving.stats.clone(),
+        instrument: Arc::default(),
     };
     let stop = serving.stop.clone();
     match (ctx.cfg.transport.clone(), opened) {
@@ -249,10 +255,17 @@ where
     let mut link = Link::new(cfg.timers, cfg.quirks).with_max_message_size(cfg.max_message_size);
     let mut buf = vec![0u8; 4096];
     let mut stopping: Option<Instant> = None;
+    let mut downloads = orders::Downloads::new(&ctx);
     inc(&ctx.stats.connections);
     let end = loop {
-        if let Err(why) = act(&ctx, &mut link, &mut stream).await {
+        if let Err(why) = act(&ctx, &mut link, &mut stream, &mut downloads).await {
             break Err(why);
+        }
+        if stopping.is_none() {
+            downloads.send_due(&ctx, &mut link).await;
+            if let Err(why) = act(&ctx, &mut link, &mut stream, &mut downloads).await {
+                break Err(why);
+            }
         }
         if let Some(since) = stopping
             && ((link.phase() == Phase::Idle && link.queued() == 0) || since.elapsed() >= FINISH_WITHIN)
@@ -267,6 +280,7 @@ where
                 Err(e) => break Err(lost(&ctx, "read", Some(e))),
             },
             _ = sleep_until(deadline) => link.tick(Instant::now()),
+            _ = downloads.woken(), if stopping.is_none() => {}
             _ = stop.cancelled(), if stopping.is_none() => stopping = Some(Instant::now()),
             // While stopping, look again every 100 ms whether the link has gone idle.
             _ = tokio::time::sleep(Duration::from_millis(100)), if stopping.is_some() => {}
@@ -312,7 +326,12 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 
 /// Does everything the link asks, in order: writes, journals messages (then lets their ACK
 /// go), answers queries, logs events.
-async fn act<S: AsyncWrite + Unpin>(ctx: &Ctx, link: &mut Link, stream: &mut S) -> Result<(), String> {
+async fn act<S: AsyncWrite + Unpin>(
+    ctx: &Ctx,
+    link: &mut Link,
+    stream: &mut S,
+    downloads: &mut orders::Downloads,
+) -> Result<(), String> {
     while let Some(action) = link.poll_action() {
         match action {
             Action::Write(bytes) => {
@@ -320,8 +339,8 @@ async fn act<S: AsyncWrite + Unpin>(ctx: &Ctx, link: &mut Link, stream: &mut S) 
                 stream.flush().await.map_err(|e| lost(ctx, "write", Some(e)))?;
             }
             Action::Message { token, records, complete } => {
-                let reply = query_reply(ctx, &records);
-                let derived = if complete { results_as_hl7(ctx, &records) } else { Vec::new() };
+                let reply = orders::query_reply(ctx, &records).await;
+                let derived = if complete { results_as_hl7(ctx, &records).await } else { Vec::new() };
                 let mut arrival = Arrival::new(&ctx.name, Kind::Astm, None, records);
                 if !complete {
                     arrival.fields.push(("incomplete", "true".into()));
@@ -346,9 +365,11 @@ async fn act<S: AsyncWrite + Unpin>(ctx: &Ctx, link: &mut Link, stream: &mut S) 
                 }
             }
             Action::Sent { id } => {
-                tracing::debug!(source = %ctx.name, message = %id, "message delivered to the instrument")
+                tracing::debug!(source = %ctx.name, message = %id, "message delivered to the instrument");
+                downloads.sent(ctx, id).await;
             }
             Action::SendFailed { id, why } => {
+                downloads.failed(ctx, id).await;
                 tracing::warn!(source = %ctx.name, message = %id, error = %why, "message to the instrument given up");
                 ctx.intake.source_problem(
                     &ctx.name,
@@ -364,9 +385,13 @@ async fn act<S: AsyncWrite + Unpin>(ctx: &Ctx, link: &mut Link, stream: &mut S) 
 /// A message's patient results as HL7 v2.5.1 ORU^R01 items, one per specimen, when the source
 /// says so (`hl7 = { ... }`, with a profile). A set that cannot be converted is logged (why,
 /// never what); the message itself is journaled as always.
-fn results_as_hl7(ctx: &Ctx, records: &[u8]) -> Vec<Arrival> {
+async fn results_as_hl7(ctx: &Ctx, records: &[u8]) -> Vec<Arrival> {
+    if ctx.cfg.hl7.is_none() || ctx.cfg.profile.is_none() {
+        return Vec::new();
+    }
+    let orders = orders::for_results(ctx, records).await;
     let mut out = Vec::new();
-    for converted in convert_results(&ctx.cfg, records) {
+    for converted in convert_results(&ctx.cfg, records, &orders) {
         match converted {
             Converted::Hl7 { body, fields } => {
                 let mut arrival = Arrival::new(&ctx.name, Kind::Hl7v2, None, body);
@@ -401,14 +426,20 @@ pub enum Converted {
 
 /// The source's conversion of a message's results (`hl7 = { ... }` and a profile), one entry
 /// per specimen with results; nothing when the source does not convert or the records do not
-/// read. Shared by the adapter and `rules test`.
-pub fn convert_results(cfg: &AstmSource, records: &[u8]) -> Vec<Converted> {
+/// read. `orders` are the cached orders of the message's specimens (by specimen id): their
+/// numbers go to ORC/OBR, and their patient to PID when the instrument sent none. Shared by the
+/// adapter and `rules test`.
+pub fn convert_results(
+    cfg: &AstmSource,
+    records: &[u8],
+    orders: &std::collections::HashMap<String, crate::orders::Order>,
+) -> Vec<Converted> {
     let (Some(hl7), Some(profile)) = (cfg.hl7.as_ref(), cfg.profile.as_deref()) else {
         return Vec::new();
     };
-    let Ok(message) = astm::Message::parse(records) else { return Vec::new() };
+    let Ok(message) = crate::astm::Message::parse(records) else { return Vec::new() };
     let mut out = Vec::new();
-    for set in astm::result_sets(&message, profile) {
+    for mut set in crate::astm::result_sets(&message, profile) {
         if set.qc {
             out.push(Converted::Qc { results: set.results.len() });
             continue;
@@ -421,7 +452,14 @@ pub fn convert_results(cfg: &AstmSource, records: &[u8]) -> Vec<Converted> {
             control_id: unique_control_id(),
             message_time: crate::envelope::hl7_now(),
         };
-        match crate::instrument::to_oru_r01(&set, profile, None, &context) {
+        let order = set.specimen_id.as_ref().and_then(|id| orders.get(id));
+        if let Some(order) = order
+            && set.patient.is_empty()
+        {
+            set.patient = order.result_patient();
+        }
+        let order_ref = order.map(crate::orders::Order::order_ref);
+        match crate::instrument::to_oru_r01(&set, profile, order_ref.as_ref(), &context) {
             Ok(oru) => {
                 let mut fields = Vec::new();
                 let report = crate::instrument::mapping_report(&set, profile);
@@ -453,24 +491,6 @@ fn unique_control_id() -> String {
             Err(actual) => last = actual,
         }
     }
-}
-
-/// The answer to a query message (Q records): the host's own session with H, a P and an O per
-/// specimen it knows orders for, and L; `L|1|I` when it knows none. A cancellation (`Q.13` =
-/// `A`) gets no answer. Orders from the EHR are not yet kept, so every query is answered "no
-/// information" for now.
-fn query_reply(ctx: &Ctx, records: &[u8]) -> Option<Vec<u8>> {
-    let message = astm::Message::parse(records).ok()?;
-    let queries = message.queries();
-    if queries.is_empty() || queries.iter().all(astm::Query::is_cancel) {
-        return None;
-    }
-    let instrument = message.header().value(5, 1);
-    let now = crate::envelope::hl7_now();
-    let header = astm::ReplyHeader::new("outpost", instrument, now.get(..14).unwrap_or(&now));
-    let specimens: usize = queries.iter().map(|q| q.specimen_ids.len()).sum();
-    tracing::debug!(source = %ctx.name, specimens, "instrument query answered: no orders known");
-    astm::build_order_reply(&header, &[]).ok()
 }
 
 /// Logs and counts what happened on the link: routine things at debug, what loses or delays

@@ -14,6 +14,7 @@
 
 mod delivery;
 mod disk;
+mod orders;
 mod reader;
 mod recent;
 mod schema;
@@ -21,6 +22,7 @@ mod writer;
 
 pub use delivery::DeliveryState;
 pub use disk::free_bytes;
+pub use orders::{DownloadOutcome, DownloadRow, MAX_DOWNLOAD_ATTEMPTS, OrderCounts, PendingDownload};
 pub use reader::{
     AttemptRow, DeliveryRow, Item, ItemFilter, PendingItem, Reader, StateFilter, StatusCounts, UnroutedItem,
     UplinkBacklog, UplinkItem,
@@ -223,6 +225,8 @@ enum Op {
     InsertLinked {
         envelopes: Vec<NewEnvelope>,
     },
+    /// The order cache (`orders.rs`).
+    Orders(orders::OrderOp),
     Barrier,
 }
 

@@ -153,6 +153,13 @@ pub struct Reader {
     conn: Connection,
 }
 
+impl Reader {
+    /// For the queries kept beside the tables they read (`orders.rs`).
+    pub(super) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+}
+
 const UPLINK_COLUMNS: &str = "d.seq, d.useq, e.id, e.source, e.kind, e.status, e.received_at, e.item_type,
     e.item_ref, e.summary, e.charset, e.body";
 

@@ -111,6 +111,36 @@ const MIGRATIONS: &[&str] = &[
         since INTEGER NOT NULL                    -- unix ms of the claim
     );
     "#,
+    // 7: the order cache (`orders.rs`): an EHR's orders by specimen id, for lab instruments'
+    // queries and downloads, kept `[orders] keep` after they last changed; and the downloads of
+    // each order to each lab link that takes them.
+    r#"
+    CREATE TABLE orders (
+        specimen_id   TEXT PRIMARY KEY,
+        placer        TEXT NOT NULL DEFAULT '',   -- the first group's ORC-2 / OBR-2
+        filler        TEXT NOT NULL DEFAULT '',   -- ORC-3 / OBR-3
+        state         TEXT NOT NULL,              -- active | cancelled
+        priority      TEXT NOT NULL DEFAULT 'R',  -- S | R
+        specimen_type TEXT NOT NULL DEFAULT '',
+        tests         TEXT NOT NULL,              -- JSON: code, text, system, placer, filler
+        patient       TEXT NOT NULL,              -- JSON: id, family, given, birth_date, sex (PHI, like bodies)
+        item_id       TEXT NOT NULL,              -- the HL7 item it last changed with
+        received_at   INTEGER NOT NULL            -- unix ms of that change
+    ) WITHOUT ROWID;
+    CREATE INDEX orders_received ON orders(received_at);
+    CREATE TABLE order_downloads (
+        specimen_id     TEXT NOT NULL REFERENCES orders(specimen_id) ON DELETE CASCADE,
+        source          TEXT NOT NULL,
+        state           TEXT NOT NULL,            -- pending | sent | failed | skipped
+        action          TEXT NOT NULL,            -- N new | C cancel (ASTM O.12)
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL DEFAULT 0,
+        updated_at      INTEGER NOT NULL,
+        version         INTEGER NOT NULL DEFAULT 1,  -- up when made pending again
+        PRIMARY KEY (specimen_id, source)
+    ) WITHOUT ROWID;
+    CREATE INDEX order_downloads_due ON order_downloads(source, state);
+    "#,
 ];
 
 /// The schema at [`VERSION`], for a new journal: what [`MIGRATIONS`] build step by step, written
@@ -187,6 +217,33 @@ const CURRENT: &str = r#"
         node  TEXT NOT NULL,
         since INTEGER NOT NULL
     );
+
+    CREATE TABLE orders (
+        specimen_id   TEXT PRIMARY KEY,
+        placer        TEXT NOT NULL DEFAULT '',
+        filler        TEXT NOT NULL DEFAULT '',
+        state         TEXT NOT NULL,
+        priority      TEXT NOT NULL DEFAULT 'R',
+        specimen_type TEXT NOT NULL DEFAULT '',
+        tests         TEXT NOT NULL,
+        patient       TEXT NOT NULL,
+        item_id       TEXT NOT NULL,
+        received_at   INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX orders_received ON orders(received_at);
+
+    CREATE TABLE order_downloads (
+        specimen_id     TEXT NOT NULL REFERENCES orders(specimen_id) ON DELETE CASCADE,
+        source          TEXT NOT NULL,
+        state           TEXT NOT NULL,
+        action          TEXT NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL DEFAULT 0,
+        updated_at      INTEGER NOT NULL,
+        version         INTEGER NOT NULL DEFAULT 1,
+        PRIMARY KEY (specimen_id, source)
+    ) WITHOUT ROWID;
+    CREATE INDEX order_downloads_due ON order_downloads(source, state);
 "#;
 
 /// The schema version this build writes.

@@ -274,6 +274,7 @@ impl Writer {
             }
             Op::InsertFile { envelopes, file } => self.insert_file(envelopes, file, now, head),
             Op::InsertLinked { envelopes } => self.insert_linked(envelopes, now, head),
+            Op::Orders(op) => Ok(Outcome::Count(super::orders::apply(&self.conn, op, now)?)),
             Op::Barrier => Ok(Outcome::Unit),
         }
     }

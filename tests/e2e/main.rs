@@ -18,5 +18,6 @@ mod lifecycle;
 mod logging;
 mod mqtt_harness;
 mod notify;
+mod orders;
 mod protocol;
 mod uplink;

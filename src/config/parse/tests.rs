@@ -446,9 +446,10 @@ fn every_table_lists_its_keys_in_reading_order() {
             format!("zzz = 1\n{BASE}"),
             format!(
                 "zzz: {unknown} the top level of the file are: node, control, journal, routing, escalation, \
-                 uplink, source, destination, route"
+                 uplink, orders, source, destination, route"
             ),
         ),
+        (format!("{BASE}[orders]\nzzz = 1\n"), format!("orders.zzz: {unknown} [orders] are: from, specimen_id, keep")),
         (
             with_zzz(4, "state_dir = \"/srv/outpost\""),
             format!("node.zzz: {unknown} [node] are: site, id, state_dir, shutdown_grace, log_summary"),
@@ -482,7 +483,7 @@ fn every_table_lists_its_keys_in_reading_order() {
             format!(
                 "source[0].zzz: {unknown} [[source]] are: name, kind, listen, max_message_size, idle_timeout, \
                  max_connections, charset, dir, pattern, after, move_to, settle, rescan, retry_after, max_file_size, profile, profile_file, serial, tcp_listen, tcp_connect, quirks, \
-                 timers, hl7"
+                 timers, hl7, download_orders"
             ),
         ),
         (

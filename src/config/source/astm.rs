@@ -7,7 +7,7 @@ use toml::de::DeValue;
 
 use crate::astm::{LineEnd, Quirks, Timers};
 use crate::config::values::{
-    GIB, KIB, MIB, choice, count_in, duration, host_port, listen_address, path, size_in, string,
+    GIB, KIB, MIB, boolean, choice, count_in, duration, host_port, listen_address, path, size_in, string,
 };
 use crate::config::walk::{Checker, Got, Tbl, Val};
 use crate::config::{AstmSource, AstmTransport, Hl7Results, SourceKind};
@@ -88,6 +88,7 @@ pub(super) fn read(ck: &mut Checker, t: &Tbl<'_, '_>, state_dir: &Path) -> Optio
         Got::Invalid => None,
         Got::Absent => Some(None),
     };
+    let download_orders = t.opt(ck, "download_orders", false, boolean);
 
     let transport = match (serial, listen, connect) {
         (Got::Valid(s), Got::Absent, Got::Absent) => s.map(AstmTransport::Serial),
@@ -129,6 +130,7 @@ pub(super) fn read(ck: &mut Checker, t: &Tbl<'_, '_>, state_dir: &Path) -> Optio
         timers: timers?,
         max_message_size: usize::try_from(max_message_size?).ok()?,
         hl7: hl7?,
+        download_orders: download_orders?,
     }))
 }
 
