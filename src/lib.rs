@@ -25,6 +25,7 @@ pub mod logging;
 pub mod mllp;
 pub mod payload;
 pub mod ports;
+pub mod probe;
 pub mod remote;
 pub mod reopen;
 pub mod router;
