@@ -31,6 +31,30 @@ pub enum Target {
     Connect(String),
 }
 
+impl Target {
+    /// From the command line: `--connect HOST:PORT`, else PORT: an `IP:PORT` (or `:PORT`) to
+    /// listen on, anything else a serial port (a bare `ttyUSB0` is looked for in /dev).
+    pub fn parse(port: Option<&str>, connect: Option<&str>) -> Target {
+        if let Some(c) = connect {
+            return Target::Connect(c.to_string());
+        }
+        let port = port.unwrap_or_default();
+        if port.parse::<std::net::SocketAddr>().is_ok() {
+            return Target::Listen(port.to_string());
+        }
+        if let Some(p) = port.strip_prefix(':')
+            && p.parse::<u16>().is_ok()
+        {
+            return Target::Listen(format!("0.0.0.0:{p}"));
+        }
+        let path = Path::new(port);
+        if !port.contains('/') && !path.exists() && Path::new("/dev").join(port).exists() {
+            return Target::Serial(Path::new("/dev").join(port));
+        }
+        Target::Serial(path.to_path_buf())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Options {
     pub target: Target,
@@ -81,6 +105,11 @@ pub fn run(opts: &Options, progress: &mut dyn Write) -> Result<Report, ProbeErro
         .enable_all()
         .build()
         .map_err(|e| ProbeError::Unavailable(format!("cannot start the async runtime: {e}")))?;
+    if !matches!(opts.target, Target::Serial(_)) && (opts.baud.is_some() || opts.line.is_some()) {
+        return Err(ProbeError::Usage(
+            "--baud and --line are for serial ports; a TCP link has no line settings".into(),
+        ));
+    }
     runtime.block_on(async {
         match &opts.target {
             Target::Serial(port) => serial(opts, port, progress).await,
@@ -159,7 +188,7 @@ fn say(progress: &mut dyn Write, text: &str) {
     let _ = progress.flush();
 }
 
-const TRIGGER: &str = "make the analyzer send now: press its 'send results' / 'transmit' button, or send a \
+const TRIGGER: &str = "Make the analyzer send now: press its 'send results' / 'transmit' button, or send a \
                        finished result to the host (LIS) again";
 
 async fn serial(opts: &Options, port: &Path, progress: &mut dyn Write) -> Result<Report, ProbeError> {
@@ -219,9 +248,9 @@ async fn serial(opts: &Options, port: &Path, progress: &mut dyn Write) -> Result
 
 fn open_error(e: &crate::serial::OpenFailure, socket: Option<&Path>, port: &Path) -> ProbeError {
     if e.hint.starts_with("another program holds it") {
-        if let Some(source) = socket.and_then(|s| daemon_source_at(s, |transport, address| {
-            transport == "serial" && same_file(Path::new(address), port)
-        })) {
+        if let Some(source) = socket.and_then(|s| {
+            daemon_source_at(s, |transport, address| transport == "serial" && same_file(Path::new(address), port))
+        }) {
             return ProbeError::Unavailable(format!(
                 "{} is in use by source {source:?} of the running outpost: stop the source first (take it out of \
                  the config and `outpost reload`, or stop outpost), then probe",
@@ -388,6 +417,18 @@ mod tests {
         assert_eq!(report.verdict.profile.as_deref(), Some("ortho-vitros-3600"));
         assert!(report.verdict.config.as_deref().unwrap().contains("tcp_connect = \"127.0.0.1:"));
         assert!(String::from_utf8_lossy(&progress).contains("never sends a byte"));
+    }
+
+    #[test]
+    fn ports_and_addresses_from_the_command_line() {
+        assert_eq!(Target::parse(Some("0.0.0.0:5100"), None), Target::Listen("0.0.0.0:5100".into()));
+        assert_eq!(Target::parse(Some(":5100"), None), Target::Listen("0.0.0.0:5100".into()));
+        assert_eq!(Target::parse(None, Some("10.0.0.9:5100")), Target::Connect("10.0.0.9:5100".into()));
+        assert_eq!(
+            Target::parse(Some("/dev/serial/by-id/usb-FTDI-if00"), None),
+            Target::Serial("/dev/serial/by-id/usb-FTDI-if00".into())
+        );
+        assert_eq!(Target::parse(Some("null"), None), Target::Serial("/dev/null".into()));
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub const FOUND: u8 = 0;
 /// Bytes were heard, but no setting read ASTM or HL7 in them.
 pub const EX_NOTHING_VALID: u8 = crate::cli::EX_DATAERR;
 /// Nothing at all was heard (sysexits' EX_TEMPFAIL: try again while the instrument sends).
-pub const EX_SILENT: u8 = 75;
+pub const EX_SILENT: u8 = crate::cli::EX_TEMPFAIL;
 
 /// Where the probe listened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -448,7 +448,12 @@ mod tests {
     const YUMIZEN: &[u8] = include_bytes!("../../tests/data/astm/yumizen-h500-session.raw");
 
     fn tried(setting: &Settings, bytes: &[u8]) -> Tried {
-        Tried { setting: setting.line(), serial: Some(setting.clone()), listened_ms: 1000, hearing: hear(bytes, bytes.len()) }
+        Tried {
+            setting: setting.line(),
+            serial: Some(setting.clone()),
+            listened_ms: 1000,
+            hearing: hear(bytes, bytes.len()),
+        }
     }
 
     #[test]
@@ -458,7 +463,11 @@ mod tests {
         let at = |b| Line::EIGHT_N_ONE.settings(port, b);
         let report = conclude(
             &place,
-            vec![tried(&at(9600), &[0x00, 0xF8, 0x80, 0xFF, 0x00, 0x78, 0xE0, 0x00, 0x00]), tried(&at(19200), YUMIZEN), tried(&at(38400), b"")],
+            vec![
+                tried(&at(9600), &[0x00, 0xF8, 0x80, 0xFF, 0x00, 0x78, 0xE0, 0x00, 0x00]),
+                tried(&at(19200), YUMIZEN),
+                tried(&at(38400), b""),
+            ],
         );
         let v = &report.verdict;
         assert_eq!((v.outcome, v.protocol), (Outcome::Found, Protocol::Astm));
@@ -487,8 +496,7 @@ mod tests {
     #[test]
     fn seven_bits_with_parity_go_into_the_config() {
         let port = Path::new("/dev/ttyUSB0");
-        let even: Vec<u8> =
-            YUMIZEN.iter().map(|&b| if b.count_ones() % 2 == 1 { b | 0x80 } else { b }).collect();
+        let even: Vec<u8> = YUMIZEN.iter().map(|&b| if b.count_ones() % 2 == 1 { b | 0x80 } else { b }).collect();
         let report = conclude(&Place::Serial(port.into()), vec![tried(&Line::EIGHT_N_ONE.settings(port, 9600), &even)]);
         let v = &report.verdict;
         assert_eq!(v.line.as_deref(), Some("9600 7E1"));
@@ -522,7 +530,10 @@ mod tests {
         let v = &report.verdict;
         assert_eq!(v.protocol, Protocol::Hl7Mllp);
         assert_eq!(v.instrument.as_deref(), Some("ANALYZER / LAB"));
-        assert_eq!(v.config.as_deref(), Some("[[source]]\nname = \"analyzer\"\nkind = \"mllp\"\nlisten = \"0.0.0.0:5100\"\n"));
+        assert_eq!(
+            v.config.as_deref(),
+            Some("[[source]]\nname = \"analyzer\"\nkind = \"mllp\"\nlisten = \"0.0.0.0:5100\"\n")
+        );
         assert!(v.profile.is_none());
         let shown = format!("{report}{}", serde_json::to_string(&report).unwrap());
         assert!(!shown.contains("Doe") && !shown.contains("123"), "{shown}");
@@ -532,9 +543,22 @@ mod tests {
     fn every_profile_with_senders_is_found_by_its_own_capture() {
         for (file, profile) in [
             (YUMIZEN.to_vec(), "horiba-yumizen-h500"),
-            (crate::probe::analyze::tests::wire_from_lines(include_bytes!("../../tests/data/astm/pentra-xlr-frames.txt")), "horiba-pentra-xlr"),
-            (crate::probe::analyze::tests::wire_from_lines(include_bytes!("../../tests/data/astm/cobas-c111-etb-frames.txt")), "roche-cobas-c111"),
-            (crate::probe::analyze::tests::wire_from_lines(include_bytes!("../../tests/data/astm/genexpert.txt")), "cepheid-genexpert"),
+            (
+                crate::probe::analyze::tests::wire_from_lines(include_bytes!(
+                    "../../tests/data/astm/pentra-xlr-frames.txt"
+                )),
+                "horiba-pentra-xlr",
+            ),
+            (
+                crate::probe::analyze::tests::wire_from_lines(include_bytes!(
+                    "../../tests/data/astm/cobas-c111-etb-frames.txt"
+                )),
+                "roche-cobas-c111",
+            ),
+            (
+                crate::probe::analyze::tests::wire_from_lines(include_bytes!("../../tests/data/astm/genexpert.txt")),
+                "cepheid-genexpert",
+            ),
             (include_bytes!("../../tests/data/astm/vitros-3600-host-query.raw").to_vec(), "ortho-vitros-3600"),
         ] {
             let h = hear(&file, file.len());

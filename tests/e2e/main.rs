@@ -17,5 +17,6 @@ mod lifecycle;
 mod logging;
 mod mqtt_harness;
 mod notify;
+mod probe;
 mod protocol;
 mod uplink;

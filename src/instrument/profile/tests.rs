@@ -378,8 +378,8 @@ fn numeric_ranges_parse() {
 
 #[test]
 fn senders_name_the_instrument_by_a_word_of_h5() {
-    let p = load(&GOOD.replace("kind = \"chemistry\"", "senders = [\"XL\", \"Analyzer9\"]\nkind = \"chemistry\""))
-        .unwrap();
+    let p =
+        load(&GOOD.replace("kind = \"chemistry\"", "senders = [\"XL\", \"Analyzer9\"]\nkind = \"chemistry\"")).unwrap();
     assert_eq!(p.senders, ["XL", "Analyzer9"]);
     assert!(p.names_sender("XL-1000^SN123^1.0"), "a word starting with a sender");
     assert!(p.names_sender("Clinic Lab^analyzer9"), "case-insensitive, any component");
