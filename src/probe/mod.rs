@@ -20,3 +20,23 @@ pub mod report;
 pub use analyze::{Hearing, Protocol, hear};
 pub use listen::{Options, ProbeError, Target, run};
 pub use report::{Place, Report, Tried};
+
+#[cfg(test)]
+mod tests {
+    /// The analysis, the plan and the report do no IO: none of them imports tokio, a socket or
+    /// a file API (the listener alone does).
+    #[test]
+    fn only_the_listener_does_io() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/probe");
+        for file in ["analyze.rs", "analyze/tests.rs", "plan.rs", "report.rs"] {
+            let text = std::fs::read_to_string(dir.join(file)).unwrap();
+            for forbidden in ["tokio", "std::net", "std::fs", "crate::serial::open", "crate::control"] {
+                let used = text.lines().any(|l| {
+                    let l = l.trim_start();
+                    (l.starts_with("use ") || l.starts_with("pub use ")) && l.contains(forbidden)
+                });
+                assert!(!used, "{file} imports {forbidden}");
+            }
+        }
+    }
+}

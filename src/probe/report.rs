@@ -350,6 +350,17 @@ fn found_advice(h: &Hearing, serial: Option<&Settings>, profile: Option<&Profile
 }
 
 fn nothing_valid_advice(place: &Place, tried: &[Tried], advice: &mut Vec<String>) {
+    // An ASTM analyzer bids again only after its timeouts (15 s and more): one clean ENQ in a
+    // dwell is worth a longer listen at that setting.
+    let lone_enq = tried.iter().find(|t| t.hearing.astm.enq > 0 && t.hearing.signs.clean >= 0.9);
+    if let Some(Tried { serial: Some(s), .. }) = lone_enq {
+        let line = s.line();
+        let (baud, bits) = line.split_once(' ').unwrap_or((line.as_str(), "8N1"));
+        advice.push(format!(
+            "an ENQ (an ASTM analyzer asking to send) was heard at {line}: it asks again only every 15 s or so; \
+             listen longer there: --baud {baud} --line {bits} --for 2m"
+        ));
+    }
     if let Some(why) = tried.iter().find_map(|t| t.hearing.not_astm.clone()) {
         advice.push(why);
     }
@@ -400,7 +411,10 @@ impl std::fmt::Display for Report {
             writeln!(f, "profile: {p}")?;
         }
         if let Some(c) = &v.config {
-            writeln!(f, "\nconfig:\n\n{c}")?;
+            writeln!(f, "\nconfig to paste (a [[source]], beside the others):\n\n{c}")?;
+        }
+        if !v.advice.is_empty() {
+            writeln!(f, "\nwhat to do:")?;
         }
         for a in &v.advice {
             writeln!(f, "- {a}")?;
@@ -516,6 +530,23 @@ mod tests {
         assert_eq!(garbled.exit_code(), EX_NOTHING_VALID);
         assert!(garbled.verdict.advice.iter().any(|a| a.contains("--line 8E1")), "{:?}", garbled.verdict.advice);
         assert!(garbled.verdict.config.is_none());
+    }
+
+    #[test]
+    fn a_lone_enq_asks_for_a_longer_listen_at_its_setting() {
+        let port = Path::new("/dev/ttyUSB0");
+        let at = |b| Line::EIGHT_N_ONE.settings(port, b);
+        let report = conclude(&Place::Serial(port.into()), vec![tried(&at(9600), b""), tried(&at(19200), &[0x05])]);
+        assert_eq!(report.exit_code(), EX_NOTHING_VALID);
+        assert!(
+            report
+                .verdict
+                .advice
+                .iter()
+                .any(|a| a.contains("heard at 19200 8N1") && a.contains("--baud 19200 --line 8N1")),
+            "{:?}",
+            report.verdict.advice
+        );
     }
 
     #[test]

@@ -246,7 +246,7 @@ fn seven_bits_with_parity_are_read_and_named() {
     for (even, word) in [(true, ParityWord::Even), (false, ParityWord::Odd)] {
         for wire in [YUMIZEN.to_vec(), wire_from_lines(COBAS)] {
             let bytes = with_parity(&wire, even);
-            assert!(!heard(&(bytes.iter().map(|b| b & 0x7F).collect::<Vec<_>>())).seven_bits.is_some());
+            assert_eq!(heard(&bytes.iter().map(|b| b & 0x7F).collect::<Vec<_>>()).seven_bits, None);
             let h = heard(&bytes);
             assert_eq!(h.signs.parity, Some(word));
             assert_eq!((h.protocol, h.seven_bits), (Protocol::Astm, Some(word)), "{word:?}");
