@@ -166,9 +166,11 @@ enum Command {
         #[command(subcommand)]
         command: AstmCommand,
     },
-    /// Listen to an unknown instrument, passively, and say what it speaks: on a serial port, the
-    /// baud rate and line that read it; ASTM, HL7 or neither; the instrument's id (ASTM H.5, HL7
-    /// MSH-3/MSH-4), the built-in profile that fits, and the config to paste.
+    /// Listen to an unknown instrument, passively, and say what it speaks and how to configure it
+    ///
+    /// On a serial port: the baud rate and line that read it. Then: ASTM, HL7 or neither; the
+    /// instrument's id (ASTM H.5, HL7 MSH-3/MSH-4); the built-in profile that fits; the
+    /// [[source]] to paste into the config.
     ///
     /// A serial port is listened to at 9600, 19200, 38400, 57600, 115200, 4800, 2400 and 1200
     /// baud, --dwell each, stopping at the first that reads valid frames; 8N1 also reads 7E1,
