@@ -193,7 +193,8 @@ enum Command {
         /// Listen at this baud rate only (for --for), instead of cycling.
         #[arg(long, value_parser = crate::probe::plan::baud)]
         baud: Option<u32>,
-        /// Data bits, parity and stop bits: 8N1 (default), 7E1, 7O1, 8E1, 7E2...
+        /// Data bits, parity and stop bits: 8N1 (default), 7E1, 7O1, 8E1, 7E2...; without --baud,
+        /// every baud rate is tried with it.
         #[arg(long, value_parser = |s: &str| s.parse::<crate::probe::plan::Line>())]
         line: Option<crate::probe::plan::Line>,
         /// How long to listen at each setting of the cycle (10s, 1m).

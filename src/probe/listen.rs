@@ -32,20 +32,20 @@ pub enum Target {
 }
 
 impl Target {
-    /// From the command line: `--connect HOST:PORT`, else PORT: an `IP:PORT` (or `:PORT`) to
-    /// listen on, anything else a serial port (a bare `ttyUSB0` is looked for in /dev).
+    /// From the command line: `--connect HOST:PORT`, else PORT: `IP:PORT`, `HOST:PORT` or
+    /// `:PORT` (all addresses) to listen on; anything else is a serial port (a bare `ttyUSB0` is
+    /// looked for in /dev).
     pub fn parse(port: Option<&str>, connect: Option<&str>) -> Target {
         if let Some(c) = connect {
             return Target::Connect(c.to_string());
         }
         let port = port.unwrap_or_default();
-        if port.parse::<std::net::SocketAddr>().is_ok() {
-            return Target::Listen(port.to_string());
-        }
-        if let Some(p) = port.strip_prefix(':')
-            && p.parse::<u16>().is_ok()
+        if let Some((host, number)) = port.rsplit_once(':')
+            && !port.contains('/')
+            && number.parse::<u16>().is_ok()
         {
-            return Target::Listen(format!("0.0.0.0:{p}"));
+            let host = if host.is_empty() { "0.0.0.0" } else { host };
+            return Target::Listen(format!("{host}:{number}"));
         }
         let path = Path::new(port);
         if !port.contains('/') && !path.exists() && Path::new("/dev").join(port).exists() {
@@ -423,6 +423,8 @@ mod tests {
     fn ports_and_addresses_from_the_command_line() {
         assert_eq!(Target::parse(Some("0.0.0.0:5100"), None), Target::Listen("0.0.0.0:5100".into()));
         assert_eq!(Target::parse(Some(":5100"), None), Target::Listen("0.0.0.0:5100".into()));
+        assert_eq!(Target::parse(Some("localhost:5100"), None), Target::Listen("localhost:5100".into()));
+        assert_eq!(Target::parse(Some("[::]:5100"), None), Target::Listen("[::]:5100".into()));
         assert_eq!(Target::parse(None, Some("10.0.0.9:5100")), Target::Connect("10.0.0.9:5100".into()));
         assert_eq!(
             Target::parse(Some("/dev/serial/by-id/usb-FTDI-if00"), None),

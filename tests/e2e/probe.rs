@@ -238,3 +238,42 @@ fn probe_refuses_a_port_the_daemon_holds_and_names_the_source() {
     assert!(err.contains("in use by source \"hematology\" of the running outpost"), "{err}");
     assert!(err.contains("stop the source first"), "{err}");
 }
+
+#[test]
+fn probe_moves_on_from_a_setting_that_hears_noise_and_stops_at_the_one_that_reads() {
+    if serial_ports_unavailable("probe_moves_on_from_a_setting_that_hears_noise_and_stops_at_the_one_that_reads") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("analyzer");
+    let (mut line, _) = pty_at(&link);
+    let mut probe = Probe::start(&["probe", &link.display().to_string(), "--dwell", "4s", "--json"]);
+    // What a wrong baud rate makes of a transmission (a pty cannot garble: the simulator does).
+    probe.wait_progress("9600 8N1: listening");
+    let mut x: u32 = 0x9E37_79B9;
+    let noise: Vec<u8> = (0..600)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x as u8) | 0x80
+        })
+        .collect();
+    line.write(&noise);
+    probe.wait_progress("19200 8N1: listening");
+    line.write(&[ENQ]);
+    for frame in frames_from_lines(PENTRA) {
+        line.write(&frame);
+    }
+    line.write(&[EOT]);
+    let (status, stdout, stderr) = probe.finish();
+    assert_eq!(status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let report: Value = serde_json::from_str(&stdout).expect("JSON report");
+    let tried = report["tried"].as_array().unwrap();
+    assert_eq!(tried.len(), 2, "stops at the setting that read frames: {stdout}");
+    assert_eq!(tried[0]["setting"], "9600 8N1");
+    assert_ne!(tried[0]["hearing"]["protocol"], "astm");
+    assert_eq!(report["verdict"]["line"], "19200 8N1");
+    assert!(report["verdict"]["config"].as_str().unwrap().contains("baud = 19200"));
+    assert_eq!(line.collect_for(Duration::from_millis(100)), Vec::<u8>::new());
+}
