@@ -411,7 +411,7 @@ impl std::fmt::Display for Report {
             writeln!(f, "profile: {p}")?;
         }
         if let Some(c) = &v.config {
-            writeln!(f, "\nconfig to paste (a [[source]], beside the others):\n\n{c}")?;
+            write!(f, "\nconfig to paste (a [[source]], beside the others):\n\n{c}")?;
         }
         if !v.advice.is_empty() {
             writeln!(f, "\nwhat to do:")?;
