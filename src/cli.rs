@@ -2,7 +2,8 @@
 //! parsed by clap; every path exits with a code from sysexits, as the README's table says:
 //! 0 done, 64 bad usage or config, 65 bad data (a message that is not HL7, a peer's negative
 //! ACK, a request the daemon refused), 66 an input file missing or unreadable, 69 the daemon or a
-//! peer unavailable, 70 an internal error, 76 a peer that does not answer in protocol.
+//! peer unavailable, 70 an internal error, 75 nothing heard (`probe`: try again while the
+//! instrument sends), 76 a peer that does not answer in protocol.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ pub const EX_DATAERR: u8 = 65;
 pub const EX_NOINPUT: u8 = 66;
 pub const EX_UNAVAILABLE: u8 = 69;
 pub const EX_SOFTWARE: u8 = 70;
+pub const EX_TEMPFAIL: u8 = 75;
 pub const EX_PROTOCOL: u8 = 76;
 
 /// An input file that cannot be read (exit 66).
@@ -163,6 +165,49 @@ enum Command {
     Astm {
         #[command(subcommand)]
         command: AstmCommand,
+    },
+    /// Listen to an unknown instrument, passively, and say what it speaks and how to configure it
+    ///
+    /// On a serial port: the baud rate and line that read it. Then: ASTM, HL7 or neither; the
+    /// instrument's id (ASTM H.5, HL7 MSH-3/MSH-4); the built-in profile that fits; the
+    /// [[source]] to paste into the config.
+    ///
+    /// A serial port is listened to at 9600, 19200, 38400, 57600, 115200, 4800, 2400 and 1200
+    /// baud, --dwell each, stopping at the first that reads valid frames; 8N1 also reads 7E1,
+    /// 7O1 and two stop bits (the parity arrives as bit 7 and is recognised); pin 8E1/8O1 or a
+    /// setting with --baud/--line. PORT may instead be IP:PORT to listen on (the analyzer
+    /// connects), or use --connect HOST:PORT. Make the analyzer send meanwhile ("send results",
+    /// "transmit"). Never sends a byte, so an ASTM analyzer may only ask to send (ENQ): that
+    /// names the setting too. Prints ids and protocol facts only, never patient data or results.
+    ///
+    /// Exit 0 found, 65 bytes heard but nothing valid, 75 nothing heard, 66 no such port, 69 the
+    /// port held (by a source of the running outpost: stop it first) or cannot listen/connect.
+    #[command(verbatim_doc_comment)]
+    Probe {
+        /// A serial port (best its /dev/serial/by-id path: `outpost ports`), or IP:PORT to listen on.
+        #[arg(required_unless_present = "connect", conflicts_with = "connect", value_name = "PORT")]
+        port: Option<String>,
+        /// Connect to the analyzer at HOST:PORT and listen there.
+        #[arg(long, value_name = "HOST:PORT")]
+        connect: Option<String>,
+        /// Listen at this baud rate only (for --for), instead of cycling.
+        #[arg(long, value_parser = crate::probe::plan::baud)]
+        baud: Option<u32>,
+        /// Data bits, parity and stop bits: 8N1 (default), 7E1, 7O1, 8E1, 7E2...; without --baud,
+        /// every baud rate is tried with it.
+        #[arg(long, value_parser = |s: &str| s.parse::<crate::probe::plan::Line>())]
+        line: Option<crate::probe::plan::Line>,
+        /// How long to listen at each setting of the cycle (10s, 1m).
+        #[arg(long, default_value = "10s", value_parser = crate::probe::plan::duration)]
+        dwell: Duration,
+        /// How long to listen at a pinned --baud, or on a TCP link.
+        #[arg(long = "for", value_name = "DURATION", default_value = "60s", value_parser = crate::probe::plan::duration)]
+        listen_for: Duration,
+        /// The report as JSON (progress still goes to stderr).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
     },
     /// Send HL7 files to an MLLP listener and print the ACKs (a field test sender).
     Send {
@@ -412,6 +457,17 @@ fn command(command: Command) -> anyhow::Result<u8> {
         }
         Command::Astm { command: AstmCommand::Decode { file, show_phi } } => astm_decode(&file, show_phi),
         Command::Send { address, files, timeout, raw } => send(&address, &files, Duration::from_secs(timeout), raw),
+        Command::Probe { port, connect, baud, line, dwell, listen_for, json, target } => {
+            let options = crate::probe::Options {
+                target: crate::probe::Target::parse(port.as_deref(), connect.as_deref()),
+                baud,
+                line,
+                dwell,
+                listen_for,
+                socket: socket_of(&target).ok(),
+            };
+            probe(&options, json)
+        }
     }
 }
 
@@ -930,6 +986,23 @@ pub fn split_messages(bytes: &[u8]) -> Vec<Vec<u8>> {
         }
     }
     messages
+}
+
+fn probe(options: &crate::probe::Options, json: bool) -> anyhow::Result<u8> {
+    match crate::probe::run(options, &mut std::io::stderr()) {
+        Ok(report) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{report}");
+            }
+            Ok(report.exit_code())
+        }
+        Err(e) => {
+            eprintln!("outpost: {e}");
+            Ok(e.exit_code())
+        }
+    }
 }
 
 fn astm_decode(file: &Path, show_phi: bool) -> anyhow::Result<u8> {

@@ -26,6 +26,7 @@ pub mod mllp;
 pub mod orders;
 pub mod payload;
 pub mod ports;
+pub mod probe;
 pub mod remote;
 pub mod reopen;
 pub mod router;

@@ -43,6 +43,10 @@ pub struct Profile {
     /// For people: `Horiba Yumizen H500`.
     pub name: String,
     pub description: String,
+    /// Words that name this instrument in the sender field (H.5) of its H record: `outpost
+    /// probe` suggests the profile when a component of H.5 starts with one (case-insensitive).
+    /// Empty: the instrument's H record does not tell it apart.
+    pub senders: Vec<String>,
     pub kind: Kind,
     /// The HL7 coding system for this instrument's own test codes (`99YH500`): OBX-3 of a test
     /// the map does not know, and of map entries with a local `code` but no `system`.
@@ -318,6 +322,13 @@ impl Profile {
         }
     }
 
+    /// Whether this instrument's H.5 (the sender, components joined by `^`) names this
+    /// profile's instrument: a component, or a word of one, starts with one of [`Profile::senders`].
+    pub fn names_sender(&self, h5: &str) -> bool {
+        let words: Vec<String> = h5.split(['^', ' ', '/']).filter(|w| !w.is_empty()).map(str::to_lowercase).collect();
+        self.senders.iter().map(|s| s.to_lowercase()).any(|s| words.iter().any(|w| w.starts_with(&s)))
+    }
+
     /// The names of the built-in profiles.
     pub fn names() -> Vec<&'static str> {
         BUILTIN.iter().map(|(name, _)| *name).collect()
@@ -510,6 +521,8 @@ struct RawProfile {
     name: Spanned<String>,
     #[serde(default)]
     description: String,
+    #[serde(default)]
+    senders: Vec<Spanned<String>>,
     kind: Spanned<String>,
     coding_system: Spanned<String>,
     serial: Option<RawSerial>,
@@ -680,6 +693,19 @@ fn validate(ck: &mut Checker, raw: RawProfile, id: &str) -> Option<Profile> {
     if !is_local_system(&coding_system) {
         ck.report(&raw.coding_system.span(), "coding_system", local_system_advice(&coding_system));
     }
+    let mut senders = Vec::new();
+    for (i, word) in raw.senders.iter().enumerate() {
+        let w = word.get_ref().trim();
+        if w.len() < 2 {
+            ck.report(
+                &word.span(),
+                &format!("senders[{i}]"),
+                format!("{w:?} is too short to name an instrument; give a word of its H.5 such as \"H500\""),
+            );
+        } else {
+            senders.push(w.to_string());
+        }
+    }
     let serial = raw.serial.map(|s| serial(ck, s));
     let link = link(ck, raw.link);
     let records = records(ck, raw.records);
@@ -694,6 +720,7 @@ fn validate(ck: &mut Checker, raw: RawProfile, id: &str) -> Option<Profile> {
         id: id.to_string(),
         name,
         description: raw.description.trim().to_string(),
+        senders,
         kind: kind?,
         coding_system,
         serial: serial.flatten(),

@@ -19,5 +19,6 @@ mod logging;
 mod mqtt_harness;
 mod notify;
 mod orders;
+mod probe;
 mod protocol;
 mod uplink;

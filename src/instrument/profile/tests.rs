@@ -375,3 +375,16 @@ fn numeric_ranges_parse() {
         assert_eq!(numeric_range(text), None, "{text}");
     }
 }
+
+#[test]
+fn senders_name_the_instrument_by_a_word_of_h5() {
+    let p =
+        load(&GOOD.replace("kind = \"chemistry\"", "senders = [\"XL\", \"Analyzer9\"]\nkind = \"chemistry\"")).unwrap();
+    assert_eq!(p.senders, ["XL", "Analyzer9"]);
+    assert!(p.names_sender("XL-1000^SN123^1.0"), "a word starting with a sender");
+    assert!(p.names_sender("Clinic Lab^analyzer9"), "case-insensitive, any component");
+    assert!(!p.names_sender("AXL^1"), "a word must start with it");
+    assert!(!load(GOOD).unwrap().names_sender("anything"), "no senders: never");
+    let lines = problems(&GOOD.replace("kind = \"chemistry\"", "senders = [\"H500\", \" \"]\nkind = \"chemistry\""));
+    assert!(lines[0].contains("senders[1]: \" \"") || lines[0].contains("senders[1]: \"\""), "{lines:#?}");
+}
