@@ -131,6 +131,43 @@ fn orders_host_query_round_trip_orm_in_query_answered_results_in() {
     assert_eq!(query_item["summary"]["sample_ids"], "SP777");
 }
 
+/// The whole loop a clinic runs: the EHR's order over MLLP, downloaded to the analyzer (which
+/// takes downloads) and answered again when it asks; its results in; the results out to the
+/// EHR as an HL7 ORU^R01 carrying the order's numbers and patient (the analyzer sent none).
+#[test]
+fn orders_acceptance_orm_in_download_query_results_in_oru_out_to_the_ehr() {
+    let sink = Sink::start(SinkMode::Accept);
+    let extra = format!(
+        "download_orders = true\nhl7 = {{ sending_application = \"H500\", receiving_application = \"EHR\" }}\n\n\
+         [[destination]]\nname = \"ehr-results\"\nkind = \"mllp\"\nconnect = \"{}\"\n\n\
+         [[route]]\nname = \"results\"\nfrom = [\"lab\"]\nwhen = {{ \"MSH-9.1\" = \"ORU\" }}\nto = [\"ehr-results\"]",
+        sink.addr
+    );
+    let daemon = Daemon::start(&config(TCP, &extra));
+    let mut sim = instrument(&daemon);
+    send_order(&daemon, &orm("ORM-55", "NW", "SP555"));
+    let download = host_session(&mut sim);
+    assert!(download[2].starts_with("O|1|SP555||^^^WBC\\^^^HGB|R|"), "downloaded: {download:?}");
+    sim.session(&query("SP555", "O"));
+    let answer = host_session(&mut sim);
+    assert_eq!(answer.last().map(String::as_str), Some("L|1|N"), "{answer:?}");
+
+    sim.session(&results("SP555"));
+    let lab = wait_results(&daemon, "SP555");
+    wait_for("the ORU^R01 at the EHR", DEADLINE, || (sink.count() == 1).then_some(()));
+    let oru = String::from_utf8(sink.messages().remove(0)).unwrap();
+    let segments: Vec<&str> = oru.split('\r').collect();
+    let seg = |id: &str| segments.iter().find(|s| s.starts_with(id)).copied().unwrap_or_default();
+    assert!(seg("MSH|").contains("|ORU^R01^ORU_R01|"), "{oru}");
+    assert!(seg("PID|").contains("MRN12345") && seg("PID|").contains("Doe^Jane"), "the order's patient: {oru}");
+    assert!(seg("ORC|").starts_with("ORC|RE|PL-SP555-1|SP555"), "the order's numbers: {oru}");
+    assert_eq!(segments.iter().filter(|s| s.starts_with("OBX|")).count(), 2, "{oru}");
+    assert!(oru.contains("|6690-2^Leukocytes"), "{oru}");
+    let derived = items(&daemon).into_iter().find(|i| i["type"] == "ORU^R01").expect("the ORU^R01 item");
+    assert_eq!(derived["summary"]["derived_from"], lab["id"]);
+    assert!(!daemon.log().contains("Doe"), "no patient in the log");
+}
+
 #[test]
 fn orders_an_unknown_specimen_a_cancelled_order_and_a_cancelled_query() {
     let daemon = Daemon::start(&config(TCP, ""));
