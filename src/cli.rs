@@ -641,6 +641,13 @@ fn print_status(r: &StatusReport) {
         human_bytes(j.max_bytes),
         j.items
     );
+    let o = &r.orders;
+    if o.active + o.downloads_pending + o.downloads_failed > 0 {
+        println!(
+            "orders   {} active · {} download(s) waiting · {} given up",
+            o.active, o.downloads_pending, o.downloads_failed
+        );
+    }
     if j.unrouted + j.rejected + j.refused > 0 {
         println!(
             "problems unrouted {} · rejected {} · refused {}   (outpost queue ls --state unrouted|rejected)",

@@ -97,6 +97,9 @@ pub struct StatusReport {
     pub sources: Vec<SourceStatus>,
     pub destinations: Vec<DestinationStatus>,
     pub journal: JournalStatus,
+    /// The order cache: active orders, downloads waiting and given up (counts only).
+    #[serde(default)]
+    pub orders: crate::journal::OrderCounts,
     pub escalations: Vec<Escalation>,
     /// The link to central, when configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]

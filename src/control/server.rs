@@ -223,6 +223,7 @@ pub fn source_statuses(ctx: &ControlContext, config: &Config) -> Vec<SourceStatu
 pub async fn status(ctx: &ControlContext) -> Result<StatusReport, crate::journal::JournalError> {
     let config = ctx.config.get();
     let counts = ctx.journal.read(|r| r.status_counts()).await?;
+    let orders = ctx.journal.read(|r| r.order_counts()).await?;
     let now = now_ms();
     let sources = source_statuses(ctx, &config);
     let destinations = config
@@ -274,6 +275,7 @@ pub async fn status(ctx: &ControlContext) -> Result<StatusReport, crate::journal
             refused: get(&shared.refused),
             schema_version: SCHEMA_VERSION,
         },
+        orders,
         escalations: ctx.escalations.snapshot(),
         uplink: config.uplink.as_ref().map(|u| {
             let st = &ctx.stats.uplink;

@@ -151,6 +151,10 @@ fn orders_acceptance_orm_in_download_query_results_in_oru_out_to_the_ehr() {
     sim.session(&query("SP555", "O"));
     let answer = host_session(&mut sim);
     assert_eq!(answer.last().map(String::as_str), Some("L|1|N"), "{answer:?}");
+    let orders = &daemon.status()["orders"];
+    assert_eq!((orders["active"].as_u64(), orders["downloads_pending"].as_u64()), (Some(1), Some(0)), "{orders}");
+    let text = stdout_of(&outpost(&["status", "--socket", daemon.socket().to_str().unwrap()]));
+    assert!(text.contains("orders   1 active · 0 download(s) waiting"), "{text}");
 
     sim.session(&results("SP555"));
     let lab = wait_results(&daemon, "SP555");
