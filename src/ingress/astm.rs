@@ -256,6 +256,13 @@ where
     let mut buf = vec![0u8; 4096];
     let mut stopping: Option<Instant> = None;
     let mut downloads = orders::Downloads::new(&ctx);
+    // One timer for the session, re-armed only when the link wants waking earlier than it is
+    // set: most deadlines move later with every byte (the receive timer), and a timer that
+    // fires early costs one harmless tick, where re-arming on every read of a serial line
+    // (a few bytes at a time) costs a timer-wheel update per read.
+    let timer = tokio::time::sleep(Duration::from_secs(3600));
+    tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
     inc(&ctx.stats.connections);
     let end = loop {
         if let Err(why) = act(&ctx, &mut link, &mut stream, &mut downloads).await {
@@ -272,14 +279,22 @@ where
         {
             break Ok(());
         }
-        let deadline = link.next_deadline().map(tokio::time::Instant::from_std);
+        if let Some(deadline) = link.next_deadline()
+            && armed.is_none_or(|at| deadline < at)
+        {
+            timer.as_mut().reset(tokio::time::Instant::from_std(deadline));
+            armed = Some(deadline);
+        }
         tokio::select! {
             read = stream.read(&mut buf) => match read {
                 Ok(0) => break Err(lost(&ctx, "read", None)),
                 Ok(n) => link.receive(&buf[..n], Instant::now()),
                 Err(e) => break Err(lost(&ctx, "read", Some(e))),
             },
-            _ = sleep_until(deadline) => link.tick(Instant::now()),
+            _ = &mut timer, if armed.is_some() => {
+                armed = None;
+                link.tick(Instant::now());
+            }
             _ = downloads.woken(), if stopping.is_none() => {}
             _ = stop.cancelled(), if stopping.is_none() => stopping = Some(Instant::now()),
             // While stopping, look again every 100 ms whether the link has gone idle.
@@ -314,13 +329,6 @@ fn lost(ctx: &Ctx, what: &str, error: Option<std::io::Error>) -> String {
         None => "the instrument closed the connection".to_string(),
         Some(e) if serial && e.raw_os_error() == Some(libc::EIO) => format!("{hung_up} ({what}: {e})"),
         Some(e) => format!("{what} failed: {e}"),
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -82,7 +82,7 @@ pub(super) async fn query_reply(ctx: &Ctx, records: &[u8]) -> Option<Vec<u8>> {
     for order in &found {
         let (mut o, unknown) = crate::orders::to_astm(order, profile, "N");
         for code in &unknown {
-            tracing::info!(source = %ctx.name, specimen = %order.specimen_id, test = %code, "ordered test not in the instrument's test map: left out of the answer");
+            tracing::info!(source = %ctx.name, item_id = %order.item_id, test = %code, "ordered test not in the instrument's test map: left out of the answer");
         }
         if let Some(tests) = asked.get(&order.specimen_id).filter(|t| !t.is_empty()) {
             o.tests.retain(|t| tests.contains(t));
@@ -186,10 +186,10 @@ impl Downloads {
         let PendingDownload { order, action, version } = d;
         let (o, unknown) = crate::orders::to_astm(&order, ctx.cfg.profile.as_deref(), &action);
         for code in &unknown {
-            tracing::info!(source = %ctx.name, specimen = %order.specimen_id, test = %code, "ordered test not in the instrument's test map: not downloaded");
+            tracing::info!(source = %ctx.name, item_id = %order.item_id, test = %code, "ordered test not in the instrument's test map: not downloaded");
         }
         let skip = |why: &str| {
-            tracing::info!(source = %ctx.name, specimen = %order.specimen_id, why, "order not downloaded");
+            tracing::info!(source = %ctx.name, item_id = %order.item_id, why, "order not downloaded");
         };
         if o.tests.is_empty() && action != "C" {
             skip("the instrument does none of its tests");
