@@ -942,11 +942,11 @@ impl Modem {
         };
         match line {
             Line::Ok => {
-                if command.text == "AT+FCLASS=?" {
-                    if let Err(why) = self.choose_class(&info) {
-                        self.reset(why);
-                        return;
-                    }
+                if command.text == "AT+FCLASS=?"
+                    && let Err(why) = self.choose_class(&info)
+                {
+                    self.reset(why);
+                    return;
                 }
                 self.send_step(step + 1, now);
             }
