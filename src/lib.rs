@@ -14,6 +14,7 @@ pub mod egress;
 pub mod envelope;
 pub mod escalate;
 pub mod events;
+pub mod fax;
 pub mod health;
 pub mod hl7;
 pub mod ingress;
