@@ -5,3 +5,4 @@
 //! received, never re-encoded.
 
 pub mod g3;
+pub mod tiff;
