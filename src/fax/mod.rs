@@ -5,4 +5,5 @@
 //! received, never re-encoded.
 
 pub mod g3;
+pub mod pdf;
 pub mod tiff;
