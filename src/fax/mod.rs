@@ -4,6 +4,7 @@
 //! PDF unchanged, and `document` is what the fax adapters build and store. Page data is kept as
 //! received, never re-encoded.
 
+pub mod document;
 pub mod g3;
 pub mod pdf;
 pub mod tiff;
