@@ -211,6 +211,31 @@ fn source(s: &crate::config::Source, daemon: Option<&serde_json::Value>) -> Find
                 ),
             },
         },
+        SourceKind::FaxModem(f) => serial_port(check, &f.serial.port),
+        SourceKind::FaxSpool(f) => {
+            let rx = nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::X_OK;
+            if !f.dir.is_dir() {
+                Finding::bad(
+                    Verdict::Fail,
+                    check,
+                    format!("fax spool {} does not exist", f.dir.display()),
+                    "is HylaFAX (or mgetty) installed and receiving into it? fix dir",
+                )
+            } else if nix::unistd::access(&f.dir, rx).is_err() {
+                Finding::bad(
+                    Verdict::Fail,
+                    check,
+                    format!("fax spool {}: no read access", f.dir.display()),
+                    format!(
+                        "add the outpost user to the spool's group (HylaFAX: `usermod -aG uucp outpost`) or \
+                         `setfacl -m u:outpost:rx {}`",
+                        f.dir.display()
+                    ),
+                )
+            } else {
+                Finding::ok(check, format!("fax spool {} is there and readable", f.dir.display()))
+            }
+        }
     }
 }
 

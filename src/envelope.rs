@@ -13,6 +13,8 @@ pub enum Kind {
     /// An ASTM E1394 (LIS02-A2) message from a lab instrument: its records H…L as received,
     /// each ending CR, the link's frames removed.
     Astm,
+    /// A received fax: a multi-page TIFF Class F file, the page data as the modem delivered it.
+    Fax,
 }
 
 impl Kind {
@@ -20,6 +22,7 @@ impl Kind {
         match self {
             Kind::Hl7v2 => "hl7v2",
             Kind::Astm => "astm",
+            Kind::Fax => "fax",
         }
     }
 
@@ -27,6 +30,7 @@ impl Kind {
         match s {
             "hl7v2" => Some(Kind::Hl7v2),
             "astm" => Some(Kind::Astm),
+            "fax" => Some(Kind::Fax),
             _ => None,
         }
     }
@@ -36,6 +40,7 @@ impl Kind {
         match self {
             Kind::Hl7v2 => "HL7 v2",
             Kind::Astm => "ASTM",
+            Kind::Fax => "fax",
         }
     }
 
@@ -48,6 +53,7 @@ impl Kind {
         match self {
             Kind::Hl7v2 => false,
             Kind::Astm => true,
+            Kind::Fax => false,
         }
     }
 
@@ -56,6 +62,7 @@ impl Kind {
         match self {
             Kind::Hl7v2 => "hl7",
             Kind::Astm => "astm",
+            Kind::Fax => "tif",
         }
     }
 }

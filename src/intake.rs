@@ -207,7 +207,10 @@ impl Intake {
         let rules = self.rules.get();
         let decoded = payload::decode_from(kind, &body, charset, rules.profiles.get(&source));
         let charset_name = decoded.charset().map(|c| c.name().to_string());
-        let parsed = decoded.parse();
+        let mut parsed = decoded.parse();
+        if let Ok(item) = parsed.as_mut() {
+            item.add_fields(&fields);
+        }
         let mut hits = Vec::new();
         let (header, mut summary, status, decision, note) = match &parsed {
             Ok(item) => {
@@ -375,7 +378,12 @@ impl Intake {
             let charset = item.charset.as_deref().and_then(Charset::from_label);
             let decoded = payload::decode_from(item.kind, &item.body, charset, rules.profiles.get(&item.source));
             let decision = match decoded.parse() {
-                Ok(parsed) => rules.router.route(&item.source, &parsed),
+                Ok(mut parsed) => {
+                    let fields: Vec<(&str, String)> =
+                        item.fields.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+                    parsed.add_fields(&fields);
+                    rules.router.route(&item.source, &parsed)
+                }
                 Err(_) => Default::default(),
             };
             if decision.is_unrouted() {

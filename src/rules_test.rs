@@ -32,6 +32,8 @@ pub fn run(config: &Config, file: &Path, bytes: &[u8], source: Option<&str>, jso
                 return Ok(EX_DATAERR);
             }
         },
+        // A fax is its whole file (a TIFF, as stored or as HylaFAX spools it).
+        Kind::Fax => vec![bytes.to_vec()],
     };
     let mut reports = Vec::new();
     for body in &items {
@@ -192,6 +194,13 @@ impl Report {
                 s.item_ref,
                 s.fields.get("version").map(String::as_str).unwrap_or(""),
                 self.charset.unwrap_or("")
+            ),
+            Kind::Fax => println!(
+                "message  fax of {} page(s), {} resolution, from station {:?} ({} damaged line(s)) at source {source}",
+                s.fields.get("pages").map(String::as_str).unwrap_or("?"),
+                s.fields.get("resolution").map(String::as_str).unwrap_or("?"),
+                s.fields.get("tsi").map(String::as_str).unwrap_or(""),
+                s.fields.get("bad_lines").map(String::as_str).unwrap_or("0"),
             ),
             Kind::Astm => println!(
                 "message  ASTM {} from instrument {} (samples {}; tests {}; {} result(s)) from source {source}",

@@ -31,6 +31,15 @@ pub struct SourceStats {
     pub last_item_at: AtomicU64,
     /// Order groups in this source's order messages that had no specimen id (not cached).
     pub orders_unreadable: AtomicU64,
+    /// Calls answered (fax modems).
+    pub calls: AtomicU64,
+    /// Pages received (fax modems).
+    pub pages: AtomicU64,
+    /// Items kept incomplete (a fax call that ended early).
+    pub incomplete: AtomicU64,
+    /// What the source's device is doing now, in words (a fax modem: `idle`, `receiving page
+    /// 2`), and its protocol variant (the modem's class).
+    pub activity: Mutex<(String, Option<String>)>,
     pub link: Mutex<SourceLink>,
 }
 

@@ -56,13 +56,22 @@ pub(super) fn conditions(ck: &mut Checker, t: &Tbl<'_, '_>) -> Option<Vec<Condit
 /// path (`R.3.4`: a record type, a dot), or a name for what every instrument has.
 pub(super) fn field(key: &str) -> Result<Field, String> {
     const FORMS: &str = "an HL7 field path such as MSH-9.1 or OBX-8, an ASTM record path such as R.3.4 \
-                         or H.5.1, or for ASTM items instrument, test, qc or critical";
+                         or H.5.1, for ASTM items instrument, test, qc or critical, or for faxes fax.tsi, fax.pages and the like";
     match key {
         "instrument" => return Ok(Field::Astm(AstmField::Instrument)),
         "test" => return Ok(Field::Astm(AstmField::Test)),
         "qc" => return Ok(Field::Astm(AstmField::Qc)),
         "critical" => return Ok(Field::Astm(AstmField::Critical)),
         _ => {}
+    }
+    if let Some(name) = key.strip_prefix("fax.") {
+        return match crate::payload::fax::FIELDS.iter().find(|f| **f == name) {
+            Some(f) => Ok(Field::Fax(f.to_string())),
+            None => Err(format!(
+                "{key:?} is not a fax field; a fax's fields are {}",
+                crate::payload::fax::FIELDS.iter().map(|f| format!("fax.{f}")).collect::<Vec<_>>().join(", ")
+            )),
+        };
     }
     // HL7: a segment (three letters or digits, `MSH`, `ZX1`) and a dash; a key that starts like
     // a segment is read as HL7, so its mistakes get HL7's messages.

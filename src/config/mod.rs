@@ -170,6 +170,41 @@ pub enum SourceKind {
     Mllp(MllpSource),
     Directory(DirectorySource),
     Astm(AstmSource),
+    FaxModem(FaxModemSource),
+    FaxSpool(FaxSpoolSource),
+}
+
+/// `kind = "fax-modem"`: a Class 2 / 2.0 fax modem on a serial port, answering calls.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaxModemSource {
+    pub serial: crate::serial::Settings,
+    /// How the modem is driven (class, station id, rings, capabilities, timers).
+    pub modem: crate::fax::modem::Config,
+    /// A fax larger than this is cut at the page that passes it (kept, marked incomplete).
+    pub max_fax_size: u64,
+}
+
+/// `kind = "fax-spool"`: faxes another program received, from its spool folder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaxSpoolSource {
+    pub dir: PathBuf,
+    pub format: SpoolFormat,
+    /// A file unchanged this long (and not locked by its writer) is complete.
+    pub settle: Duration,
+    pub rescan: Duration,
+    pub retry_after: Duration,
+    pub max_fax_size: u64,
+}
+
+/// Whose spool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpoolFormat {
+    /// HylaFAX's `recvq/`: one multi-page TIFF-F per fax (`fax00012.tif`), locked while
+    /// received.
+    Hylafax,
+    /// mgetty-fax's incoming folder: one raw G3 file per page (`ff-<call id>.<page>`, `fn-`
+    /// for normal resolution), the sender's id in the name.
+    Mgetty,
 }
 
 /// `kind = "astm"`: a lab instrument's ASTM E1381/E1394 link.
@@ -230,6 +265,7 @@ impl SourceKind {
             SourceKind::Mllp(_) | SourceKind::Directory(_) => &[Kind::Hl7v2],
             SourceKind::Astm(a) if a.hl7.is_some() => &[Kind::Astm, Kind::Hl7v2],
             SourceKind::Astm(_) => &[Kind::Astm],
+            SourceKind::FaxModem(_) | SourceKind::FaxSpool(_) => &[Kind::Fax],
         }
     }
 
@@ -237,7 +273,7 @@ impl SourceKind {
     pub fn profile(&self) -> Option<&crate::instrument::Profile> {
         match self {
             SourceKind::Astm(a) => a.profile.as_deref(),
-            SourceKind::Mllp(_) | SourceKind::Directory(_) => None,
+            SourceKind::Mllp(_) | SourceKind::Directory(_) | SourceKind::FaxModem(_) | SourceKind::FaxSpool(_) => None,
         }
     }
 
@@ -246,7 +282,7 @@ impl SourceKind {
         match self {
             SourceKind::Mllp(m) => m.charset,
             SourceKind::Directory(d) => d.charset,
-            SourceKind::Astm(_) => None,
+            SourceKind::Astm(_) | SourceKind::FaxModem(_) | SourceKind::FaxSpool(_) => None,
         }
     }
 }
@@ -451,6 +487,8 @@ pub enum Field {
     /// An ASTM record path (`R.3.4`, `H.5.1`) or one of the names for what every instrument
     /// has (`instrument`, `test`, `qc`).
     Astm(AstmField),
+    /// A fax's summary field (`fax.tsi`, `fax.pages`; see `payload::fax::FIELDS`).
+    Fax(String),
 }
 
 /// What a condition on ASTM items looks at (see `payload::astm::values`).
@@ -471,6 +509,7 @@ impl Field {
         match self {
             Field::Hl7(_) => Kind::Hl7v2,
             Field::Astm(_) => Kind::Astm,
+            Field::Fax(_) => Kind::Fax,
         }
     }
 }
@@ -484,6 +523,7 @@ impl std::fmt::Display for Field {
             Field::Astm(AstmField::Test) => f.write_str("test"),
             Field::Astm(AstmField::Qc) => f.write_str("qc"),
             Field::Astm(AstmField::Critical) => f.write_str("critical"),
+            Field::Fax(name) => write!(f, "fax.{name}"),
         }
     }
 }

@@ -251,7 +251,7 @@ impl Worker {
         match item.kind {
             Kind::Hl7v2 => self.prepare_hl7(item),
             // `config check` refuses transforms on a destination that can receive ASTM items.
-            Kind::Astm => Ok((item.body.clone(), item.item_ref.clone())),
+            Kind::Astm | Kind::Fax => Ok((item.body.clone(), item.item_ref.clone())),
         }
     }
 

@@ -80,6 +80,14 @@ pub enum FolderError {
     PermissionDenied { dir: PathBuf },
 
     #[error(
+        "folder {0}: permission denied; the outpost user needs to read it (r-x on it, r on its files, x on \
+         every folder above it): add it to the group that owns the folder (for HylaFAX's recvq, \
+         `usermod -aG uucp outpost`) or `setfacl -m u:outpost:rx {0}`; check with `sudo -u outpost ls {0}`",
+        .dir.display()
+    )]
+    CannotRead { dir: PathBuf },
+
+    #[error(
         "folder {}: on a read-only filesystem, but outpost must move taken files out of it; remount it \
          read-write (check the share's mount options) or choose another folder",
         .dir.display()
@@ -130,7 +138,23 @@ impl Folder {
     /// one the folder is watched by rescans alone). `rescan` is kept between [`MIN_RESCAN`] and
     /// [`MAX_RESCAN`].
     pub fn open(dir: &Path, pattern: GlobMatcher, settle: Duration, rescan: Duration) -> Result<Folder, FolderError> {
-        check_dir(dir)?;
+        check_dir(dir, true)?;
+        Folder::watching(dir, pattern, settle, rescan)
+    }
+
+    /// [`Folder::open`] for a folder outpost only reads (another program's spool: its files are
+    /// left where they are, see [`Folder::keep`]).
+    pub fn open_to_read(
+        dir: &Path,
+        pattern: GlobMatcher,
+        settle: Duration,
+        rescan: Duration,
+    ) -> Result<Folder, FolderError> {
+        check_dir(dir, false)?;
+        Folder::watching(dir, pattern, settle, rescan)
+    }
+
+    fn watching(dir: &Path, pattern: GlobMatcher, settle: Duration, rescan: Duration) -> Result<Folder, FolderError> {
         let rescan = rescan.clamp(MIN_RESCAN, MAX_RESCAN);
         let watch = match Watch::new(dir) {
             Ok(watch) => Some(watch),
@@ -243,6 +267,14 @@ impl Folder {
         }
     }
 
+    /// The adapter has taken `path` and leaves it in the folder (a spool another program
+    /// owns): it is not handed out again unless it changes.
+    pub fn keep(&mut self, path: &Path) {
+        if let Some(name) = path.file_name() {
+            self.settle.keep(name);
+        }
+    }
+
     /// The adapter could not take `path` (unreadable, could not be moved): hand it out again
     /// after `at`, if it is still there and settled; other files are handed out meanwhile.
     pub fn retry_later(&mut self, path: &Path, at: Instant) {
@@ -332,11 +364,13 @@ impl Folder {
     }
 }
 
-/// Fails with what to do if `dir` is not a folder outpost may list and move files out of.
-fn check_dir(dir: &Path) -> Result<(), FolderError> {
+/// Fails with what to do if `dir` is not a folder outpost may list (and, with `write`, move
+/// files out of).
+fn check_dir(dir: &Path, write: bool) -> Result<(), FolderError> {
     let owned = || dir.to_path_buf();
     let from_io = |e: io::Error| match e.kind() {
         io::ErrorKind::NotFound => FolderError::Missing { dir: owned() },
+        io::ErrorKind::PermissionDenied if !write => FolderError::CannotRead { dir: owned() },
         io::ErrorKind::PermissionDenied => FolderError::PermissionDenied { dir: owned() },
         io::ErrorKind::NotADirectory => FolderError::NotADirectory { dir: owned() },
         io::ErrorKind::ReadOnlyFilesystem => FolderError::ReadOnly { dir: owned() },
@@ -345,8 +379,12 @@ fn check_dir(dir: &Path) -> Result<(), FolderError> {
     if !std::fs::metadata(dir).map_err(from_io)?.is_dir() {
         return Err(FolderError::NotADirectory { dir: owned() });
     }
-    nix::unistd::access(dir, AccessFlags::R_OK | AccessFlags::W_OK | AccessFlags::X_OK)
-        .map_err(|e| from_io(e.into()))?;
+    let mode = if write {
+        AccessFlags::R_OK | AccessFlags::W_OK | AccessFlags::X_OK
+    } else {
+        AccessFlags::R_OK | AccessFlags::X_OK
+    };
+    nix::unistd::access(dir, mode).map_err(|e| from_io(e.into()))?;
     // access() does not see every refusal (AppArmor, some network filesystems): list it once.
     std::fs::read_dir(dir).map_err(from_io)?;
     Ok(())

@@ -15,6 +15,8 @@
 
 pub mod astm;
 pub mod directory;
+pub mod fax_modem;
+pub mod fax_spool;
 pub mod folder;
 pub mod mllp;
 
@@ -64,6 +66,8 @@ pub fn resources(source: &Source) -> Vec<Resource> {
             crate::config::AstmTransport::TcpListen(addr) => vec![Resource::Tcp(*addr)],
             crate::config::AstmTransport::TcpConnect(_) => Vec::new(),
         },
+        SourceKind::FaxModem(f) => vec![Resource::Device(f.serial.port.clone())],
+        SourceKind::FaxSpool(f) => vec![Resource::Folder(f.dir.clone())],
     }
 }
 
@@ -102,6 +106,8 @@ pub enum Opened {
     Mllp(tokio::net::TcpListener),
     Directory(Box<folder::Folder>),
     Astm(astm::Opened),
+    FaxModem(fax_modem::Opened),
+    FaxSpool(Box<folder::Folder>),
 }
 
 impl Opened {
@@ -112,7 +118,9 @@ impl Opened {
             (Opened::Mllp(listener), _) => Ok(listener.local_addr().map(|a| a.to_string()).unwrap_or_default()),
             (Opened::Directory(folder), _) => Ok(folder.dir().display().to_string()),
             (Opened::Astm(opened), SourceKind::Astm(cfg)) => opened.state(cfg),
-            (Opened::Astm(_), _) => Err("not open".into()),
+            (Opened::FaxModem(opened), SourceKind::FaxModem(cfg)) => opened.state(cfg),
+            (Opened::FaxSpool(folder), _) => Ok(folder.dir().display().to_string()),
+            (Opened::Astm(_) | Opened::FaxModem(_), _) => Err("not open".into()),
         }
     }
 }
@@ -142,6 +150,8 @@ pub async fn open(source: &Source) -> Result<Opened, OpenError> {
         SourceKind::Mllp(m) => bind_tcp(&source.name, m.listen).await.map(Opened::Mllp),
         SourceKind::Directory(d) => directory::open(&source.name, d).map(|f| Opened::Directory(Box::new(f))),
         SourceKind::Astm(a) => astm::open(&source.name, a).await.map(Opened::Astm),
+        SourceKind::FaxModem(f) => Ok(Opened::FaxModem(fax_modem::open(f))),
+        SourceKind::FaxSpool(f) => fax_spool::open(&source.name, f).map(|f| Opened::FaxSpool(Box::new(f))),
     }
 }
 
@@ -171,6 +181,12 @@ pub async fn serve(source: Source, opened: Opened, serving: Serving) -> Opened {
             Opened::Directory(Box::new(directory::serve(name, cfg, *folder, serving).await))
         }
         (SourceKind::Astm(cfg), Opened::Astm(opened)) => Opened::Astm(astm::serve(name, cfg, opened, serving).await),
+        (SourceKind::FaxModem(cfg), Opened::FaxModem(opened)) => {
+            Opened::FaxModem(fax_modem::serve(name, cfg, opened, serving).await)
+        }
+        (SourceKind::FaxSpool(cfg), Opened::FaxSpool(folder)) => {
+            Opened::FaxSpool(Box::new(fax_spool::serve(name, cfg, *folder, serving).await))
+        }
         // The daemon hands a source only what `open` made for its own kind; anything else is
         // returned untouched (the reload then opens afresh).
         (_, other) => {
@@ -188,6 +204,10 @@ pub enum SourceDetail {
     Mllp(mllp::Detail),
     Directory(directory::Detail),
     Astm(astm::Detail),
+    #[serde(rename = "fax-modem")]
+    FaxModem(fax_modem::Detail),
+    #[serde(rename = "fax-spool")]
+    FaxSpool(fax_spool::Detail),
 }
 
 impl SourceDetail {
@@ -196,6 +216,8 @@ impl SourceDetail {
             SourceDetail::Mllp(_) => "mllp",
             SourceDetail::Directory(_) => "directory",
             SourceDetail::Astm(_) => "astm",
+            SourceDetail::FaxModem(_) => "fax-modem",
+            SourceDetail::FaxSpool(_) => "fax-spool",
         }
     }
 
@@ -206,7 +228,8 @@ impl SourceDetail {
             (SourceState::Down, _) => "down",
             (SourceState::Up, SourceDetail::Mllp(_)) => "listening",
             (SourceState::Up, SourceDetail::Directory(_)) => "watching",
-            (SourceState::Up, SourceDetail::Astm(_)) => "open",
+            (SourceState::Up, SourceDetail::Astm(_) | SourceDetail::FaxModem(_)) => "open",
+            (SourceState::Up, SourceDetail::FaxSpool(_)) => "watching",
         }
     }
 
@@ -219,6 +242,8 @@ impl SourceDetail {
             }
             SourceDetail::Directory(d) => (d.dir.clone(), d.waiting.to_string()),
             SourceDetail::Astm(a) => (a.address.clone(), a.connections.to_string()),
+            SourceDetail::FaxModem(f) => (f.port.clone(), f.modem.clone()),
+            SourceDetail::FaxSpool(f) => (f.dir.clone(), f.waiting.to_string()),
         }
     }
 
@@ -238,7 +263,15 @@ impl SourceDetail {
                     a.rejected_frames, a.discarded_messages
                 ))
             }
-            SourceDetail::Mllp(_) | SourceDetail::Directory(_) => None,
+            SourceDetail::FaxModem(f) => {
+                let last = f.last_fax_at.map(&ago).map(|t| format!("last fax {t} ago")).unwrap_or("no fax yet".into());
+                let class = f.class.as_ref().map(|c| format!("class {c} · ")).unwrap_or_default();
+                Some(format!(
+                    "{class}{last} · {} call(s), {} page(s), {} incomplete fax(es)",
+                    f.calls, f.pages, f.incomplete
+                ))
+            }
+            SourceDetail::Mllp(_) | SourceDetail::Directory(_) | SourceDetail::FaxSpool(_) => None,
         }
     }
 
@@ -252,6 +285,13 @@ impl SourceDetail {
                 ("rejected_frames", d.rejected_frames.into()),
                 ("discarded_messages", d.discarded_messages.into()),
             ],
+            SourceDetail::FaxModem(d) => vec![
+                ("modem", d.modem.clone().into()),
+                ("calls", d.calls.into()),
+                ("pages", d.pages.into()),
+                ("incomplete", d.incomplete.into()),
+            ],
+            SourceDetail::FaxSpool(d) => vec![("waiting", d.waiting.into())],
         }
     }
 }
@@ -263,6 +303,8 @@ pub fn status(source: &Source, stats: &SourceStats) -> SourceStatus {
         SourceKind::Mllp(m) => SourceDetail::Mllp(mllp::detail(m, stats, &link)),
         SourceKind::Directory(d) => SourceDetail::Directory(directory::detail(d, stats, &link)),
         SourceKind::Astm(a) => SourceDetail::Astm(astm::detail(a, stats, &link)),
+        SourceKind::FaxModem(f) => SourceDetail::FaxModem(fax_modem::detail(f, stats, &link)),
+        SourceKind::FaxSpool(f) => SourceDetail::FaxSpool(fax_spool::detail(f, stats, &link)),
     };
     SourceStatus {
         name: source.name.clone(),

@@ -60,6 +60,8 @@ pub struct UnroutedItem {
     pub kind: Kind,
     pub charset: Option<String>,
     pub body: Vec<u8>,
+    /// Its summary's fields (what the adapter knew of it too: a fax's caller id).
+    pub fields: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -295,9 +297,13 @@ impl Reader {
                 charset: r.get(3)?,
                 body: r.get(4)?,
                 kind: kind_at(r, 5)?,
+                fields: r
+                    .get::<_, Option<String>>(6)?
+                    .and_then(|json| serde_json::from_str(&json).ok())
+                    .unwrap_or_default(),
             })
         };
-        let sql = "SELECT seq, id, source, charset, body, kind FROM envelopes WHERE status = 'unrouted'";
+        let sql = "SELECT seq, id, source, charset, body, kind, summary FROM envelopes WHERE status = 'unrouted'";
         match id {
             Some(text) => {
                 let Some((seq, id)) = super::resolve_id(text) else { return Ok(Vec::new()) };

@@ -11,6 +11,7 @@
 //! [`Kind`].
 
 pub mod astm;
+pub mod fax;
 pub mod hl7;
 
 use crate::config::{AstmField, Field};
@@ -23,6 +24,7 @@ pub fn unreadable_summary(kind: Kind) -> Summary {
     match kind {
         Kind::Hl7v2 => hl7::empty_summary(),
         Kind::Astm => astm::empty_summary(),
+        Kind::Fax => fax::empty_summary(),
     }
 }
 
@@ -33,6 +35,8 @@ pub enum Decoded<'b> {
     /// decoded as UTF-8, lossily, when read), with the instrument's profile when the source has
     /// one (where its records put things, its critical ranges).
     Astm(&'b [u8], Option<&'b crate::instrument::Profile>),
+    /// A fax: a TIFF Class F file, read for its pages and tags.
+    Fax(&'b [u8]),
 }
 
 /// Reads `body` as `kind`; `charset` overrides what the item declares (a source setting).
@@ -50,6 +54,7 @@ pub fn decode_from<'b>(
     match kind {
         Kind::Hl7v2 => Decoded::Hl7(crate::hl7::decode(body, charset)),
         Kind::Astm => Decoded::Astm(body, profile),
+        Kind::Fax => Decoded::Fax(body),
     }
 }
 
@@ -58,7 +63,7 @@ impl Decoded<'_> {
     pub fn charset(&self) -> Option<Charset> {
         match self {
             Decoded::Hl7(d) => Some(d.charset),
-            Decoded::Astm(..) => None,
+            Decoded::Astm(..) | Decoded::Fax(_) => None,
         }
     }
 
@@ -69,6 +74,7 @@ impl Decoded<'_> {
             Decoded::Astm(bytes, profile) => {
                 Ok(Parsed::Astm(astm::Lab { message: crate::astm::Message::parse(bytes)?, profile: *profile }))
             }
+            Decoded::Fax(bytes) => Ok(Parsed::Fax(fax::read(bytes)?)),
         }
     }
 }
@@ -80,6 +86,8 @@ pub enum Unreadable {
     Hl7(#[from] crate::hl7::Hl7Error),
     #[error(transparent)]
     Astm(#[from] crate::astm::RecordError),
+    #[error(transparent)]
+    Fax(#[from] fax::NotFax),
 }
 
 /// A readable item: its summary and the values routing conditions look at.
@@ -88,6 +96,7 @@ pub enum Unreadable {
 pub enum Parsed<'d> {
     Hl7(crate::hl7::Message<'d>),
     Astm(astm::Lab<'d>),
+    Fax(fax::FaxView),
 }
 
 impl Parsed<'_> {
@@ -95,6 +104,15 @@ impl Parsed<'_> {
         match self {
             Parsed::Hl7(m) => hl7::summary(m),
             Parsed::Astm(m) => astm::summary(m),
+            Parsed::Fax(v) => fax::summary(v),
+        }
+    }
+
+    /// Adds what the adapter knew of the item (a fax's call: caller id, hangup, ...) to what
+    /// routing sees; kinds whose bytes say everything ignore it.
+    pub fn add_fields(&mut self, fields: &[(&str, String)]) {
+        if let Parsed::Fax(v) = self {
+            v.add(fields);
         }
     }
 
@@ -104,7 +122,8 @@ impl Parsed<'_> {
         match (self, field) {
             (Parsed::Hl7(m), Field::Hl7(path)) => m.values(path),
             (Parsed::Astm(m), Field::Astm(field)) => astm::values(m, field),
-            (Parsed::Hl7(_), Field::Astm(_)) | (Parsed::Astm(_), Field::Hl7(_)) => Vec::new(),
+            (Parsed::Fax(v), Field::Fax(name)) => v.value(name).map(str::to_string).into_iter().collect(),
+            _ => Vec::new(),
         }
     }
 
@@ -140,6 +159,7 @@ impl Parsed<'_> {
                 m.values_per_segment(&path).into_iter().map(|v| v.into_iter().next().unwrap_or_default()).collect()
             }
             Parsed::Astm(m) => astm::result_tests(m),
+            Parsed::Fax(_) => Vec::new(),
         }
     }
 
@@ -148,7 +168,7 @@ impl Parsed<'_> {
     pub fn skipped_lines(&self) -> usize {
         match self {
             Parsed::Hl7(m) => m.skipped_lines(),
-            Parsed::Astm(_) => 0,
+            Parsed::Astm(_) | Parsed::Fax(_) => 0,
         }
     }
 
@@ -156,7 +176,7 @@ impl Parsed<'_> {
     pub fn hl7_header(&self) -> Option<crate::hl7::Header> {
         match self {
             Parsed::Hl7(m) => Some(m.header()),
-            Parsed::Astm(_) => None,
+            Parsed::Astm(_) | Parsed::Fax(_) => None,
         }
     }
 }

@@ -483,7 +483,8 @@ fn every_table_lists_its_keys_in_reading_order() {
             format!(
                 "source[0].zzz: {unknown} [[source]] are: name, kind, listen, max_message_size, idle_timeout, \
                  max_connections, charset, dir, pattern, after, move_to, settle, rescan, retry_after, max_file_size, profile, profile_file, serial, tcp_listen, tcp_connect, quirks, \
-                 timers, hl7, download_orders"
+                 timers, hl7, download_orders, class, rings, local_id, fine, max_bit_rate, max_width, data_trigger, \
+                 bit_order, page_status, max_fax_size, format"
             ),
         ),
         (

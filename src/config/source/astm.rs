@@ -162,7 +162,7 @@ fn profile_timers(p: &crate::instrument::Timers) -> Timers {
 }
 
 /// The port's settings: what the source gives, else what its profile gives, else 9600 8N1.
-fn serial(ck: &mut Checker, t: &Tbl<'_, '_>, profile: Option<&SerialDefaults>) -> Option<Settings> {
+pub(super) fn serial(ck: &mut Checker, t: &Tbl<'_, '_>, profile: Option<&SerialDefaults>) -> Option<Settings> {
     let port = t.req(ck, "port", "port = \"/dev/serial/by-id/usb-FTDI_FT232R_A10K1234-if00-port0\"", path);
     let baud = t.opt(ck, "baud", profile.map_or(9600, |p| u64::from(p.baud)), count_in(50, 4_000_000));
     let data_bits = t.opt(ck, "data_bits", profile.map_or(DataBits::Eight, |p| p.data_bits), |ck, v| {

@@ -62,12 +62,8 @@ pub(super) fn read_modem(ck: &mut Checker, t: &Tbl<'_, '_>, _state_dir: &Path) -
         d.max_width,
         choice(&[("a4", PageWidth::A4), ("b4", PageWidth::B4), ("a3", PageWidth::A3)], "page width"),
     );
-    let data_trigger = t.opt(
-        ck,
-        "data_trigger",
-        d.data_trigger,
-        choice(&[("dc2", None), ("dc1", Some(0x11u8))], "data trigger"),
-    );
+    let data_trigger =
+        t.opt(ck, "data_trigger", d.data_trigger, choice(&[("dc2", None), ("dc1", Some(0x11u8))], "data trigger"));
     let bit_order = t.opt(
         ck,
         "bit_order",
@@ -123,10 +119,7 @@ fn local_id(ck: &mut Checker, v: &Val<'_, '_>) -> Option<String> {
         return None;
     }
     if let Some(c) = s.chars().find(|c| !c.is_ascii() || c.is_ascii_control() || *c == '"') {
-        v.invalid(
-            ck,
-            format!("{s:?} has {c:?}, which a modem cannot send as a station id; use digits, + and spaces"),
-        );
+        v.invalid(ck, format!("{s:?} has {c:?}, which a modem cannot send as a station id; use digits, + and spaces"));
         return None;
     }
     Some(s)
@@ -160,7 +153,13 @@ pub(super) fn read_spool(ck: &mut Checker, t: &Tbl<'_, '_>, state_dir: &Path) ->
         SpoolFormat::Hylafax,
         choice(&[("hylafax", SpoolFormat::Hylafax), ("mgetty", SpoolFormat::Mgetty)], "spool format"),
     );
-    let settle = t.opt(ck, "settle", secs(5), duration(true));
+    // mgetty writes a call's pages one file after another, seconds apart: a call is complete
+    // once none of its pages changed for longer than that. HylaFAX locks a fax while receiving.
+    let default_settle = match format {
+        Some(SpoolFormat::Mgetty) => secs(30),
+        _ => secs(5),
+    };
+    let settle = t.opt(ck, "settle", default_settle, duration(true));
     let rescan = t.opt(ck, "rescan", secs(30), duration(false));
     let retry_after = t.opt(ck, "retry_after", secs(60), duration(false));
     let max_fax_size = t.opt(ck, "max_fax_size", 64 * MIB, size_in(KIB, GIB));
@@ -216,7 +215,8 @@ mod tests {
         assert!(e.contains("serial = { port"), "{e}");
         let e = parse("fax-modem", "serial = { port = \"/dev/ttyS1\" }\nclass = \"1\"").unwrap_err();
         assert!(e.contains("\"auto\" or \"2\" or \"2.0\""), "{e}");
-        let e = parse("fax-modem", "serial = { port = \"/dev/ttyS1\" }\nlocal_id = \"+1 507 555 0100 ext 12345\"").unwrap_err();
+        let e = parse("fax-modem", "serial = { port = \"/dev/ttyS1\" }\nlocal_id = \"+1 507 555 0100 ext 12345\"")
+            .unwrap_err();
         assert!(e.contains("20 characters"), "{e}");
         let e = parse("fax-modem", "serial = { port = \"/dev/ttyS1\" }\nmax_bit_rate = 10000").unwrap_err();
         assert!(e.contains("not a fax bit rate"), "{e}");

@@ -7,6 +7,7 @@
 
 pub(crate) mod astm;
 mod directory;
+mod fax;
 mod mllp;
 
 use std::path::Path;
@@ -21,7 +22,13 @@ use super::{Source, SourceKind};
 type Read = fn(&mut Checker, &Tbl<'_, '_>, state_dir: &Path) -> Option<SourceKind>;
 
 /// The accepted values of `kind`, in the order messages list them, each with its reader.
-const KINDS: &[(&str, Read)] = &[("mllp", mllp::read), ("directory", directory::read), ("astm", astm::read)];
+const KINDS: &[(&str, Read)] = &[
+    ("mllp", mllp::read),
+    ("directory", directory::read),
+    ("astm", astm::read),
+    ("fax-modem", fax::read_modem),
+    ("fax-spool", fax::read_spool),
+];
 
 /// One `[[source]]` block; `name` has already been read (see `values::names`).
 pub(super) fn source(ck: &mut Checker, t: &Tbl<'_, '_>, name: Option<String>, state_dir: &Path) -> Option<Source> {

@@ -58,6 +58,9 @@ enum State {
     Settling,
     HandedOut,
     RetryAt(Instant),
+    /// Taken, and left where it is (a spool's file that belongs to another program): not
+    /// handed out again unless it changes.
+    Kept,
 }
 
 #[derive(Debug)]
@@ -117,6 +120,10 @@ impl Settle {
         if changed {
             t.changed_at = now;
             t.completed_at = None;
+            if t.state == State::Kept {
+                // Rewritten since it was taken: a new file under an old name.
+                t.state = State::Settling;
+            }
         }
         if seen == Seen::Complete {
             t.completed_at = Some(now);
@@ -180,6 +187,14 @@ impl Settle {
         }
     }
 
+    /// The adapter has taken the handed-out `name` and leaves it where it is: remember it, so
+    /// that it is handed out again only if it changes (and forgotten once it is gone).
+    pub fn keep(&mut self, name: &OsStr) {
+        if let Some(t) = self.files.get_mut(name).filter(|t| t.state == State::HandedOut) {
+            t.state = State::Kept;
+        }
+    }
+
     /// The adapter could not take the handed-out `name`: hand it out again once `at` has passed,
     /// if it is still settled then (confirmed by a look at or after `at`).
     pub fn retry_later(&mut self, name: &OsStr, at: Instant) {
@@ -188,13 +203,14 @@ impl Settle {
         }
     }
 
-    /// How many files are tracked (settling, handed out or waiting to be retried).
+    /// How many files are tracked and not yet taken (settling, handed out or waiting to be
+    /// retried; not those kept).
     pub fn len(&self) -> usize {
-        self.files.len()
+        self.files.values().filter(|t| t.state != State::Kept).count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
+        self.len() == 0
     }
 
     /// When a look at `t` can confirm it ready; `None` while handed out.
@@ -208,7 +224,7 @@ impl Settle {
         match t.state {
             State::Settling => Some(at),
             State::RetryAt(retry) => Some(at.max(retry)),
-            State::HandedOut => None,
+            State::HandedOut | State::Kept => None,
         }
     }
 }
@@ -340,6 +356,30 @@ mod tests {
         assert!(tick(&mut s, t0 + SETTLE, &[]).is_empty());
         assert!(s.is_empty());
         assert_eq!(s.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_kept_file_is_not_handed_out_again_unless_it_changes() {
+        let t0 = Instant::now();
+        let mut s = Settle::new(SETTLE, QUIET);
+        s.observe("fax00001.tif".as_ref(), stat(100, 1), Seen::Complete, t0);
+        assert_eq!(tick(&mut s, t0 + QUIET, &[("fax00001.tif", stat(100, 1))]), names(&["fax00001.tif"]));
+        s.keep("fax00001.tif".as_ref());
+        assert!(s.is_empty(), "kept files are not waiting");
+        // Seen again by every rescan, unchanged: never due, never ready.
+        let t1 = t0 + SETTLE * 3;
+        s.observe("fax00001.tif".as_ref(), stat(100, 1), Seen::Look, t1);
+        assert_eq!(s.next_deadline(), None);
+        assert!(tick(&mut s, t1 + SETTLE, &[("fax00001.tif", stat(100, 1))]).is_empty());
+        // Rewritten under the same name: settles and is handed out again.
+        let t2 = t1 + SETTLE * 2;
+        s.observe("fax00001.tif".as_ref(), stat(200, 9), Seen::Look, t2);
+        assert_eq!(s.len(), 1);
+        assert_eq!(tick(&mut s, t2 + SETTLE, &[("fax00001.tif", stat(200, 9))]), names(&["fax00001.tif"]));
+        // Gone from a complete listing: forgotten.
+        s.keep("fax00001.tif".as_ref());
+        s.forget_unlisted(&HashSet::new());
+        assert_eq!(s.files.len(), 0);
     }
 
     #[test]
