@@ -69,10 +69,9 @@ pub enum FromTiffError {
 }
 
 impl FaxDocument {
-    /// The stored body: one TIFF Class F file, each page's bytes as received.
-    pub fn to_tiff(&self) -> Vec<u8> {
-        let pages: Vec<tiff::PageOut> = self
-            .pages
+    /// Each page as the writers take it.
+    fn pages_out(&self) -> Vec<tiff::PageOut<'_>> {
+        self.pages
             .iter()
             .map(|page| tiff::PageOut {
                 data: &page.data,
@@ -85,7 +84,12 @@ impl FaxDocument {
                 bad_lines: page.info.bad_lines,
                 consecutive_bad_lines: page.info.consecutive_bad_max,
             })
-            .collect();
+            .collect()
+    }
+
+    /// The stored body: one TIFF Class F file, each page's bytes as received.
+    pub fn to_tiff(&self) -> Vec<u8> {
+        let pages = self.pages_out();
         let meta = tiff::Meta {
             description: self.tsi.clone(),
             date_time: self.received_at.map(tiff_date_time),
@@ -98,19 +102,7 @@ impl FaxDocument {
 
     /// The same pages as a PDF (see `pdf`).
     pub fn to_pdf(&self) -> Vec<u8> {
-        let pages: Vec<pdf::PageOut> = self
-            .pages
-            .iter()
-            .map(|page| pdf::PageOut {
-                data: &page.data,
-                bit_order: page.bit_order,
-                width: page.width,
-                length: page.info.lines,
-                x_dpi: page.resolution.x_dpi(),
-                y_dpi: page.resolution.y_dpi(),
-                bad_lines: page.info.bad_lines,
-            })
-            .collect();
+        let pages = self.pages_out();
         let created = self.received_at.map(pdf_date);
         pdf::write(&pages, created.as_deref())
     }

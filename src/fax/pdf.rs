@@ -18,19 +18,8 @@ use std::fmt::Write as _;
 
 use super::g3::{BitOrder, reverse_bits};
 
-/// One page to write.
-#[derive(Debug, Clone, Copy)]
-pub struct PageOut<'a> {
-    /// The T.4 1-D data as received.
-    pub data: &'a [u8],
-    pub bit_order: BitOrder,
-    pub width: u32,
-    /// Decoded lines, damaged ones included.
-    pub length: u32,
-    pub x_dpi: u32,
-    pub y_dpi: u32,
-    pub bad_lines: u32,
-}
+/// One page to write: the same description the TIFF writer takes.
+pub use super::tiff::PageOut;
 
 /// The document for `pages`. `created` is the time of receipt as a PDF date
 /// (`D:YYYYMMDDHHmmSSZ`), if known.
@@ -123,7 +112,17 @@ mod tests {
 
     fn page(data: &[u8], bit_order: BitOrder, y_dpi: u32) -> PageOut<'_> {
         let info = g3::analyze(data, bit_order, 1728);
-        PageOut { data, bit_order, width: 1728, length: info.lines, x_dpi: 204, y_dpi, bad_lines: info.bad_lines }
+        PageOut {
+            data,
+            bit_order,
+            width: 1728,
+            length: info.lines,
+            x_dpi: 204,
+            y_dpi,
+            t4_options: 0,
+            bad_lines: info.bad_lines,
+            consecutive_bad_lines: info.consecutive_bad_max,
+        }
     }
 
     fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
@@ -238,8 +237,17 @@ mod tests {
     fn no_pages_and_odd_values_still_make_a_document() {
         let empty = write(&[], None);
         assert_eq!(objects(&empty).len(), 4);
-        let odd =
-            PageOut { data: &[], bit_order: BitOrder::LsbFirst, width: 0, length: 0, x_dpi: 0, y_dpi: 0, bad_lines: 0 };
+        let odd = PageOut {
+            data: &[],
+            bit_order: BitOrder::LsbFirst,
+            width: 0,
+            length: 0,
+            x_dpi: 0,
+            y_dpi: 0,
+            t4_options: 0,
+            bad_lines: 0,
+            consecutive_bad_lines: 0,
+        };
         let pdf = write(&[odd], Some("D:2026) /Evil (x"));
         let objects = objects(&pdf);
         assert!(!String::from_utf8_lossy(&objects[3]).contains("Evil"));
