@@ -36,7 +36,7 @@ pub mod results;
 pub mod split;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use classify::{NotAstm, Shape, classify, is_astm};
 pub use frame::{Frame, FrameEnd, FrameError, FrameProblem, LineEnd, split_message, split_message_packed};

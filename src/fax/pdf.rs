@@ -111,18 +111,7 @@ mod tests {
     use crate::fax::g3::{self, tests::G3TEST};
 
     fn page(data: &[u8], bit_order: BitOrder, y_dpi: u32) -> PageOut<'_> {
-        let info = g3::analyze(data, bit_order, 1728);
-        PageOut {
-            data,
-            bit_order,
-            width: 1728,
-            length: info.lines,
-            x_dpi: 204,
-            y_dpi,
-            t4_options: 0,
-            bad_lines: info.bad_lines,
-            consecutive_bad_lines: info.consecutive_bad_max,
-        }
+        crate::fax::tiff::tests::g3test_page(bit_order, y_dpi, data)
     }
 
     fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {

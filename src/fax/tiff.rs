@@ -470,14 +470,15 @@ impl<'a> File<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::fax::g3::{self, tests::G3TEST};
 
     const G3TEST_TIF: &[u8] = include_bytes!("../../tests/data/fax/g3test.tif");
     const FAX2D_TIF: &[u8] = include_bytes!("../../tests/data/fax/fax2d.tif");
 
-    fn g3test_page(bit_order: BitOrder, y_dpi: u32, data: &[u8]) -> PageOut<'_> {
+    /// A page of `data` (a 1728-pixel MH page such as g3test.g3) as the writers take it.
+    pub(crate) fn g3test_page(bit_order: BitOrder, y_dpi: u32, data: &[u8]) -> PageOut<'_> {
         let info = g3::analyze(data, bit_order, 1728);
         PageOut {
             data,

@@ -3,7 +3,7 @@
 //! base, never slept on.
 
 mod receiving;
-mod samples;
+pub(crate) mod samples;
 mod sending;
 
 use std::time::{Duration, Instant};

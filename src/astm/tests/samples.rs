@@ -7,14 +7,14 @@ use crate::astm::frame::{FrameEnd, FrameOptions, FrameParser, LineEnd, Step};
 use crate::astm::records::{Message, MessageKind};
 use crate::astm::{FrameProblem, NotAstm, Rejection, Shape, classify};
 
-const YUMIZEN: &[u8] = include_bytes!("../../../tests/data/astm/yumizen-h500-session.raw");
-const VITROS_QUERY: &[u8] = include_bytes!("../../../tests/data/astm/vitros-3600-host-query.raw");
-const VITROS_REPLY: &[u8] = include_bytes!("../../../tests/data/astm/vitros-3600-order-reply.raw");
-const ERBA: &[u8] = include_bytes!("../../../tests/data/astm/erba-xl1000-single-frame.raw");
-const PENTRA: &[u8] = include_bytes!("../../../tests/data/astm/pentra-xlr-frames.txt");
-const COBAS: &[u8] = include_bytes!("../../../tests/data/astm/cobas-c111-etb-frames.txt");
-const GENEXPERT: &[u8] = include_bytes!("../../../tests/data/astm/genexpert.txt");
-const MINI_VIDAS: &[u8] = include_bytes!("../../../tests/data/astm/mini-vidas-not-astm.txt");
+pub(crate) const YUMIZEN: &[u8] = include_bytes!("../../../tests/data/astm/yumizen-h500-session.raw");
+pub(crate) const VITROS_QUERY: &[u8] = include_bytes!("../../../tests/data/astm/vitros-3600-host-query.raw");
+pub(crate) const VITROS_REPLY: &[u8] = include_bytes!("../../../tests/data/astm/vitros-3600-order-reply.raw");
+pub(crate) const ERBA: &[u8] = include_bytes!("../../../tests/data/astm/erba-xl1000-single-frame.raw");
+pub(crate) const PENTRA: &[u8] = include_bytes!("../../../tests/data/astm/pentra-xlr-frames.txt");
+pub(crate) const COBAS: &[u8] = include_bytes!("../../../tests/data/astm/cobas-c111-etb-frames.txt");
+pub(crate) const GENEXPERT: &[u8] = include_bytes!("../../../tests/data/astm/genexpert.txt");
+pub(crate) const MINI_VIDAS: &[u8] = include_bytes!("../../../tests/data/astm/mini-vidas-not-astm.txt");
 
 const CHUNKS: [usize; 9] = [1, 2, 3, 5, 7, 11, 64, 240, usize::MAX];
 

@@ -3,15 +3,8 @@
 //! parity, and on noise.
 
 use super::*;
+use crate::astm::tests::samples::{COBAS, ERBA, GENEXPERT, MINI_VIDAS, PENTRA, VITROS_QUERY, VITROS_REPLY, YUMIZEN};
 
-const YUMIZEN: &[u8] = include_bytes!("../../../tests/data/astm/yumizen-h500-session.raw");
-const VITROS_QUERY: &[u8] = include_bytes!("../../../tests/data/astm/vitros-3600-host-query.raw");
-const VITROS_REPLY: &[u8] = include_bytes!("../../../tests/data/astm/vitros-3600-order-reply.raw");
-const ERBA: &[u8] = include_bytes!("../../../tests/data/astm/erba-xl1000-single-frame.raw");
-const PENTRA: &[u8] = include_bytes!("../../../tests/data/astm/pentra-xlr-frames.txt");
-const COBAS: &[u8] = include_bytes!("../../../tests/data/astm/cobas-c111-etb-frames.txt");
-const GENEXPERT: &[u8] = include_bytes!("../../../tests/data/astm/genexpert.txt");
-const MINI_VIDAS: &[u8] = include_bytes!("../../../tests/data/astm/mini-vidas-not-astm.txt");
 const LAB_ORU: &[u8] = include_bytes!("../../hl7/testdata/lab-oru-r01.hl7");
 const ADT: &[u8] = include_bytes!("../../hl7/testdata/adt-a01.hl7");
 
