@@ -82,6 +82,31 @@ enum AstmCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum FaxCommand {
+    /// Summarise a received fax: pages (width, lines, resolution, damaged lines, bit order),
+    /// the sender's TSI and caller ID, when it came, whether it is complete and why the call
+    /// ended. No page content.
+    Show {
+        /// Item id (or journal sequence number), from `outpost queue ls`.
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a received fax to FILE for a tech to look at: its TIFF as stored, or a PDF (--pdf).
+    /// The file is made mode 0600 (it holds patient data).
+    Export {
+        id: String,
+        file: PathBuf,
+        /// A PDF of the same pages instead of the TIFF.
+        #[arg(long)]
+        pdf: bool,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum Command {
     /// Run the daemon (on the embedded default config unless --config or $OUTPOST_CONFIG is given).
     Run {
@@ -160,6 +185,13 @@ enum Command {
     Rules {
         #[command(subcommand)]
         command: RulesCommand,
+    },
+    /// Received faxes: summary and export (from the running daemon's journal).
+    Fax {
+        #[command(subcommand)]
+        command: FaxCommand,
+        #[command(flatten)]
+        target: Target,
     },
     /// Lab instrument links (ASTM E1381/E1394).
     Astm {
@@ -456,6 +488,12 @@ fn command(command: Command) -> anyhow::Result<u8> {
             rules_test(&message_file, config.as_deref(), source.as_deref(), json)
         }
         Command::Astm { command: AstmCommand::Decode { file, show_phi } } => astm_decode(&file, show_phi),
+        Command::Fax { command: FaxCommand::Show { id, json }, target } => {
+            crate::fax_cli::show(&socket_of(&target)?, &id, json)
+        }
+        Command::Fax { command: FaxCommand::Export { id, file, pdf, force }, target } => {
+            crate::fax_cli::export(&socket_of(&target)?, &id, &file, pdf, force)
+        }
         Command::Send { address, files, timeout, raw } => send(&address, &files, Duration::from_secs(timeout), raw),
         Command::Probe { port, connect, baud, line, dwell, listen_for, json, target } => {
             let options = crate::probe::Options {

@@ -235,7 +235,8 @@ fn acceptance_config_has_the_right_values() {
         c.destinations[1].kind,
         DestinationKind::File(FileDestination {
             dir: "/var/lib/outpost/archive".into(),
-            extension: Some("hl7".into())
+            extension: Some("hl7".into()),
+            fax_format: crate::config::FaxFormat::Tiff,
         })
     );
     assert_eq!(
