@@ -1,6 +1,6 @@
 //! What `outpost fax show` says of a stored fax: its pages as the TIFF describes them and as
-//! walking their lines finds them (width, lines, resolution, damaged lines, bit order, whether
-//! the page ended in RTC), and what the call said (TSI, caller ID, complete or not, hangup,
+//! walking their lines finds them (width, lines, resolution, damaged lines, bit order, coding),
+//! and what the call said (TSI, caller ID, complete or not, hangup,
 //! duration, modem) from the item's summary. Pure: the stored body and the summary's fields
 //! in, a [`FaxReport`] out.
 //!
@@ -67,9 +67,6 @@ pub struct PageReport {
     pub bit_order: &'static str,
     /// `T.4 1-D` (what outpost reads), `T.4 2-D`, `T.6`, or the TIFF compression number.
     pub compression: String,
-    /// The page ended in RTC, i.e. it was received to its end (none: not walked).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ends_in_rtc: Option<bool>,
     /// Bytes of page data.
     pub bytes: usize,
 }
@@ -119,7 +116,6 @@ fn page_report(number: usize, page: &tiff::PageIn<'_>) -> PageReport {
         consecutive_bad_lines: None,
         bit_order,
         compression,
-        ends_in_rtc: None,
         bytes: data.len(),
     };
     if one_dimensional {
@@ -128,7 +124,6 @@ fn page_report(number: usize, page: &tiff::PageIn<'_>) -> PageReport {
         report.lines = info.lines;
         report.bad_lines = Some(info.bad_lines);
         report.consecutive_bad_lines = Some(info.consecutive_bad_max);
-        report.ends_in_rtc = Some(info.has_rtc);
     }
     report
 }
@@ -165,14 +160,9 @@ impl fmt::Display for FaxReport {
         )?;
         for p in &self.pages {
             let bad = p.bad_lines.map_or_else(|| "?".to_string(), |b| b.to_string());
-            let end = match p.ends_in_rtc {
-                Some(true) => "RTC",
-                Some(false) => "no RTC (cut short?)",
-                None => "-",
-            };
             writeln!(
                 f,
-                "{:>4}  {:>5}  {:>5}  {:<10} {:>5}  {:<9}  {:<8}  {end}",
+                "{:>4}  {:>5}  {:>5}  {:<10} {:>5}  {:<9}  {}",
                 p.page, p.width, p.lines, p.resolution, bad, p.bit_order, p.compression
             )?;
         }
@@ -215,7 +205,7 @@ mod tests {
         assert_eq!(r.bad_lines, 322);
         assert_eq!((r.complete, r.duration_s), (Some(false), Some(74)));
         let p = &r.pages[0];
-        assert_eq!((p.page, p.width, p.lines, p.resolution, p.bit_order), (1, 1728, 1103, "fine", "msb-first"));
+        assert_eq!((p.page, p.width, p.lines, p.resolution, p.bit_order), (1, 1728, 1101, "fine", "msb-first"));
         assert_eq!((p.bad_lines, p.compression.as_str()), (Some(161), "T.4 1-D"));
         assert_eq!(r.pages[1].bit_order, "lsb-first");
         assert_eq!(r.pages[1].resolution, "normal");
@@ -224,7 +214,8 @@ mod tests {
         assert!(text.contains("INCOMPLETE"), "{text}");
         assert!(text.contains("hangup       +FHS:02"), "{text}");
         assert!(
-            text.lines().any(|l| l.split_whitespace().collect::<Vec<_>>()[..5] == ["1", "1728", "1103", "fine", "161"]),
+            text.lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>().starts_with(&["1", "1728", "1101", "fine", "161"])),
             "{text}"
         );
     }
@@ -234,7 +225,7 @@ mod tests {
         let body = include_bytes!("../../tests/data/fax/fax2d.tif");
         let r = describe(body, &fields(&[("file", "fax00001.tif"), ("complete", "true"), ("tsi", "")])).unwrap();
         assert_eq!((r.pages.len(), r.bad_lines, r.complete), (1, 0, Some(true)));
-        assert_eq!((r.pages[0].lines, r.pages[0].ends_in_rtc), (1082, Some(true)));
+        assert_eq!((r.pages[0].lines, r.pages[0].width, r.pages[0].resolution), (1082, 1728, "normal"));
         assert_eq!(r.file.as_deref(), Some("fax00001.tif"));
         assert_eq!(r.tsi, None);
         let json = serde_json::to_value(&r).unwrap();
@@ -244,14 +235,18 @@ mod tests {
 
     #[test]
     fn a_2d_page_is_described_from_its_tags() {
-        let mut body = include_bytes!("../../tests/data/fax/fax2d.tif").to_vec();
-        // T4Options bit 0: 2-D coding. Find tag 292 in the first IFD and set its value's bit.
+        let page = Page::new(G3.to_vec(), BitOrder::MsbFirst, 1728, Resolution::Fine);
+        let mut body = FaxDocument { pages: vec![page], ..FaxDocument::default() }.to_tiff();
+        // T4Options bit 0: 2-D coding. Find tag 292 in the first IFD (little-endian, as we
+        // write) and set its value's bit.
         let ifd = u32::from_le_bytes([body[4], body[5], body[6], body[7]]) as usize;
         let count = u16::from_le_bytes([body[ifd], body[ifd + 1]]) as usize;
         let entry = (0..count).map(|i| ifd + 2 + i * 12).find(|&e| body[e..e + 2] == 292u16.to_le_bytes()).unwrap();
         body[entry + 8] |= 1;
         let r = describe(&body, &BTreeMap::new()).unwrap();
-        assert_eq!((r.pages[0].compression.as_str(), r.pages[0].ends_in_rtc), ("T.4 2-D", None));
+        let p = &r.pages[0];
+        assert_eq!((p.compression.as_str(), p.consecutive_bad_lines, p.bad_lines), ("T.4 2-D", None, Some(161)));
+        assert_eq!(p.lines, 1101, "the file's ImageLength");
     }
 
     #[test]

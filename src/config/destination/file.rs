@@ -66,8 +66,6 @@ mod tests {
         assert_eq!(fax_format(&parse("dir = \"docs\"\nfax_format = \"pdf\"").unwrap()), FaxFormat::Pdf);
         let e = parse("dir = \"docs\"\nfax_format = \"PDF/A\"").unwrap_err();
         assert!(e.contains("unknown fax format \"PDF/A\"") && e.contains("\"tiff\" or \"pdf\""), "{e}");
-        let e = parse("dir = \"docs\"\nfax_format = \"pfd\"").unwrap_err();
-        assert!(e.contains("did you mean \"pdf\""), "{e}");
     }
 
     #[test]
