@@ -13,6 +13,7 @@ mod cli;
 mod config;
 mod directory;
 mod escalation;
+mod fax_cli;
 mod intake;
 mod lifecycle;
 mod logging;
