@@ -205,7 +205,7 @@ pub fn conclude(
         manufacturer: text("AT+FMI?").or_else(|| text("AT+FMFR?")),
         model: text("AT+FMM?").or_else(|| text("AT+FMDL?")),
         revision: text("AT+FMR?").or_else(|| text("AT+FREV?")),
-        identification: ["ATI", "ATI3"].iter().filter_map(|c| text(c).map(|t| format!("{}: {t}", &c[2..]))).collect(),
+        identification: ["ATI", "ATI3"].iter().filter_map(|c| text(c).map(|t| format!("{c}: {t}"))).collect(),
         classes: Vec::new(),
         capability: None,
         config: None,
@@ -323,7 +323,7 @@ impl fmt::Display for ModemReport {
             writeln!(f, "model         {}", or_unknown(&self.model))?;
             writeln!(f, "revision      {}", or_unknown(&self.revision))?;
             for line in &self.identification {
-                writeln!(f, "ATI{line}")?;
+                writeln!(f, "identity      {line}")?;
             }
             let classes = if self.classes.is_empty() { "(none listed)".to_string() } else { self.classes.join(", ") };
             writeln!(f, "classes       {classes}")?;
@@ -407,11 +407,13 @@ mod tests {
         let r = conclude(port(), Some(115_200), vec![115_200], 0, exchanges);
         assert_eq!(r.capability, Some(Capability::Class1Only));
         assert_eq!(r.classes, ["0", "1"]);
-        assert_eq!(r.identification, ["I: 5601", "I3: U.S. Robotics 56K FAX USB V1.2.23"]);
+        assert_eq!(r.identification, ["ATI: 5601", "ATI3: U.S. Robotics 56K FAX USB V1.2.23"]);
         assert_eq!((r.manufacturer.as_deref(), r.config.as_deref()), (None, None));
         assert!(r.advice[0].contains("fax-spool") && r.advice[0].contains("HylaFAX"), "{:?}", r.advice);
         assert_eq!(r.exit_code(), 0);
-        assert!(r.to_string().contains("fax receive   no: Class 1 only"), "{r}");
+        let text = r.to_string();
+        assert!(text.contains("fax receive   no: Class 1 only"), "{text}");
+        assert!(text.contains("identity      ATI3: U.S. Robotics 56K FAX USB V1.2.23\n"), "{text}");
     }
 
     /// A Conexant CX93010 USB modem (Zoom 3095 and its many relabels): Class 1, 1.0, 2 and 2.0
@@ -465,7 +467,7 @@ mod tests {
         ]);
         let r = conclude(port(), Some(38_400), vec![115_200, 57_600, 38_400], 12, exchanges);
         assert_eq!((r.manufacturer.as_deref(), r.model.as_deref()), (Some("Multi-Tech"), Some("MT9234ZBA")));
-        assert_eq!(r.identification, ["I: MT9234ZBA"], "ATI3 refused is left out");
+        assert_eq!(r.identification, ["ATI: MT9234ZBA"], "ATI3 refused is left out");
         let config = r.config.clone().unwrap();
         assert!(config.contains("baud = 38400") && config.contains("class = \"2\""), "{config}");
         assert!(r.advice[0].contains("Class 2)"), "{:?}", r.advice);
@@ -483,7 +485,7 @@ mod tests {
         ]);
         let r = conclude(port(), Some(115_200), vec![115_200], 0, gsm);
         assert_eq!((r.capability, r.exit_code()), (Some(Capability::Unknown), EX_DATAERR));
-        assert_eq!(r.identification, ["I: Quectel EC25 Revision: EC25EFAR06A06M4G"]);
+        assert_eq!(r.identification, ["ATI: Quectel EC25 Revision: EC25EFAR06A06M4G"]);
 
         let silence = conclude(port(), None, BAUDS.to_vec(), 0, Vec::new());
         assert_eq!(silence.exit_code(), EX_TEMPFAIL);

@@ -280,6 +280,7 @@ fn probe_modem_identifies_a_class_2_modem_and_leaves_it_on_hook() {
         "model         CX93001",
         "revision      V0.2013",
         "classes       0, 1, 1.0, 2, 8",
+        "identity      ATI3: CX93001-EIS_V0.2013-V92",
         "fax receive   yes",
         "kind = \"fax-modem\"",
         "class = \"2\"",
