@@ -82,6 +82,31 @@ enum AstmCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum FaxCommand {
+    /// Summarise a received fax: pages (width, lines, resolution, damaged lines, bit order),
+    /// the sender's TSI and caller ID, when it came, whether it is complete and why the call
+    /// ended. No page content.
+    Show {
+        /// Item id (or journal sequence number), from `outpost queue ls`.
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a received fax to FILE for a tech to look at: its TIFF as stored, or a PDF (--pdf).
+    /// The file is made mode 0600 (it holds patient data).
+    Export {
+        id: String,
+        file: PathBuf,
+        /// A PDF of the same pages instead of the TIFF.
+        #[arg(long)]
+        pdf: bool,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum Command {
     /// Run the daemon (on the embedded default config unless --config or $OUTPOST_CONFIG is given).
     Run {
@@ -161,6 +186,13 @@ enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// Received faxes: summary and export (from the running daemon's journal).
+    Fax {
+        #[command(subcommand)]
+        command: FaxCommand,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Lab instrument links (ASTM E1381/E1394).
     Astm {
         #[command(subcommand)]
@@ -182,6 +214,14 @@ enum Command {
     ///
     /// Exit 0 found, 65 bytes heard but nothing valid, 75 nothing heard, 66 no such port, 69 the
     /// port held (by a source of the running outpost: stop it first) or cannot listen/connect.
+    ///
+    /// --modem PORT is the one active mode: it WRITES to the port. It asks a fax modem who it
+    /// is (AT, ATI, ATI3, AT+FCLASS=?, then AT+FMI?/FMM?/FMR? in Class 2.0 and
+    /// AT+FMFR?/FMDL?/FREV? in Class 2), at 115200 8N1 RTS/CTS (or --baud), other rates if AT
+    /// gets no OK; never ATA or ATD (the line stays on-hook); it ends with AT+FCLASS=0 and ATZ.
+    /// It says whether outpost can receive with it (Class 2 or 2.0) or only through HylaFAX
+    /// (Class 1: kind = "fax-spool"), and prints the [[source]] kind = "fax-modem" to paste.
+    /// Exit 0 a fax modem, 65 an answer but no fax modem, 75 no modem answered.
     #[command(verbatim_doc_comment)]
     Probe {
         /// A serial port (best its /dev/serial/by-id path: `outpost ports`), or IP:PORT to listen on.
@@ -190,6 +230,10 @@ enum Command {
         /// Connect to the analyzer at HOST:PORT and listen there.
         #[arg(long, value_name = "HOST:PORT")]
         connect: Option<String>,
+        /// PORT is a fax modem: ask it who it is and what it can do. WRITES AT commands to the
+        /// port (never dials or answers; ends with ATZ).
+        #[arg(long, conflicts_with_all = ["connect", "line"])]
+        modem: bool,
         /// Listen at this baud rate only (for --for), instead of cycling.
         #[arg(long, value_parser = crate::probe::plan::baud)]
         baud: Option<u32>,
@@ -456,8 +500,26 @@ fn command(command: Command) -> anyhow::Result<u8> {
             rules_test(&message_file, config.as_deref(), source.as_deref(), json)
         }
         Command::Astm { command: AstmCommand::Decode { file, show_phi } } => astm_decode(&file, show_phi),
+        Command::Fax { command: FaxCommand::Show { id, json }, target } => {
+            crate::fax_cli::show(&socket_of(&target)?, &id, json)
+        }
+        Command::Fax { command: FaxCommand::Export { id, file, pdf, force }, target } => {
+            crate::fax_cli::export(&socket_of(&target)?, &id, &file, pdf, force)
+        }
         Command::Send { address, files, timeout, raw } => send(&address, &files, Duration::from_secs(timeout), raw),
-        Command::Probe { port, connect, baud, line, dwell, listen_for, json, target } => {
+        Command::Probe { port: Some(port), modem: true, baud, json, target, .. } => {
+            let options = crate::probe::ask::ModemOptions {
+                port: match crate::probe::Target::parse(Some(&port), None) {
+                    crate::probe::Target::Serial(path) => path,
+                    _ => PathBuf::from(&port),
+                },
+                baud,
+                timeout: Duration::from_secs(3),
+                socket: socket_of(&target).ok(),
+            };
+            probe_modem(&options, json)
+        }
+        Command::Probe { port, connect, baud, line, dwell, listen_for, json, target, .. } => {
             let options = crate::probe::Options {
                 target: crate::probe::Target::parse(port.as_deref(), connect.as_deref()),
                 baud,
@@ -997,6 +1059,23 @@ pub fn split_messages(bytes: &[u8]) -> Vec<Vec<u8>> {
 
 fn probe(options: &crate::probe::Options, json: bool) -> anyhow::Result<u8> {
     match crate::probe::run(options, &mut std::io::stderr()) {
+        Ok(report) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{report}");
+            }
+            Ok(report.exit_code())
+        }
+        Err(e) => {
+            eprintln!("outpost: {e}");
+            Ok(e.exit_code())
+        }
+    }
+}
+
+fn probe_modem(options: &crate::probe::ask::ModemOptions, json: bool) -> anyhow::Result<u8> {
+    match crate::probe::ask::run(options, &mut std::io::stderr()) {
         Ok(report) => {
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);

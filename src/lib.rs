@@ -15,6 +15,7 @@ pub mod envelope;
 pub mod escalate;
 pub mod events;
 pub mod fax;
+pub mod fax_cli;
 pub mod health;
 pub mod hl7;
 pub mod ingress;

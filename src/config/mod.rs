@@ -450,6 +450,19 @@ pub struct FileDestination {
     pub dir: PathBuf,
     /// File name extension, without the dot; `None`: the item kind's own (`hl7` for HL7 v2).
     pub extension: Option<String>,
+    /// How fax items are written: the stored TIFF as it is, or a PDF made from it (many EHR
+    /// document imports take only PDF). Other kinds' items are written as they are.
+    pub fax_format: FaxFormat,
+}
+
+/// The file format of fax items in a file destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FaxFormat {
+    /// The TIFF Class F file the journal keeps, byte for byte.
+    #[default]
+    Tiff,
+    /// A PDF of the same pages (`FaxDocument::to_pdf`), named `.pdf`.
+    Pdf,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -13,4 +13,5 @@ pub mod document;
 pub mod g3;
 pub mod modem;
 pub mod pdf;
+pub mod show;
 pub mod tiff;

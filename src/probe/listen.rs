@@ -183,7 +183,7 @@ fn secs(d: Duration) -> String {
     if d.subsec_millis() == 0 { format!("{} s", d.as_secs()) } else { format!("{:.1} s", d.as_secs_f64()) }
 }
 
-fn say(progress: &mut dyn Write, text: &str) {
+pub(super) fn say(progress: &mut dyn Write, text: &str) {
     let _ = writeln!(progress, "{text}");
     let _ = progress.flush();
 }
@@ -246,7 +246,7 @@ async fn serial(opts: &Options, port: &Path, progress: &mut dyn Write) -> Result
     Ok(report::conclude(&Place::Serial(port.to_path_buf()), tried))
 }
 
-fn open_error(e: &crate::serial::OpenFailure, socket: Option<&Path>, port: &Path) -> ProbeError {
+pub(super) fn open_error(e: &crate::serial::OpenFailure, socket: Option<&Path>, port: &Path) -> ProbeError {
     if e.hint.starts_with("another program holds it") {
         if let Some(source) = socket.and_then(|s| {
             daemon_source_at(s, |transport, address| transport == "serial" && same_file(Path::new(address), port))

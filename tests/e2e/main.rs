@@ -13,6 +13,7 @@ mod cli;
 mod config;
 mod directory;
 mod escalation;
+mod fax_cli;
 mod fax_spool;
 mod intake;
 mod lifecycle;

@@ -235,7 +235,8 @@ fn acceptance_config_has_the_right_values() {
         c.destinations[1].kind,
         DestinationKind::File(FileDestination {
             dir: "/var/lib/outpost/archive".into(),
-            extension: Some("hl7".into())
+            extension: Some("hl7".into()),
+            fax_format: crate::config::FaxFormat::Tiff,
         })
     );
     assert_eq!(
@@ -496,13 +497,15 @@ fn every_table_lists_its_keys_in_reading_order() {
         ),
         (
             edit(13, "kind = \"file\"\ndir = \"out\"\nzzz = 1").replace("connect = \"10.0.0.7:6661\"\n", ""),
-            format!("destination[0].zzz: {unknown} [[destination]] are: name, kind, dir, extension, retry, transform"),
+            format!(
+                "destination[0].zzz: {unknown} [[destination]] are: name, kind, dir, extension, fax_format, retry, transform"
+            ),
         ),
         (
             edit(13, "zzz = 1"),
             format!(
                 "destination[0].zzz: {unknown} [[destination]] are: name, kind, connect, connect_timeout, \
-                 ack_timeout, on_ae, on_ar, retry, transform, dir, extension"
+                 ack_timeout, on_ae, on_ar, retry, transform, dir, extension, fax_format"
             ),
         ),
         (
@@ -558,7 +561,7 @@ fn a_key_of_another_kind_names_that_kind() {
         (
             edit(13, "kind = \"file\"\ndir = \"out\"\non_ae = \"retry\"").replace("connect = \"10.0.0.7:6661\"\n", ""),
             "destination[0].on_ae: \"on_ae\" only applies to kind = \"mllp\" destinations; remove it here. The \
-             keys of [[destination]] are: name, kind, dir, extension, retry, transform",
+             keys of [[destination]] are: name, kind, dir, extension, fax_format, retry, transform",
         ),
         (
             UPLINK.replace("kind = \"uplink\"", "kind = \"uplink\"\ndir = \"out\""),
