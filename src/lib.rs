@@ -14,6 +14,7 @@ pub mod egress;
 pub mod envelope;
 pub mod escalate;
 pub mod events;
+pub mod failpoint;
 pub mod fax;
 pub mod fax_cli;
 pub mod health;

@@ -174,4 +174,10 @@ pub struct JournalStatus {
     pub duplicates: u64,
     pub refused: u64,
     pub schema_version: i64,
+    /// Commits since start, and those that synced the WAL (what an acknowledgement waited on);
+    /// the rest rode without a sync of their own (delivery progress, acknowledgements, purges).
+    #[serde(default)]
+    pub commits: u64,
+    #[serde(default)]
+    pub synced_commits: u64,
 }

@@ -274,6 +274,8 @@ pub async fn status(ctx: &ControlContext) -> Result<StatusReport, crate::journal
             duplicates: get(&shared.duplicates),
             refused: get(&shared.refused),
             schema_version: SCHEMA_VERSION,
+            commits: get(&shared.commits),
+            synced_commits: get(&shared.synced_commits),
         },
         orders,
         escalations: ctx.escalations.snapshot(),

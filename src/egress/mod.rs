@@ -166,6 +166,7 @@ impl Worker {
             attempts += 1;
             match result {
                 Ok(()) => {
+                    crate::failpoint::hit(crate::failpoint::ABORT_AFTER_DELIVERY);
                     self.stats.set_link(|l| {
                         l.unreachable_since = None;
                         l.connected = true;

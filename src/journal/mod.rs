@@ -8,9 +8,12 @@
 //!   (group commit): concurrent connections share fsyncs.
 //! - Nothing undelivered is ever evicted. When `max_bytes` would be exceeded, delivered items
 //!   are purged early; if that is not enough, new items are refused with [`JournalError::Full`].
-//! - Delivery progress (in flight, delivered, attempt errors) rides along in the same batches;
-//!   it is committed but not awaited, so a crash may re-deliver an item (at-least-once), never
-//!   lose one.
+//! - Delivery progress (in flight, delivered, attempt errors), central's acknowledgements and
+//!   purges ride along in the same batches, or commit without a sync of their own
+//!   (`synchronous=NORMAL` for a batch of nothing else; made durable by the next synced commit
+//!   or checkpoint). A power cut may lose such a record, so an item may be delivered (released,
+//!   purged) again (at-least-once), never skipped or lost. One sync per commit cycle, and only
+//!   for what an acknowledgement waits on: that is what a gateway's SD card or eMMC pays for.
 
 mod delivery;
 mod disk;
@@ -253,6 +256,8 @@ pub struct Shared {
     pub stored_bytes: AtomicU64,
     pub max_bytes: AtomicU64,
     pub commits: AtomicU64,
+    /// Commits that synced the WAL (`synchronous=FULL`): those an acknowledgement waited on.
+    pub synced_commits: AtomicU64,
     pub inserts: AtomicU64,
     pub duplicates: AtomicU64,
     pub refused: AtomicU64,

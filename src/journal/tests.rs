@@ -239,6 +239,30 @@ fn an_instruments_resend_with_a_new_header_time_is_recognised_and_a_changed_resu
 }
 
 #[test]
+fn only_what_an_acknowledgement_waits_on_is_synced() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let j = Journal::open(&dir.path().join("j.db"), limits()).unwrap();
+        let synced = || j.shared().synced_commits.load(Ordering::Relaxed);
+        let commits = || j.shared().commits.load(Ordering::Relaxed);
+        let Inserted::Stored { seq, .. } = j.insert(envelope("S1", b"MSH|x", &["a"])).await.unwrap() else { panic!() };
+        assert_eq!((commits(), synced()), (1, 1), "an item is synced before its ACK");
+        j.update(DeliveryUpdate::Delivered { seq, destination: "a".into() }).await.unwrap();
+        j.barrier().await.unwrap();
+        j.purge(0, 0).await.unwrap();
+        assert_eq!(synced(), 1, "progress, barriers and purges ride without a sync of their own");
+        assert!(commits() >= 3);
+        // Still committed: a reader sees the progress.
+        let r = j.reader().unwrap();
+        assert!(r.pending("a", 0, 10).unwrap().is_empty());
+        drop(r);
+        j.insert(envelope("S2", b"MSH|y", &["a"])).await.unwrap();
+        assert_eq!(synced(), 2, "the next item syncs again (and with it what rode before)");
+        j.close();
+    });
+}
+
+#[test]
 fn failed_deliveries_keep_attempts_and_can_be_retried() {
     let dir = tempfile::tempdir().unwrap();
     rt().block_on(async {

@@ -39,8 +39,38 @@ pub(super) struct Writer {
     recent: Recent,
     /// Items stored in the open transaction; remembered once it commits.
     pending_recent: Vec<(u64, i64, i64)>,
+    /// Whether the connection commits with `synchronous=FULL` (the WAL fsynced at commit) now;
+    /// `false`: `NORMAL` (no sync at commit; made durable by the next synced commit or
+    /// checkpoint). See [`needs_sync`].
+    sync_full: bool,
     /// Held while the writer lives; released when the thread ends.
     _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+/// Whether committing `op` must be durable before its requester hears back: what a sender's
+/// ACK, a tech's command or central's view rests on. Records whose loss in a power cut can
+/// only make an item be delivered (or released, purged, an order downloaded) again, never
+/// skipped, ride along unsynced: they become durable with the next synced commit (the WAL is
+/// one file, appended in order: syncing it makes every earlier frame durable) or checkpoint.
+/// A process crash loses nothing either way (the frames are in the OS's page cache).
+fn needs_sync(op: &Op) -> bool {
+    match op {
+        // An item stored (its ACK), a file's record (the file is moved next), the order
+        // cache (the EHR's ACK), events kept for central, counters, a tech's retry or
+        // reroute, limits.
+        Op::Insert(_)
+        | Op::InsertFile { .. }
+        | Op::InsertLinked { .. }
+        | Op::Orders(super::orders::OrderOp::Upsert { .. })
+        | Op::AddEvents { .. }
+        | Op::Bump(_)
+        | Op::Retry(_)
+        | Op::Reroute(_)
+        | Op::SetLimits(_) => true,
+        // Delivery progress and attempts, central's acknowledgements, purges, download
+        // outcomes, an empty transaction (a health check, a barrier before a read).
+        Op::Delivery(_) | Op::Acked { .. } | Op::Purge { .. } | Op::Orders(_) | Op::Barrier => false,
+    }
 }
 
 /// An operation's outcome, held until its batch commits.
@@ -77,6 +107,7 @@ impl Writer {
             free_disk: None,
             recent,
             pending_recent: Vec::new(),
+            sync_full: true,
             _lock: lock,
         }
     }
@@ -123,6 +154,11 @@ impl Writer {
         let next_useq_before = self.next_useq;
         let mut head = *self.head.borrow();
         let now = now_ms();
+        let full = batch.iter().any(|r| needs_sync(&r.op));
+        if full != self.sync_full {
+            self.conn.execute_batch(if full { "PRAGMA synchronous = FULL" } else { "PRAGMA synchronous = NORMAL" })?;
+            self.sync_full = full;
+        }
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut result = Ok(());
@@ -143,6 +179,9 @@ impl Writer {
                     self.recent.remember(key, seq, at);
                 }
                 self.shared.commits.fetch_add(1, Ordering::Relaxed);
+                if full {
+                    self.shared.synced_commits.fetch_add(1, Ordering::Relaxed);
+                }
                 Ok((outcomes, head))
             }
             Err(e) => {

@@ -130,3 +130,38 @@ fn kill_9_during_a_stream_loses_nothing_acknowledged() {
     assert!(duplicates <= 5 * 100, "{duplicates} duplicates");
     assert!(distinct.iter().all(|id| id.starts_with('K')), "only what was sent is delivered");
 }
+
+/// A progress record that never became durable (the daemon dies after its destination took an
+/// item and before it recorded that; on a gateway, a power cut between an unsynced progress
+/// commit and the next synced one does the same): the item is delivered again after the
+/// restart, and the destination, another outpost, recognises and counts the duplicate. It is
+/// never skipped.
+#[test]
+fn a_lost_progress_record_means_the_item_is_delivered_again_never_skipped() {
+    // The destination: a second outpost, which counts retransmissions.
+    let downstream = Daemon::start(&single_route_config("", dead_addr(), "", ""));
+    let mut daemon = Daemon::start_with_env(
+        tempfile::tempdir().unwrap(),
+        &basic_config(downstream.addr("ehr")),
+        vec![("OUTPOST_FAILPOINT".into(), outpost::failpoint::ABORT_AFTER_DELIVERY.into())],
+    );
+    let mut client = Client::connect(daemon.addr("ehr"));
+    assert_eq!(ack_code(&client.send(&adt("LOST-1"))), "AA");
+    // Delivered downstream, then the daemon dies before recording it.
+    let mut child = daemon.child.take().expect("running");
+    let status = wait_for("the daemon to abort at the failpoint", DEADLINE, || child.try_wait().ok().flatten());
+    assert!(!status.success(), "{status:?}");
+    let received = |d: &Daemon| d.status()["sources"][0]["received"].as_u64();
+    assert_eq!(received(&downstream), Some(1));
+    // Restarted without the failpoint: the item is still pending, and goes again.
+    daemon.env.clear();
+    daemon.spawn();
+    wait_for("the retransmission recognised downstream", DEADLINE, || {
+        (downstream.status()["sources"][0]["duplicates"].as_u64() == Some(1)).then_some(())
+    });
+    assert_eq!(received(&downstream), Some(1), "stored once downstream");
+    wait_for("the item delivered", DEADLINE, || {
+        let items = daemon.items();
+        (items.len() == 1 && items[0]["deliveries"][0]["state"] == "delivered").then_some(())
+    });
+}
