@@ -141,6 +141,12 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX order_downloads_due ON order_downloads(source, state);
     "#,
+    // 8: no index on envelopes.received_at: only the purge used it, and it cost a page written
+    // per item at intake (a gateway's flash pays for every page). Purges go in seq order, which
+    // is the order items were received in.
+    r#"
+    DROP INDEX envelopes_received;
+    "#,
 ];
 
 /// The schema at [`VERSION`], for a new journal: what [`MIGRATIONS`] build step by step, written
@@ -165,7 +171,6 @@ const CURRENT: &str = r#"
         duplicates  INTEGER NOT NULL DEFAULT 0,   -- retransmissions ACKed without storing
         body        BLOB NOT NULL                 -- exact bytes received; last so summaries read cheaply
     );
-    CREATE INDEX envelopes_received ON envelopes(received_at);
     CREATE INDEX envelopes_problem ON envelopes(status, seq) WHERE status <> 'accepted';
 
     CREATE TABLE deliveries (

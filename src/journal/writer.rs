@@ -705,7 +705,7 @@ impl Writer {
                 SELECT e.seq FROM envelopes e
                 WHERE e.received_at < ?1 AND e.status = 'accepted'
                   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = e.seq AND d.state <> 'delivered')
-                ORDER BY e.received_at LIMIT ?2)
+                ORDER BY e.seq LIMIT ?2)
              RETURNING size",
             before,
             limit,
