@@ -11,10 +11,10 @@
 //! message) under the slow-sync shim (`slowsync/`), on the real disk and with each sync made
 //! slower; syncs, commits and bytes written per message, write amplification, peak RSS.
 //! Environment: OUTPOST_BENCH_SYNC_US (latency added per sync, default 2000),
-//! OUTPOST_BENCH_FLASH_SEQ (1 KiB messages on one connection, default 1000),
+//! OUTPOST_BENCH_FLASH_SEQ (1 KiB messages on one connection, default 2000),
 //! OUTPOST_BENCH_FLASH_PER_CONN (1 KiB messages per connection with OUTPOST_BENCH_CONNS
-//! connections, default 100), OUTPOST_BENCH_FLASH_BIG_SEQ (64 KiB messages on one connection,
-//! default 100), OUTPOST_BENCH_FLASH_BIG_PER_CONN (64 KiB messages per connection, default 10),
+//! connections, default 200), OUTPOST_BENCH_FLASH_BIG_SEQ (64 KiB messages on one connection,
+//! default 200), OUTPOST_BENCH_FLASH_BIG_PER_CONN (64 KiB messages per connection, default 10),
 //! OUTPOST_BENCH_FLASH_UPLINK=0 (leave out the uplink run, which needs mosquitto),
 //! OUTPOST_BENCH_FLASH=0 (leave out the section), OUTPOST_BENCH_FLASH=only (only the section).
 
