@@ -15,9 +15,10 @@
  *                           shim if needed), mmap'd shared and incremented atomically, so the
  *                           counts survive a SIGTERM or SIGKILL of the process; without it
  *                           nothing is counted
- *   OUTPOST_SLOWSYNC_SERIAL 1 (default): the added latency is served one sync at a time in the
- *                           process, like a card that completes one flush at a time; 0: syncs
- *                           from several threads sleep side by side
+ *   OUTPOST_SLOWSYNC_SERIAL 1 (default): the added latency and the real sync are served one
+ *                           sync at a time in the process, like a card that completes one
+ *                           flush at a time; 0: syncs from several threads sleep side by side.
+ *                           With no added latency, real syncs are never serialised.
  *
  * Intercepted: fsync, fdatasync, syncfs, sync_file_range (slowed only with
  * SYNC_FILE_RANGE_WAIT_AFTER), msync (slowed only with MS_SYNC). Each is slowed, counted, then
