@@ -6,6 +6,17 @@
 //! backlog then drains to an MLLP destination. Environment: OUTPOST_BENCH_SEQ (messages on one
 //! connection, default 3000), OUTPOST_BENCH_CONNS (default 32), OUTPOST_BENCH_PER_CONN
 //! (default 1000), OUTPOST_BENCH_BIN (the outpost binary to run, default this build's).
+//!
+//! Then "journal on flash" (`flash/`): outpost and a reference server (append + fdatasync per
+//! message) under the slow-sync shim (`slowsync/`), on the real disk and with each sync made
+//! slower; syncs, commits and bytes written per message, write amplification, peak RSS.
+//! Environment: OUTPOST_BENCH_SYNC_US (latency added per sync, default 2000),
+//! OUTPOST_BENCH_FLASH_SEQ (1 KiB messages on one connection, default 2000),
+//! OUTPOST_BENCH_FLASH_PER_CONN (1 KiB messages per connection with OUTPOST_BENCH_CONNS
+//! connections, default 200), OUTPOST_BENCH_FLASH_BIG_SEQ (64 KiB messages on one connection,
+//! default 200), OUTPOST_BENCH_FLASH_BIG_PER_CONN (64 KiB messages per connection, default 10),
+//! OUTPOST_BENCH_FLASH_UPLINK=0 (leave out the uplink run, which needs mosquitto),
+//! OUTPOST_BENCH_FLASH=0 (leave out the section), OUTPOST_BENCH_FLASH=only (only the section).
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -16,6 +27,9 @@ use std::time::{Duration, Instant};
 use outpost::mllp;
 
 mod common;
+mod flash;
+#[path = "slowsync/mod.rs"]
+mod slowsync;
 use common::*;
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -23,9 +37,25 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 fn main() {
+    // Re-executed as the flash section's reference server.
+    if let Ok(dir) = std::env::var(flash::REFERENCE_ENV) {
+        flash::reference_main(&dir);
+        return;
+    }
     // `cargo bench` passes `--bench`; ignore arguments.
-    let seq_n = env_usize("OUTPOST_BENCH_SEQ", 3000);
+    let flash_mode = std::env::var("OUTPOST_BENCH_FLASH").unwrap_or_default();
     let conns = env_usize("OUTPOST_BENCH_CONNS", 32);
+    if flash_mode != "only" {
+        intake(conns);
+    }
+    if flash_mode != "0" {
+        flash::run(&flash::Knobs::from_env(conns));
+    }
+}
+
+/// The MLLP intake section (the real disk, the daemon alone).
+fn intake(conns: usize) {
+    let seq_n = env_usize("OUTPOST_BENCH_SEQ", 3000);
     let per_conn = env_usize("OUTPOST_BENCH_PER_CONN", 1000);
 
     let dir = tempfile::tempdir().expect("tempdir");

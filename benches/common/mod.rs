@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use outpost::mllp;
 
+pub mod mqtt;
+
 pub fn machine() -> String {
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let model = std::fs::read_to_string("/proc/cpuinfo")

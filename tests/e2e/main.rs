@@ -23,4 +23,5 @@ mod notify;
 mod orders;
 mod probe;
 mod protocol;
+mod slowsync;
 mod uplink;
