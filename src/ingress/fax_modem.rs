@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use super::Serving;
 use crate::config::FaxModemSource;
 use crate::envelope::Kind;
+use crate::fax::codes::ModemClass;
 use crate::fax::document::{FaxDocument, Page};
 use crate::fax::g3;
 use crate::fax::modem::{self, Action, Modem, ModemState};
@@ -421,7 +422,15 @@ fn report(ctx: &Ctx, modem: &Modem) {
         ModemState::ReceivingPage { page } => format!("receiving page {page}"),
         ModemState::Resetting => "resetting".to_string(),
     };
-    set_state(ctx, &state, s.class.map(|c| c.to_string()));
+    set_state(ctx, &state, s.class.map(class_number));
+}
+
+/// `2` or `2.0`, as [`Detail::class`] promises (the class's `Display` says "Class 2.0").
+fn class_number(class: ModemClass) -> String {
+    match class {
+        ModemClass::Class2 => "2".into(),
+        ModemClass::Class20 => "2.0".into(),
+    }
 }
 
 fn set_state(ctx: &Ctx, state: &str, class: Option<String>) {
