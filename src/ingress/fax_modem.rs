@@ -171,6 +171,8 @@ async fn session(
     let timer = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(timer);
     let mut armed: Option<Instant> = None;
+    // Set when the session ends for a reset the modem asked for (not a port lost).
+    let mut resetting = false;
     let end = loop {
         let mut reset = None;
         while let Some(action) = modem.poll_action() {
@@ -182,6 +184,7 @@ async fn session(
         if let Some(why) = reset {
             // Dropping DTR hangs up whatever the modem is doing; the port is reopened.
             let _ = port.write_data_terminal_ready(false);
+            resetting = true;
             break Err(why);
         }
         report(&ctx, &modem);
@@ -231,6 +234,10 @@ async fn session(
             while let Some(action) = modem.poll_action() {
                 let _ = act(&ctx, &mut port, &mut call, &mut unstored, action).await;
             }
+            // Until the port is open again, `status` shows why the modem is not there, not the
+            // last state it reported (an idle modem that stopped answering, a page being
+            // received when the modem was unplugged).
+            set_state(&ctx, if resetting { "resetting" } else { "closed" }, None);
             SessionEnd::Lost(why)
         }
     }
