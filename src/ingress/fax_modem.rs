@@ -161,6 +161,12 @@ async fn session(
     stop: CancellationToken,
     abort: CancellationToken,
 ) -> SessionEnd<SerialStream> {
+    // What the modem said before this session (late replies to a session given up, what it
+    // says as DTR drops) would be read as the replies to the set-up's first commands and put
+    // it a line out of step: discarded, as mgetty does when it opens the port.
+    if let Err(e) = port.clear(tokio_serial::ClearBuffer::Input) {
+        tracing::debug!(source = %ctx.name, error = %e, "cannot discard the port's input");
+    }
     let mut modem = Modem::new(ctx.cfg.modem.clone());
     modem.start(Instant::now());
     let mut buf = vec![0u8; 4096];
