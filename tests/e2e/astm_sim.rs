@@ -365,6 +365,17 @@ impl Line {
         on != 0
     }
 
+    /// Lets the daemon open a pty again after it closed it (a reset). The daemon opens ports in
+    /// exclusive mode (TIOCEXCL), and a pty keeps that mode while any side is open, as this
+    /// line's slave is: only root could open it again. A no-op for a TCP line.
+    pub fn release_exclusive(&self) {
+        use std::os::fd::AsRawFd;
+        if let Some(slave) = &self._slave {
+            // SAFETY: TIOCNXCL takes no argument.
+            unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCNXCL) };
+        }
+    }
+
     /// Why the line closed, if it did.
     pub fn closed(&self) -> Option<&str> {
         self.closed.as_deref()

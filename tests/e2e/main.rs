@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `outpost` binary, real sockets, real SQLite files.
 
 mod astm_sim;
+mod fax_sim;
 mod mqtt_central;
 mod mqtt_support;
 mod support;
@@ -13,6 +14,7 @@ mod cli;
 mod config;
 mod directory;
 mod escalation;
+mod fax_modem;
 mod intake;
 mod lifecycle;
 mod logging;
