@@ -181,8 +181,9 @@ async fn session(
     let mut resetting = false;
     let end = loop {
         let mut reset = None;
+        let delivers = delivered_order(&ctx.cfg, &modem);
         while let Some(action) = modem.poll_action() {
-            if let Err(why) = act(&ctx, &mut port, &mut call, &mut unstored, action).await {
+            if let Err(why) = act(&ctx, &mut port, &mut call, &mut unstored, delivers, action).await {
                 reset = Some(why);
                 break;
             }
@@ -237,8 +238,9 @@ async fn session(
         Ok(()) => SessionEnd::Stopped(port),
         Err(why) => {
             modem.disconnected(Instant::now());
+            let delivers = delivered_order(&ctx.cfg, &modem);
             while let Some(action) = modem.poll_action() {
-                let _ = act(&ctx, &mut port, &mut call, &mut unstored, action).await;
+                let _ = act(&ctx, &mut port, &mut call, &mut unstored, delivers, action).await;
             }
             // Until the port is open again, `status` shows why the modem is not there, not the
             // last state it reported (an idle modem that stopped answering, a page being
@@ -249,12 +251,23 @@ async fn session(
     }
 }
 
-/// Does one thing the modem asks. `Err` asks the session to end (a reset).
+/// The bit order of page data when the modem reported no session parameters (`+FCS`, which a
+/// Class 2.0 modem leaves out when `AT+FNR` was refused): the source's `bit_order`, else its
+/// class's.
+fn delivered_order(cfg: &FaxModemSource, modem: &Modem) -> modem::BitOrder {
+    cfg.modem.bit_order.unwrap_or_else(|| {
+        modem.status().class.map_or(modem::BitOrder::LsbFirst, |class| modem::Dialect::of(class).delivers)
+    })
+}
+
+/// Does one thing the modem asks. `Err` asks the session to end (a reset). `delivers`: the
+/// page data's bit order when no session parameters were reported.
 async fn act(
     ctx: &Ctx,
     port: &mut SerialStream,
     call: &mut CallInProgress,
     unstored: &mut Vec<Arrival>,
+    delivers: modem::BitOrder,
     action: Action,
 ) -> Result<(), String> {
     let name = &*ctx.name;
@@ -305,9 +318,9 @@ async fn act(
                 );
             } else {
                 let s = call.session;
-                let order = match s.map(|s| s.bit_order) {
-                    Some(modem::BitOrder::LsbFirst) => g3::BitOrder::LsbFirst,
-                    _ => g3::BitOrder::MsbFirst,
+                let order = match s.map_or(delivers, |s| s.bit_order) {
+                    modem::BitOrder::LsbFirst => g3::BitOrder::LsbFirst,
+                    modem::BitOrder::MsbFirst => g3::BitOrder::MsbFirst,
                 };
                 let width = s.and_then(|s| s.width_px).map_or(1728, u32::from);
                 let resolution = match s.map(|s| s.resolution) {
