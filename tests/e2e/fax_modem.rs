@@ -487,6 +487,26 @@ fn fax_modem_unplugged_mid_call_goes_down_and_comes_back_at_the_same_path() {
     assert_pages(&daemon.body(&id(&items[1])), std::slice::from_ref(&page), 98, 2);
 }
 
+/// Regression: a Class 2.0 modem that refuses `AT+FNR` (optional) and so reports no session
+/// parameters (`+FCS`): its pages still arrive LSB first, as the class delivers them, and are
+/// stored so (they were taken as MSB first, every line damaged).
+#[test]
+fn fax_modem_class20_without_session_reports_stores_the_pages_in_the_class_bit_order() {
+    if serial_ports_unavailable("fax_modem_class20_without_session_reports_stores_the_pages_in_the_class_bit_order") {
+        return;
+    }
+    let (daemon, mut sim, _link) = fax_lab(Class::TwoZero, "", |sim| {
+        sim.refuse = vec!["AT+FNR=1,1,1,0".into()];
+        sim.no_reports = true;
+    });
+    let page = clean_page();
+    sim.call(&[], TSI, false, std::slice::from_ref(&page));
+    let item = &wait_fax_items(&daemon, "fax", 1)[0];
+    assert_eq!((summary(item, "bad_lines"), summary(item, "complete")), ("0", "true"), "{item}");
+    assert_eq!(summary(item, "tsi"), "", "none reported: {item}");
+    assert_pages(&daemon.body(&id(item)), std::slice::from_ref(&page), 98, 2);
+}
+
 /// A Class 2.0 modem that delivers page data MSB first in spite of `AT+FBO=0`: without the
 /// `bit_order` override the page is kept as received, labelled LSB first, and every line shows
 /// as damaged; with `bit_order = "msb_first"` it is stored right and every line decodes.

@@ -78,6 +78,9 @@ pub struct FaxModem {
     pub trigger: u8,
     /// Rings before the host answers (its `rings`).
     pub rings: u8,
+    /// Reports neither the sender's id nor the session parameters (a Class 2.0 modem whose
+    /// reporting, `AT+FNR`, is off).
+    pub no_reports: bool,
     /// Echoing commands (on after `ATZ`, off after `ATE0`).
     echo: bool,
     /// A command line being read.
@@ -129,6 +132,7 @@ impl FaxModem {
             refuse: Vec::new(),
             trigger: DC2,
             rings: 1,
+            no_reports: false,
             echo: true,
             partial: Vec::new(),
             heard: Vec::new(),
@@ -294,6 +298,11 @@ impl FaxModem {
     pub fn handshake(&mut self, tsi: &str, fine: bool) {
         let vr = u8::from(fine);
         match self.class {
+            Class::TwoZero if self.no_reports => {
+                self.say(&["+FCO", "OK"]);
+                self.expect("AT+FLO=2");
+                self.say(&["OK"]);
+            }
             Class::TwoZero => {
                 let (tsi, dcs) = (format!("+FTI:\"{tsi}\""), format!("+FCS:{vr},5,0,2,0,0,0,0"));
                 self.say(&["+FCO", &tsi, &dcs, "OK"]);
