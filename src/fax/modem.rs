@@ -60,7 +60,8 @@
 //! - `ERROR` after the post-page reports is taken as their end: Class 2.0 modems may answer so
 //!   when their copy-quality check found the page bad (HylaFAX `Class2Recv.c++`).
 //! - While idle, `AT` every [`Timers::health`]; no `OK` in time: [`Action::Health`] false and a
-//!   reset.
+//!   reset. A `RING` before that `OK` (the phone rang as we checked) is counted, and answered
+//!   once the `OK` is in: taken after `ATA`, it would read as the end of the handshake.
 //!
 //! # Promises
 //! No IO, no clock, never panics on any input; memory is bounded (a response line is cut at
@@ -101,6 +102,9 @@ enum State {
     },
     Health {
         deadline: Instant,
+        /// `RING`s that came before the `OK` to the `AT`: the call waits for that `OK`, which
+        /// would otherwise be read as the end of the sender's handshake after `ATA`.
+        rings: u8,
     },
     Ringing {
         rings: u8,
@@ -240,7 +244,7 @@ impl Modem {
     pub fn next_deadline(&self) -> Option<Instant> {
         match &self.state {
             State::Closed | State::Resetting => None,
-            State::Init { deadline, .. } | State::Health { deadline } | State::Ringing { deadline, .. } => {
+            State::Init { deadline, .. } | State::Health { deadline, .. } | State::Ringing { deadline, .. } => {
                 Some(*deadline)
             }
             State::Idle { health_due } => Some(*health_due),
@@ -313,9 +317,13 @@ impl Modem {
             }
             State::Idle { health_due } if now >= health_due => {
                 self.write_command("AT");
-                State::Health { deadline: now + timers.command }
+                State::Health { deadline: now + timers.command, rings: 0 }
             }
-            State::Health { deadline } if now >= deadline => {
+            State::Health { deadline, rings } if now >= deadline && rings > 0 => {
+                // It rang, so the modem is alive; its OK is lost: the call goes on without it.
+                self.after_health_check(rings, now)
+            }
+            State::Health { deadline, .. } if now >= deadline => {
                 self.push(Action::Health(false));
                 self.reset(ResetReason::HealthCheck { secs: timers.command.as_secs() });
                 State::Resetting
@@ -482,17 +490,34 @@ impl Modem {
                 return;
             }
             State::Idle { health_due } => self.idle_line(line, State::Idle { health_due }, now),
-            State::Health { deadline } => match line {
-                Line::Ok => {
+            State::Health { deadline, rings } => match line {
+                Line::Ok if rings == 0 => {
                     self.push(Action::Health(true));
                     State::Idle { health_due: now + timers.health }
                 }
-                Line::Ring | Line::CallerId(..) | Line::FaxConnect => {
-                    // Alive; the call comes first.
+                Line::Ok => self.after_health_check(rings, now),
+                Line::Ring => {
+                    // Alive. The OK to the AT is still to come (modems report RING as it
+                    // happens, before the reply to a command in progress): answering now would
+                    // take that OK for the end of the handshake. The ring is counted; the call
+                    // goes on after the OK.
+                    if rings == 0 {
+                        self.push(Action::Health(true));
+                    }
+                    let rings = rings.saturating_add(1);
+                    self.event(Event::Ring { count: rings });
+                    State::Health { deadline, rings }
+                }
+                Line::CallerId(field, value) => {
+                    self.caller_id_field(field, value);
+                    State::Health { deadline, rings }
+                }
+                Line::FaxConnect => {
+                    // The modem answered by itself; the call comes first.
                     self.push(Action::Health(true));
                     self.idle_line(line, State::Idle { health_due: now + timers.health }, now)
                 }
-                _ => State::Health { deadline },
+                _ => State::Health { deadline, rings },
             },
             State::Ringing { rings, deadline } => self.ringing_line(line, rings, deadline, now),
             State::Call(call) => {
@@ -541,6 +566,16 @@ impl Modem {
                 self.answer(now, false)
             }
             _ => State::Ringing { rings, deadline },
+        }
+    }
+
+    /// The health check's reply came (or its time ran out) after `rings` rings: answer, or
+    /// wait for the next ring.
+    fn after_health_check(&mut self, rings: u8, now: Instant) -> State {
+        if rings >= self.config.rings.max(1) {
+            self.answer(now, true)
+        } else {
+            State::Ringing { rings, deadline: now + self.config.timers.ring_gap }
         }
     }
 
