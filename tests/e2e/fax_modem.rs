@@ -451,6 +451,32 @@ fn holds_open(daemon: &Daemon, pty: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// Regression: the phone rings just as the daemon checks the idle modem's health: the modem
+/// reports `RING` before its `OK` to the `AT`. That `OK` is the health check's, not the end of
+/// the sender's handshake after `ATA` (which sent the dialogue ahead of the modem, and the call
+/// was lost).
+#[test]
+fn fax_modem_a_ring_during_a_health_check_is_answered_and_the_call_received() {
+    if serial_ports_unavailable("fax_modem_a_ring_during_a_health_check_is_answered_and_the_call_received") {
+        return;
+    }
+    let (daemon, mut sim, _link) = fax_lab(Class::TwoZero, "timers = { health = \"1s\" }", |_| {});
+    match sim.hear(DEADLINE) {
+        Heard::Command(c) if c == "AT" => {}
+        other => panic!("waiting for the health check: {other:?}"),
+    }
+    sim.say(&["RING", "OK"]);
+    sim.expect("ATA");
+    let page = fax2d_page();
+    sim.handshake(TSI, false);
+    sim.page(&page, More::End);
+    sim.hangup();
+    sim.setup();
+    let item = &wait_fax_items(&daemon, "fax", 1)[0];
+    assert_eq!((summary(item, "pages"), summary(item, "complete")), ("1", "true"), "{item}");
+    assert_pages(&daemon.body(&id(item)), std::slice::from_ref(&page), 98, 2);
+}
+
 /// The modem unplugged mid-call (the pty closed, its device gone): the page before is kept as
 /// an incomplete fax, the source goes down saying why; plugged in again at the same path it is
 /// set up and takes the next call whole.

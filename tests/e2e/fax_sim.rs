@@ -27,6 +27,9 @@ pub const ETX: u8 = 0x03;
 pub const DC1: u8 = 0x11;
 pub const DC2: u8 = 0x12;
 
+/// How long the modem takes to answer (ATA to its first report): seconds on a real line.
+pub const TRAINING: Duration = Duration::from_millis(300);
+
 /// The modem's fax class for a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
@@ -296,6 +299,12 @@ impl FaxModem {
     /// lines per inch), `OK`; for Class 2.0 the host's `AT+FLO=2` answered; then the host's
     /// `AT+FDR` is read.
     pub fn handshake(&mut self, tsi: &str, fine: bool) {
+        // The modem trains with the sender (seconds on a real line; a moment here). A byte
+        // from the host meanwhile aborts the answer on a real modem: none may come.
+        std::thread::sleep(TRAINING);
+        if let Next::Byte(b, _) = self.line.next(Duration::ZERO) {
+            panic!("the host wrote 0x{b:02X} while the modem was answering (a real modem hangs up then)");
+        }
         let vr = u8::from(fine);
         match self.class {
             Class::TwoZero if self.no_reports => {
