@@ -298,14 +298,40 @@ impl Line {
     }
 
     fn write_all(&self, mut bytes: &[u8]) {
+        let mut stuck_since: Option<Instant> = None;
         while !bytes.is_empty() {
             match nix::unistd::write(self.fd.as_fd(), bytes) {
-                Ok(n) => bytes = &bytes[n..],
-                Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => {}
+                Ok(n) => {
+                    bytes = &bytes[n..];
+                    stuck_since = None;
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(nix::errno::Errno::EAGAIN) => {
+                    // Only a line made `bounded_writes`: the host reads nothing, the line is full.
+                    let since = *stuck_since.get_or_insert_with(Instant::now);
+                    assert!(
+                        since.elapsed() < Duration::from_secs(60),
+                        "the host read nothing of what was written for 60 s ({} bytes left to write)",
+                        bytes.len()
+                    );
+                    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+                    let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLOUT)];
+                    let _ = poll(&mut fds, PollTimeout::from(100u8));
+                }
                 // The host went away; what the test reads next says so.
                 Err(_) => return,
             }
         }
+    }
+
+    /// Writes that fail the test when the host has read nothing for 60 s, instead of blocking
+    /// for ever (a pty's buffer holds a few kilobytes: a daemon that stopped reading mid-page
+    /// would hang the test).
+    pub fn bounded_writes(self) -> Line {
+        use nix::fcntl::{FcntlArg, OFlag, fcntl};
+        let flags = OFlag::from_bits_truncate(fcntl(self.fd.as_fd(), FcntlArg::F_GETFL).expect("F_GETFL"));
+        fcntl(self.fd.as_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).expect("O_NONBLOCK");
+        self
     }
 
     /// The next byte from the host, waiting at most `within`.

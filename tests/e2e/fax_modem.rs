@@ -533,6 +533,31 @@ fn fax_modem_class20_without_session_reports_stores_the_pages_in_the_class_bit_o
     assert_pages(&daemon.body(&id(item)), std::slice::from_ref(&page), 98, 2);
 }
 
+/// `outpost` told to stop (SIGTERM) during a call: the call ends there (shutdown fires the
+/// sources' `abort` with their `stop`), and the pages complete before it are stored as an
+/// incomplete fax before the daemon exits: nothing received is lost silently.
+#[test]
+fn fax_modem_sigterm_during_a_call_stores_the_pages_received_before_it_exits() {
+    if serial_ports_unavailable("fax_modem_sigterm_during_a_call_stores_the_pages_received_before_it_exits") {
+        return;
+    }
+    let (mut daemon, mut sim, _link) = fax_lab(Class::TwoZero, "", |_| {});
+    daemon.wait_for_main_loop();
+    let page = clean_page();
+    sim.ring(&[]);
+    sim.handshake(TSI, false);
+    sim.page(&page, More::Pages);
+    assert!(daemon.terminate().success());
+    let log = daemon.log();
+    let received = log.find("fax received").expect("the fax stored before the exit");
+    assert!(received < log.find("outpost stopped").expect("stopped"), "{log}");
+
+    daemon.spawn();
+    let item = &wait_fax_items(&daemon, "fax", 1)[0];
+    assert_eq!((summary(item, "pages"), summary(item, "complete")), ("1", "false"), "{item}");
+    assert_pages(&daemon.body(&id(item)), std::slice::from_ref(&page), 98, 2);
+}
+
 /// A Class 2.0 modem that delivers page data MSB first in spite of `AT+FBO=0`: without the
 /// `bit_order` override the page is kept as received, labelled LSB first, and every line shows
 /// as damaged; with `bit_order = "msb_first"` it is stored right and every line decodes.

@@ -125,7 +125,7 @@ pub fn stuffed(data: &[u8]) -> (Vec<u8>, usize) {
 impl FaxModem {
     pub fn new(line: Line, class: Class) -> FaxModem {
         FaxModem {
-            line,
+            line: line.bounded_writes(),
             class,
             msb_first_anyway: false,
             classes: match class {
