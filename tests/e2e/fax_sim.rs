@@ -9,7 +9,9 @@
 //! lines), `ATA`, the negotiation reports, `AT+FLO` (Class 2.0), per page `AT+FDR`, `CONNECT`,
 //! the data trigger, the page DLE-stuffed, `DLE ETX`, page status, `+FET`, `OK`, then the hangup
 //! report. Faults are the tests' own sequences of these steps: a page cut off with or without
-//! `NO CARRIER`, a modem that stops answering, a line closed.
+//! `NO CARRIER`, a modem that stops answering (or answers late), reports left out, data in the
+//! wrong bit order, a line closed. A host that writes while the modem answers a call fails the
+//! test (a real modem hangs up then); a host that stops reading fails it after 60 s.
 //!
 //! Everything is checked here by hand, not with `outpost::fax`: commands are compared as text,
 //! page data stuffed and bit-reversed here, so the daemon's modem core is tested against an
