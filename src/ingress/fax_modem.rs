@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use super::Serving;
 use crate::config::FaxModemSource;
 use crate::envelope::Kind;
+use crate::fax::codes::ModemClass;
 use crate::fax::document::{FaxDocument, Page};
 use crate::fax::g3;
 use crate::fax::modem::{self, Action, Modem, ModemState};
@@ -160,6 +161,12 @@ async fn session(
     stop: CancellationToken,
     abort: CancellationToken,
 ) -> SessionEnd<SerialStream> {
+    // What the modem said before this session (late replies to a session given up, what it
+    // says as DTR drops) would be read as the replies to the set-up's first commands and put
+    // it a line out of step: discarded, as mgetty does when it opens the port.
+    if let Err(e) = port.clear(tokio_serial::ClearBuffer::Input) {
+        tracing::debug!(source = %ctx.name, error = %e, "cannot discard the port's input");
+    }
     let mut modem = Modem::new(ctx.cfg.modem.clone());
     modem.start(Instant::now());
     let mut buf = vec![0u8; 4096];
@@ -170,10 +177,13 @@ async fn session(
     let timer = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(timer);
     let mut armed: Option<Instant> = None;
+    // Set when the session ends for a reset the modem asked for (not a port lost).
+    let mut resetting = false;
     let end = loop {
         let mut reset = None;
+        let delivers = delivered_order(&ctx.cfg, &modem);
         while let Some(action) = modem.poll_action() {
-            if let Err(why) = act(&ctx, &mut port, &mut call, &mut unstored, action).await {
+            if let Err(why) = act(&ctx, &mut port, &mut call, &mut unstored, delivers, action).await {
                 reset = Some(why);
                 break;
             }
@@ -181,6 +191,7 @@ async fn session(
         if let Some(why) = reset {
             // Dropping DTR hangs up whatever the modem is doing; the port is reopened.
             let _ = port.write_data_terminal_ready(false);
+            resetting = true;
             break Err(why);
         }
         report(&ctx, &modem);
@@ -227,20 +238,36 @@ async fn session(
         Ok(()) => SessionEnd::Stopped(port),
         Err(why) => {
             modem.disconnected(Instant::now());
+            let delivers = delivered_order(&ctx.cfg, &modem);
             while let Some(action) = modem.poll_action() {
-                let _ = act(&ctx, &mut port, &mut call, &mut unstored, action).await;
+                let _ = act(&ctx, &mut port, &mut call, &mut unstored, delivers, action).await;
             }
+            // Until the port is open again, `status` shows why the modem is not there, not the
+            // last state it reported (an idle modem that stopped answering, a page being
+            // received when the modem was unplugged).
+            set_state(&ctx, if resetting { "resetting" } else { "closed" }, None);
             SessionEnd::Lost(why)
         }
     }
 }
 
-/// Does one thing the modem asks. `Err` asks the session to end (a reset).
+/// The bit order of page data when the modem reported no session parameters (`+FCS`, which a
+/// Class 2.0 modem leaves out when `AT+FNR` was refused): the source's `bit_order`, else its
+/// class's.
+fn delivered_order(cfg: &FaxModemSource, modem: &Modem) -> modem::BitOrder {
+    cfg.modem.bit_order.unwrap_or_else(|| {
+        modem.status().class.map_or(modem::BitOrder::LsbFirst, |class| modem::Dialect::of(class).delivers)
+    })
+}
+
+/// Does one thing the modem asks. `Err` asks the session to end (a reset). `delivers`: the
+/// page data's bit order when no session parameters were reported.
 async fn act(
     ctx: &Ctx,
     port: &mut SerialStream,
     call: &mut CallInProgress,
     unstored: &mut Vec<Arrival>,
+    delivers: modem::BitOrder,
     action: Action,
 ) -> Result<(), String> {
     let name = &*ctx.name;
@@ -291,9 +318,9 @@ async fn act(
                 );
             } else {
                 let s = call.session;
-                let order = match s.map(|s| s.bit_order) {
-                    Some(modem::BitOrder::LsbFirst) => g3::BitOrder::LsbFirst,
-                    _ => g3::BitOrder::MsbFirst,
+                let order = match s.map_or(delivers, |s| s.bit_order) {
+                    modem::BitOrder::LsbFirst => g3::BitOrder::LsbFirst,
+                    modem::BitOrder::MsbFirst => g3::BitOrder::MsbFirst,
                 };
                 let width = s.and_then(|s| s.width_px).map_or(1728, u32::from);
                 let resolution = match s.map(|s| s.resolution) {
@@ -421,7 +448,15 @@ fn report(ctx: &Ctx, modem: &Modem) {
         ModemState::ReceivingPage { page } => format!("receiving page {page}"),
         ModemState::Resetting => "resetting".to_string(),
     };
-    set_state(ctx, &state, s.class.map(|c| c.to_string()));
+    set_state(ctx, &state, s.class.map(class_number));
+}
+
+/// `2` or `2.0`, as [`Detail::class`] promises (the class's `Display` says "Class 2.0").
+fn class_number(class: ModemClass) -> String {
+    match class {
+        ModemClass::Class2 => "2".into(),
+        ModemClass::Class20 => "2.0".into(),
+    }
 }
 
 fn set_state(ctx: &Ctx, state: &str, class: Option<String>) {

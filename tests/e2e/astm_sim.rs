@@ -298,14 +298,40 @@ impl Line {
     }
 
     fn write_all(&self, mut bytes: &[u8]) {
+        let mut stuck_since: Option<Instant> = None;
         while !bytes.is_empty() {
             match nix::unistd::write(self.fd.as_fd(), bytes) {
-                Ok(n) => bytes = &bytes[n..],
-                Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => {}
+                Ok(n) => {
+                    bytes = &bytes[n..];
+                    stuck_since = None;
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(nix::errno::Errno::EAGAIN) => {
+                    // Only a line made `bounded_writes`: the host reads nothing, the line is full.
+                    let since = *stuck_since.get_or_insert_with(Instant::now);
+                    assert!(
+                        since.elapsed() < Duration::from_secs(60),
+                        "the host read nothing of what was written for 60 s ({} bytes left to write)",
+                        bytes.len()
+                    );
+                    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+                    let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLOUT)];
+                    let _ = poll(&mut fds, PollTimeout::from(100u8));
+                }
                 // The host went away; what the test reads next says so.
                 Err(_) => return,
             }
         }
+    }
+
+    /// Writes that fail the test when the host has read nothing for 60 s, instead of blocking
+    /// for ever (a pty's buffer holds a few kilobytes: a daemon that stopped reading mid-page
+    /// would hang the test).
+    pub fn bounded_writes(self) -> Line {
+        use nix::fcntl::{FcntlArg, OFlag, fcntl};
+        let flags = OFlag::from_bits_truncate(fcntl(self.fd.as_fd(), FcntlArg::F_GETFL).expect("F_GETFL"));
+        fcntl(self.fd.as_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).expect("O_NONBLOCK");
+        self
     }
 
     /// The next byte from the host, waiting at most `within`.
@@ -363,6 +389,17 @@ impl Line {
         let rc = unsafe { libc::ioctl(fd, libc::TIOCGEXCL, &mut on) };
         assert_eq!(rc, 0, "TIOCGEXCL: {}", std::io::Error::last_os_error());
         on != 0
+    }
+
+    /// Lets the daemon open a pty again after it closed it (a reset). The daemon opens ports in
+    /// exclusive mode (TIOCEXCL), and a pty keeps that mode while any side is open, as this
+    /// line's slave is: only root could open it again. A no-op for a TCP line.
+    pub fn release_exclusive(&self) {
+        use std::os::fd::AsRawFd;
+        if let Some(slave) = &self._slave {
+            // SAFETY: TIOCNXCL takes no argument.
+            unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCNXCL) };
+        }
     }
 
     /// Why the line closed, if it did.

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `outpost` binary, real sockets, real SQLite files.
 
 mod astm_sim;
+mod fax_sim;
 mod mqtt_central;
 mod mqtt_support;
 mod support;
@@ -14,6 +15,7 @@ mod config;
 mod directory;
 mod escalation;
 mod fax_cli;
+mod fax_modem;
 mod fax_spool;
 mod intake;
 mod lifecycle;

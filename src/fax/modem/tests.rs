@@ -465,6 +465,49 @@ fn a_silent_modem_is_reset() {
     assert!(matches!(h.resets[..], [ResetReason::Stuck { .. }]));
 }
 
+/// Regression: the phone rings while a health check is under way; the modem reports `RING`
+/// before its `OK` to the `AT`. That `OK` is not the end of the sender's handshake: we answer
+/// after it, not before (writing `AT+FLO` while the modem answers would hang it up).
+#[test]
+fn a_ring_during_a_health_check_is_answered_after_its_ok() {
+    for chunk in [1, 64] {
+        let mut h = ready(config(), &init_20(), chunk);
+        h.at(60.0);
+        assert_eq!(h.tick(), b"AT\r");
+        h.play(
+            &[
+                turn(lines(&["RING"]), b""),
+                turn(ok(), b"ATA\r"),
+                turn(lines(&["+FCO", "+FTI:\"+1 555 0100\"", "+FCS:0,5,0,2,0,0,0,0", "OK"]), b"AT+FLO=2\r"),
+                turn(ok(), b"AT+FDR\r"),
+            ],
+            chunk,
+        );
+        assert_eq!(h.health, [true]);
+        assert!(h.has_event(|e| *e == Event::Ring { count: 1 }));
+    }
+
+    // Two rings wanted: the one during the check counts; caller id is kept.
+    let mut h = ready(Config { rings: 2, ..config() }, &init_20(), 64);
+    h.at(60.0);
+    assert_eq!(h.tick(), b"AT\r");
+    assert_eq!(h.feed(&lines(&["RING", "NMBR = 0445550199", "OK"]), 64), b"");
+    assert_eq!(h.modem.status().state, ModemState::Ringing { rings: 1 });
+    h.at(66.0);
+    assert_eq!(h.feed(&lines(&["RING"]), 64), b"ATA\r");
+    h.feed(&lines(&["NO CARRIER"]), 64);
+    assert_eq!(h.remotes[0].1.number.as_deref(), Some("0445550199"));
+
+    // The OK never comes after the ring: the modem is alive, the call goes on.
+    let mut h = ready(config(), &init_20(), 64);
+    h.at(60.0);
+    h.tick();
+    h.feed(&lines(&["RING"]), 64);
+    h.at(65.0);
+    assert_eq!(h.tick(), b"ATA\r");
+    assert!(h.resets.is_empty());
+}
+
 #[test]
 fn ok_where_connect_was_expected() {
     for chunk in [1, 64] {
