@@ -790,3 +790,9 @@ impl Drop for SmallDisk {
         let _ = as_root("umount").arg("-l").arg(self.dir.path()).status();
     }
 }
+
+/// A log line without its leading timestamp, for asserting that a value is not logged (the
+/// time `08:12:35.512` holds `35.5`, which a result's value may also be).
+pub fn after_timestamp(line: &str) -> &str {
+    line.trim_start().split_once(char::is_whitespace).map_or(line, |(_, rest)| rest)
+}
