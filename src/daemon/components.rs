@@ -21,6 +21,10 @@ use crate::journal::Limits;
 /// aborted; nothing acknowledged is lost, the journal holds it).
 const STOP_WITHIN: Duration = Duration::from_secs(5);
 
+/// How long a source told to end its work in progress (after [`STOP_WITHIN`]) may take to keep
+/// what it has before its task is aborted.
+const ABORT_WITHIN: Duration = Duration::from_secs(2);
+
 struct RunningSource {
     config: Source,
     /// Stops taking new work; the task then returns what the source opened.
@@ -134,10 +138,18 @@ impl Components {
                 None
             }
             Err(_) => {
-                tracing::error!(source = %name, "source did not stop in time; abandoning it");
-                running.task.abort();
+                // Work in progress (a fax call, a connection mid-message) is ended, so the
+                // adapter keeps what it has (a call's complete pages) before the task goes.
+                tracing::warn!(source = %name, "source did not stop in time; ending its work in progress");
                 running.abort.cancel();
-                None
+                match tokio::time::timeout(ABORT_WITHIN, &mut running.task).await {
+                    Ok(Ok(opened)) => Some((running, opened)),
+                    _ => {
+                        tracing::error!(source = %name, "source did not end its work in time; abandoning it");
+                        running.task.abort();
+                        None
+                    }
+                }
             }
         }
     }

@@ -595,3 +595,27 @@ fn fax_modem_wrong_bit_order_shows_as_damage_and_bit_order_msb_first_fixes_it() 
     assert_pages(&daemon.body(&id(fixed)), std::slice::from_ref(&page), 98, 1);
     tiffinfo_reads_every_page(&archived(&daemon, fixed), 1);
 }
+
+/// A reload that changes the fax source in the middle of a call: the source cannot finish the
+/// call in time, so it ends it and keeps the pages received, as an incomplete fax (never
+/// dropped with the task).
+#[test]
+fn fax_modem_a_reload_during_a_call_keeps_the_pages_received() {
+    if serial_ports_unavailable("fax_modem_a_reload_during_a_call_keeps_the_pages_received") {
+        return;
+    }
+    let (daemon, mut sim, _link) = fax_lab(Class::TwoZero, "", |_| {});
+    daemon.wait_for_main_loop();
+    let page = clean_page();
+    sim.ring(&[]);
+    sim.handshake(TSI, false);
+    sim.page(&page, More::Pages);
+    let config = std::fs::read_to_string(&daemon.config_path).unwrap();
+    let changed = config.replacen("kind = \"fax-modem\"", "kind = \"fax-modem\"\nmax_bit_rate = 9600", 1);
+    assert_ne!(changed, config);
+    std::fs::write(&daemon.config_path, changed).unwrap();
+    daemon.sighup();
+    let item = &wait_fax_items(&daemon, "fax", 1)[0];
+    assert_eq!((summary(item, "pages"), summary(item, "complete")), ("1", "false"), "{item}");
+    assert_pages(&daemon.body(&id(item)), std::slice::from_ref(&page), 98, 2);
+}
