@@ -18,6 +18,14 @@ use crate::envelope::{NewEnvelope, Status, now_ms};
 /// Most operations committed in one transaction; bounds the latency of a batch's last member.
 const MAX_BATCH: usize = 1024;
 
+/// A synced commit that served at least this many requests makes the next one gather.
+const GATHER_FROM: usize = 4;
+/// Only commits slower than this (a card's or eMMC's sync) make the next one gather.
+const GATHER_ABOVE: Duration = Duration::from_millis(1);
+/// The longest a commit waits to gather more requests.
+const GATHER_MAX: Duration = Duration::from_micros(1500);
+const GATHER_STEP: Duration = Duration::from_micros(50);
+
 /// How long a free-space reading is trusted.
 const FREE_DISK_TTL: Duration = Duration::from_millis(500);
 
@@ -43,6 +51,8 @@ pub(super) struct Writer {
     /// `false`: `NORMAL` (no sync at commit; made durable by the next synced commit or
     /// checkpoint). See [`needs_sync`].
     sync_full: bool,
+    /// The last synced commit: how many requests it served and how long it took.
+    last_synced: Option<(usize, Duration)>,
     /// Held while the writer lives; released when the thread ends.
     _lock: nix::fcntl::Flock<std::fs::File>,
 }
@@ -108,6 +118,7 @@ impl Writer {
             recent,
             pending_recent: Vec::new(),
             sync_full: true,
+            last_synced: None,
             _lock: lock,
         }
     }
@@ -116,17 +127,50 @@ impl Writer {
         let mut batch = Vec::with_capacity(64);
         while let Some(req) = rx.blocking_recv() {
             batch.push(req);
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(req) => batch.push(req),
-                    Err(_) => break,
-                }
-            }
+            self.take_waiting(&mut rx, &mut batch);
+            self.gather(&mut rx, &mut batch);
+            let synced = batch.iter().any(|r| needs_sync(&r.op));
+            let members = batch.len();
+            let started = Instant::now();
             self.commit_batch(std::mem::take(&mut batch));
+            if synced {
+                self.last_synced = Some((members, started.elapsed()));
+            }
         }
         // Every handle is gone: leave the WAL checkpointed so the next start is quick.
         self.shared.closed.store(true, Ordering::Relaxed);
         let _ = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+    }
+
+    fn take_waiting(&self, rx: &mut mpsc::Receiver<Request>, batch: &mut Vec<Request>) {
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(req) => batch.push(req),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Many senders at once: while one synced commit runs, those it answers send their next
+    /// item and the others' wait, so commits alternate between two halves of the senders, each
+    /// paying a sync. When the last synced commit served several requests and only part of that
+    /// many wait now, wait a little for the rest (at most [`GATHER_MAX`], and a fraction of what
+    /// that commit took): one sync for all. A lone sender never waits (its commits serve one).
+    fn gather(&self, rx: &mut mpsc::Receiver<Request>, batch: &mut Vec<Request>) {
+        let Some((members, took)) = self.last_synced else { return };
+        // On a fast disk a commit costs little more than the wait would: never wait there.
+        if took < GATHER_ABOVE
+            || members < GATHER_FROM
+            || batch.len() >= members
+            || !batch.iter().any(|r| needs_sync(&r.op))
+        {
+            return;
+        }
+        let until = Instant::now() + (took / 4).min(GATHER_MAX);
+        while batch.len() < members && batch.len() < MAX_BATCH && Instant::now() < until {
+            std::thread::sleep(GATHER_STEP);
+            self.take_waiting(rx, batch);
+        }
     }
 
     fn commit_batch(&mut self, batch: Vec<Request>) {
