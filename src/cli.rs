@@ -1058,35 +1058,32 @@ pub fn split_messages(bytes: &[u8]) -> Vec<Vec<u8>> {
 }
 
 fn probe(options: &crate::probe::Options, json: bool) -> anyhow::Result<u8> {
-    match crate::probe::run(options, &mut std::io::stderr()) {
-        Ok(report) => {
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{report}");
-            }
-            Ok(report.exit_code())
-        }
-        Err(e) => {
-            eprintln!("outpost: {e}");
-            Ok(e.exit_code())
-        }
-    }
+    let result = crate::probe::run(options, &mut std::io::stderr());
+    print_probe(result.map(|r| (r.exit_code(), r)).map_err(|e| (e.exit_code(), e)), json)
 }
 
 fn probe_modem(options: &crate::probe::ask::ModemOptions, json: bool) -> anyhow::Result<u8> {
-    match crate::probe::ask::run(options, &mut std::io::stderr()) {
-        Ok(report) => {
+    let result = crate::probe::ask::run(options, &mut std::io::stderr());
+    print_probe(result.map(|r| (r.exit_code(), r)).map_err(|e| (e.exit_code(), e)), json)
+}
+
+/// A probe's report (text or JSON) and its exit code, or its error on stderr and that code.
+fn print_probe<R: serde::Serialize + std::fmt::Display, E: std::fmt::Display>(
+    result: Result<(u8, R), (u8, E)>,
+    json: bool,
+) -> anyhow::Result<u8> {
+    match result {
+        Ok((code, report)) => {
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print!("{report}");
             }
-            Ok(report.exit_code())
+            Ok(code)
         }
-        Err(e) => {
+        Err((code, e)) => {
             eprintln!("outpost: {e}");
-            Ok(e.exit_code())
+            Ok(code)
         }
     }
 }
