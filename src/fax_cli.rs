@@ -7,7 +7,6 @@
 //! does) and counts, never page content. `export` writes the fax itself, so the file is made
 //! mode 0600 and an existing file is replaced only with `--force`.
 
-use std::io::Write;
 use std::path::Path;
 
 use base64::Engine;
@@ -111,7 +110,7 @@ pub fn export(socket: &Path, id: &str, file: &Path, pdf: bool, force: bool) -> a
     } else {
         (body, "the TIFF as stored".to_string())
     };
-    match write_private(file, &bytes, force) {
+    match crate::atomic_file::create_private(file, &bytes, force) {
         Ok(()) => {
             println!(
                 "wrote {} ({} bytes, {what}) of fax {}; mode 0600: it holds patient data, delete it when done",
@@ -126,62 +125,5 @@ pub fn export(socket: &Path, id: &str, file: &Path, pdf: bool, force: bool) -> a
             Ok(EX_USAGE)
         }
         Err(e) => anyhow::bail!("cannot write {}: {e}", file.display()),
-    }
-}
-
-/// Writes `bytes` to `path` as a new file of mode 0600 (a temporary file beside it, renamed
-/// into place): a replaced file's mode is not kept. Without `force` an existing `path` is left
-/// alone (`AlreadyExists`), even one that appears meanwhile.
-fn write_private(path: &Path, bytes: &[u8], force: bool) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        Some(d) => d.to_path_buf(),
-        None => std::path::PathBuf::from("."),
-    };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        if force {
-            return std::fs::rename(&tmp, path);
-        }
-        // A hard link fails if the name exists; filesystems without links (a FAT USB stick)
-        // fall back to checking first.
-        match std::fs::hard_link(&tmp, path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(e),
-            Err(_) if std::fs::symlink_metadata(path).is_ok() => Err(std::io::ErrorKind::AlreadyExists.into()),
-            Err(_) => std::fs::rename(&tmp, path),
-        }
-    })();
-    let _ = std::fs::remove_file(&tmp);
-    result
-}
-
-#[cfg(test)]
-mod tests {
-    use std::os::unix::fs::PermissionsExt;
-
-    use super::*;
-
-    #[test]
-    fn exports_are_private_and_kept_unless_forced() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("fax.tif");
-        write_private(&path, b"one", false).unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        let e = write_private(&path, b"two", false).unwrap_err();
-        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
-        assert_eq!(std::fs::read(&path).unwrap(), b"one");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        write_private(&path, b"two", true).unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"two");
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600, "a replaced file too");
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(names.len(), 1, "no temporary file left: {names:?}");
     }
 }
