@@ -312,7 +312,10 @@ fn remote_config_is_validated_applied_or_rolled_back() {
     let broker = Broker::start();
     let url = broker.url();
     let central = Central::start(&url, None, &[]);
-    let d = Daemon::start(&config(&url, "config_rollback_after = \"5s\""));
+    // Under qemu-user the daemon reconnects several times slower: a good config must not be
+    // rolled back for taking longer than the window to prove itself.
+    let window = if under_emulation() { "15s" } else { "5s" };
+    let d = Daemon::start(&config(&url, &format!("config_rollback_after = \"{window}\"")));
     wait_birth(&central);
     let running = std::fs::read_to_string(&d.config_path).unwrap();
     let write = |name: &str, text: &str| {
