@@ -16,7 +16,7 @@ use crate::router::Router;
 use crate::stats::{Stats, inc};
 
 /// One item as an adapter received it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Arrival {
     pub source: String,
     pub kind: Kind,

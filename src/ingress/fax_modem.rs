@@ -405,13 +405,7 @@ async fn finish_call(
 
 /// Offers a fax to the journal; gives it back if refused.
 async fn store(ctx: &Ctx, arrival: Arrival) -> Result<String, Arrival> {
-    let keep = Arrival {
-        source: arrival.source.clone(),
-        kind: arrival.kind,
-        charset: arrival.charset,
-        body: arrival.body.clone(),
-        fields: arrival.fields.clone(),
-    };
+    let keep = arrival.clone();
     let receipt = ctx.intake.accept(arrival).await;
     match (receipt.outcome, receipt.id) {
         (Outcome::CannotStore, _) | (_, None) => {

@@ -314,12 +314,15 @@ when = [
 impl Profile {
     /// The standard's field positions and QC markers, with no test-code map: how an
     /// instrument without a profile is read.
-    pub fn standard() -> Profile {
-        match Profile::from_toml(STANDARD, "astm-standard", "the standard positions (built in)") {
-            Ok(p) => p,
-            // The text is a constant a test reads; it cannot fail at run time.
-            Err(e) => unreachable!("the built-in standard profile does not read: {e}"),
-        }
+    pub fn standard() -> &'static Profile {
+        static STANDARD_PROFILE: std::sync::OnceLock<Profile> = std::sync::OnceLock::new();
+        STANDARD_PROFILE.get_or_init(|| {
+            match Profile::from_toml(STANDARD, "astm-standard", "the standard positions (built in)") {
+                Ok(p) => p,
+                // The text is a constant a test reads; it cannot fail at run time.
+                Err(e) => unreachable!("the built-in standard profile does not read: {e}"),
+            }
+        })
     }
 
     /// Whether this instrument's H.5 (the sender, components joined by `^`) names this

@@ -20,6 +20,30 @@ use crate::instrument::Profile;
 pub struct Lab<'d> {
     pub message: Message<'d>,
     pub profile: Option<&'d Profile>,
+    /// Every result read with the profile (or the standard positions), once: routing and each
+    /// escalation rule ask for test codes and critical findings again.
+    rows: std::cell::OnceCell<Vec<crate::instrument::ResultRow>>,
+}
+
+impl<'d> Lab<'d> {
+    pub fn new(message: Message<'d>, profile: Option<&'d Profile>) -> Lab<'d> {
+        Lab { message, profile, rows: std::cell::OnceCell::new() }
+    }
+
+    /// The profile results are read with: the source's, else the standard positions.
+    fn reading_profile(&self) -> &Profile {
+        self.profile.unwrap_or_else(|| Profile::standard())
+    }
+
+    /// Every result of the message in record order, read with [`Lab::reading_profile`].
+    fn rows(&self) -> &[crate::instrument::ResultRow] {
+        self.rows.get_or_init(|| {
+            crate::astm::result_sets(&self.message, self.reading_profile())
+                .into_iter()
+                .flat_map(|set| set.results)
+                .collect()
+        })
+    }
 }
 
 impl<'d> std::ops::Deref for Lab<'d> {
@@ -76,7 +100,7 @@ pub fn values(message: &Lab<'_>, field: &crate::config::AstmField) -> Vec<String
 /// first non-empty component).
 pub fn result_tests(lab: &Lab<'_>) -> Vec<String> {
     match lab.profile {
-        Some(profile) => rows(lab, profile).map(|row| row.test_code).collect(),
+        Some(_) => lab.rows().iter().map(|row| row.test_code.clone()).collect(),
         None => lab
             .of_kind(b'R')
             .map(|r| r.repeats(3).first().and_then(|repeat| r.test_code(repeat)).unwrap_or_default())
@@ -90,17 +114,11 @@ pub fn result_tests(lab: &Lab<'_>) -> Vec<String> {
 /// count. Codes, never values.
 pub fn criticals(lab: &Lab<'_>) -> Vec<Option<&'static str>> {
     use crate::instrument::CriticalKind as K;
-    let standard;
-    let profile = match lab.profile {
-        Some(p) => p,
-        None => {
-            standard = Profile::standard();
-            &standard
-        }
-    };
-    rows(lab, profile)
+    let profile = lab.reading_profile();
+    lab.rows()
+        .iter()
         .map(|row| {
-            crate::instrument::critical(&row, profile).map(|c| match c.kind {
+            crate::instrument::critical(row, profile).map(|c| match c.kind {
                 K::High => "high",
                 K::Low => "low",
                 K::FlagHH => "HH",
@@ -110,11 +128,6 @@ pub fn criticals(lab: &Lab<'_>) -> Vec<Option<&'static str>> {
             })
         })
         .collect()
-}
-
-/// Every result of the message in record order, read with `profile`.
-fn rows<'p>(lab: &Lab<'_>, profile: &'p Profile) -> impl Iterator<Item = crate::instrument::ResultRow> + use<'p> {
-    crate::astm::result_sets(&lab.message, profile).into_iter().flat_map(|set| set.results)
 }
 
 #[cfg(test)]
@@ -156,7 +169,7 @@ L|1|N\r";
     #[test]
     fn routing_values_by_path_and_by_name() {
         use crate::config::AstmField;
-        let message = Lab { message: Message::parse(RESULTS).unwrap(), profile: None };
+        let message = Lab::new(Message::parse(RESULTS).unwrap(), None);
         assert_eq!(values(&message, &AstmField::Path("R.3.4".parse().unwrap())), ["WBC", "HGB"]);
         assert_eq!(values(&message, &AstmField::Path("R.7".parse().unwrap())), ["N", "L"]);
         assert_eq!(values(&message, &AstmField::Instrument), ["H500"]);
@@ -176,11 +189,11 @@ R|2|^^^HGB|9.0|g/dL||LL||F\r\
 R|3|^^^RBC|4.5|10E6/uL||N||F\r\
 L|1|N\r";
         let profile = Profile::builtin("horiba-yumizen-h500").unwrap();
-        let lab = Lab { message: Message::parse(text).unwrap(), profile: Some(&profile) };
+        let lab = Lab::new(Message::parse(text).unwrap(), Some(&profile));
         assert_eq!(criticals(&lab), [Some("high"), Some("LL"), None]);
         assert_eq!(values(&lab, &AstmField::Critical), ["high", "LL"]);
         // Without the profile only the instrument's own flags say so.
-        let bare = Lab { message: Message::parse(text).unwrap(), profile: None };
+        let bare = Lab::new(Message::parse(text).unwrap(), None);
         assert_eq!(criticals(&bare), [None, Some("LL"), None]);
     }
 }

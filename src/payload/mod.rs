@@ -72,7 +72,7 @@ impl Decoded<'_> {
         match self {
             Decoded::Hl7(d) => Ok(Parsed::Hl7(crate::hl7::Message::parse(&d.text)?)),
             Decoded::Astm(bytes, profile) => {
-                Ok(Parsed::Astm(astm::Lab { message: crate::astm::Message::parse(bytes)?, profile: *profile }))
+                Ok(Parsed::Astm(astm::Lab::new(crate::astm::Message::parse(bytes)?, *profile)))
             }
             Decoded::Fax(bytes) => Ok(Parsed::Fax(fax::read(bytes)?)),
         }

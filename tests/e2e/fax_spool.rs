@@ -134,7 +134,10 @@ fn fax_spool_mgetty_pages_of_one_call_are_one_fax() {
     let other = items.iter().find(|i| i["summary"]["pages"] == "1").unwrap();
     assert_eq!(other["summary"]["resolution"], "normal");
     assert_eq!(std::fs::read(spool.join("fn1a2b3d0S0.01")).unwrap(), G3, "left untouched");
-    // Every page file of a taken call was looked at once and is left alone.
+    // The call's other page file is kept with it: nothing waits in the spool, no third item.
+    wait_for("no page file left waiting", DEADLINE, || {
+        (daemon.status()["sources"][0]["waiting"].as_u64() == Some(0)).then_some(())
+    });
     assert_eq!(faxes(&daemon).len(), 2);
 }
 
