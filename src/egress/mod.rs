@@ -152,7 +152,6 @@ impl Worker {
             return None;
         }
         loop {
-            let _ = self.journal.update(DeliveryUpdate::InFlight { seq: item.seq, destination: name.clone() }).await;
             let result = match self.prepare(item) {
                 Ok((bytes, control_id)) => {
                     tokio::select! {

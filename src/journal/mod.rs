@@ -8,7 +8,12 @@
 //!   (group commit): concurrent connections share fsyncs.
 //! - Nothing undelivered is ever evicted. When `max_bytes` would be exceeded, delivered items
 //!   are purged early; if that is not enough, new items are refused with [`JournalError::Full`].
-//! - Delivery progress (in flight, delivered, attempt errors), central's acknowledgements and
+//! - An item names its destinations in its own row; each destination keeps a cursor (every
+//!   item for it up to there is done) and only exceptions get a delivery row (a failed
+//!   attempt, a dead letter, a retried or rerouted item, an acknowledgement from central ahead
+//!   of an earlier one), a row winning over the cursor. Taking an item in writes one table
+//!   leaf; recording progress, one cursor.
+//! - Delivery progress (delivered, attempt errors), central's acknowledgements and
 //!   purges ride along in the same batches, or commit without a sync of their own
 //!   (`synchronous=NORMAL` for a batch of nothing else; made durable by the next synced commit
 //!   or checkpoint). A power cut may lose such a record, so an item may be delivered (released,
@@ -128,24 +133,13 @@ pub enum Inserted {
 /// What happened to one delivery attempt.
 #[derive(Debug, Clone)]
 pub enum DeliveryUpdate {
-    InFlight {
-        seq: i64,
-        destination: String,
-    },
-    Delivered {
-        seq: i64,
-        destination: String,
-    },
+    /// Delivered. A destination's worker delivers in journal order, so this also says that
+    /// every earlier item for the destination is done (delivered or given up): the
+    /// destination's cursor moves to it.
+    Delivered { seq: i64, destination: String },
     /// A failed attempt. With `give_up`, the delivery becomes [`DeliveryState::Failed`] (a dead
     /// letter); otherwise it is pending again.
-    Failed {
-        seq: i64,
-        destination: String,
-        error: String,
-        outcome: &'static str,
-        next_attempt_at: i64,
-        give_up: bool,
-    },
+    Failed { seq: i64, destination: String, error: String, outcome: &'static str, next_attempt_at: i64, give_up: bool },
 }
 
 /// A file whose items are all committed (see `source_files` in the schema).
@@ -231,6 +225,8 @@ enum Op {
     /// The order cache (`orders.rs`).
     Orders(orders::OrderOp),
     Barrier,
+    /// A barrier, then `wal_checkpoint(TRUNCATE)` before the answer.
+    Checkpoint,
 }
 
 enum Reply {
@@ -264,6 +260,10 @@ pub struct Shared {
     pub checkpoints: AtomicU64,
     /// Set when the writer has stopped; the checkpointer then stops too.
     pub closed: std::sync::atomic::AtomicBool,
+    /// Per destination, the items waiting for it by its cursor (those with no delivery row:
+    /// see schema migration 9), as of the last commit. Counted once at open, then kept by the
+    /// writer, so `status` never reads a backlog to count it.
+    pub waiting: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 /// Handle to the journal. Cheap to clone; the writer thread stops when the last handle is
@@ -313,11 +313,18 @@ impl Journal {
             claim(&conn, path, site, node)?;
         }
         let stored: i64 = conn.query_row("SELECT COALESCE(SUM(size), 0) FROM envelopes", [], |r| r.get(0))?;
-        let head_seq: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM envelopes", [], |r| r.get(0))?;
+        // Seqs never go back, even when every item was purged: a new item must come after every
+        // destination's cursor, or it would count as done.
+        let head_seq: i64 = conn.query_row(
+            "SELECT max(COALESCE((SELECT MAX(seq) FROM envelopes), 0), COALESCE((SELECT MAX(seq) FROM cursors), 0))",
+            [],
+            |r| r.get(0),
+        )?;
         // Deliveries that were in flight when the last run stopped are simply pending again.
         conn.execute("UPDATE deliveries SET state = 'pending' WHERE state = 'in_flight'", [])?;
 
         let shared = Arc::new(Shared::default());
+        *shared.waiting.lock().unwrap_or_else(|e| e.into_inner()) = count_waiting(&conn)?;
         shared.stored_bytes.store(stored as u64, Ordering::Relaxed);
         shared.max_bytes.store(limits.max_bytes, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(OP_QUEUE);
@@ -454,6 +461,15 @@ impl Journal {
         rx.await.map_err(|_| JournalError::Closed)?
     }
 
+    /// Waits until everything sent before it is committed, then copies the WAL into the
+    /// database and empties it (at shutdown: the next start has nothing to recover, and the
+    /// card is written now rather than after a power cut).
+    pub async fn checkpoint(&self) -> Result<(), JournalError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::Checkpoint, Reply::Unit(reply)).await?;
+        rx.await.map_err(|_| JournalError::Closed)
+    }
+
     /// Waits until everything sent before it is committed.
     pub async fn barrier(&self) -> Result<(), JournalError> {
         let (reply, rx) = oneshot::channel();
@@ -472,7 +488,7 @@ impl Journal {
 
     /// Opens a read-only connection (one per task that reads; readers never block the writer).
     pub fn reader(&self) -> Result<Reader, JournalError> {
-        Ok(Reader::new(open_connection(&self.path, true)?))
+        Ok(Reader::new(open_connection(&self.path, true)?, self.shared.clone()))
     }
 
     /// Runs `f` on a read-only connection of its own, off the async threads (SQLite blocks).
@@ -481,8 +497,8 @@ impl Journal {
         &self,
         f: impl FnOnce(&Reader) -> Result<T, JournalError> + Send + 'static,
     ) -> Result<T, JournalError> {
-        let path = self.path.clone();
-        off_async_threads(move || f(&Reader::new(open_connection(&path, true)?))).await
+        let (path, shared) = (self.path.clone(), self.shared.clone());
+        off_async_threads(move || f(&Reader::new(open_connection(&path, true)?, shared))).await
     }
 
     /// A reader for a task that reads all the time (a delivery worker, the uplink, the
@@ -591,6 +607,26 @@ fn claim(conn: &rusqlite::Connection, path: &Path, site: &str, node: &str) -> Re
             config_node: node.to_string(),
         }),
     }
+}
+
+/// Per destination with a cursor, the items after it that have no delivery row: what waits for
+/// it by the cursor. Reads from the lowest cursor on (a destination with nothing waiting has its
+/// cursor moved up to the head now and then: see `Writer::catch_up_cursors`).
+fn count_waiting(conn: &rusqlite::Connection) -> Result<std::collections::HashMap<String, u64>, JournalError> {
+    let cursors: Vec<(String, i64)> = conn
+        .prepare("SELECT destination, seq FROM cursors")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut count = conn.prepare(
+        "SELECT count(*) FROM envelopes e WHERE e.seq > ?2 AND instr(e.destinations, json_quote(?1)) > 0
+           AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = e.seq AND d.destination = ?1)",
+    )?;
+    let mut waiting = std::collections::HashMap::new();
+    for (dest, cursor) in cursors {
+        let n: i64 = count.query_row(rusqlite::params![dest, cursor], |r| r.get(0))?;
+        waiting.insert(dest, n as u64);
+    }
+    Ok(waiting)
 }
 
 /// WAL size above which the checkpoint thread runs a checkpoint.

@@ -70,7 +70,9 @@ pub struct DeliveryRow {
     pub state: DeliveryState,
     pub attempts: u32,
     pub next_attempt_at: i64,
-    pub updated_at: i64,
+    /// When its row last changed; none for a delivery with no row (see schema migration 9).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<i64>,
     pub last_error: Option<String>,
 }
 
@@ -153,6 +155,7 @@ pub struct StatusCounts {
 
 pub struct Reader {
     conn: Connection,
+    shared: std::sync::Arc<super::Shared>,
 }
 
 impl Reader {
@@ -162,7 +165,8 @@ impl Reader {
     }
 }
 
-const UPLINK_COLUMNS: &str = "d.seq, d.useq, e.id, e.source, e.kind, e.status, e.received_at, e.item_type,
+const UPLINK_COLUMNS: &str =
+    "e.seq, COALESCE(e.useq, d.useq), e.id, e.source, e.kind, e.status, e.received_at, e.item_type,
     e.item_ref, e.summary, e.charset, e.body";
 
 fn uplink_item(r: &Row<'_>) -> rusqlite::Result<UplinkItem> {
@@ -184,32 +188,145 @@ const ITEM_COLUMNS: &str = "e.seq, e.id, e.source, e.kind, e.received_at, e.stat
     e.item_ref, e.summary, e.charset, e.routes, e.note, e.duplicates";
 
 impl Reader {
-    pub(super) fn new(conn: Connection) -> Self {
-        Reader { conn }
+    pub(super) fn new(conn: Connection, shared: std::sync::Arc<super::Shared>) -> Self {
+        Reader { conn, shared }
+    }
+
+    /// `destination`'s cursor (see schema migration 9); `None` when it has none (nothing has
+    /// waited for it by the cursor).
+    fn cursor(&self, destination: &str) -> Result<Option<i64>, JournalError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT seq FROM cursors WHERE destination = ?1")?
+            .query_row([destination], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Seqs of the items waiting for `destination` with `after < seq <= upto`, in journal order
+    /// (`limit` at most): those with a pending row, and those after its cursor with none.
+    fn waiting_seqs(&self, destination: &str, after: i64, upto: i64, limit: usize) -> Result<Vec<i64>, JournalError> {
+        let mut seqs: Vec<i64> = self
+            .conn
+            .prepare_cached(
+                "SELECT seq FROM deliveries WHERE destination = ?1 AND state IN ('pending', 'in_flight')
+                   AND seq > ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4",
+            )?
+            .query_map(params![destination, after, upto, limit as i64], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        seqs.extend(self.by_cursor(destination, (after, upto), false, false, limit)?);
+        seqs.sort_unstable();
+        seqs.dedup();
+        seqs.truncate(limit);
+        Ok(seqs)
+    }
+
+    /// Seqs of items for `destination` with no delivery row and `after < seq <= upto`, in
+    /// journal order (`newest_first`: the other way): with `delivered`, those its cursor has
+    /// passed (delivered at the first attempt), otherwise those after it (waiting).
+    fn by_cursor(
+        &self,
+        destination: &str,
+        (after, upto): (i64, i64),
+        delivered: bool,
+        newest_first: bool,
+        limit: usize,
+    ) -> Result<Vec<i64>, JournalError> {
+        let Some(cursor) = self.cursor(destination)? else { return Ok(Vec::new()) };
+        let (after, upto) = if delivered { (after, upto.min(cursor)) } else { (after.max(cursor), upto) };
+        if after >= upto {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT e.seq FROM envelopes e WHERE e.seq > ?2 AND e.seq <= ?3
+               AND instr(e.destinations, json_quote(?1)) > 0
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = e.seq AND d.destination = ?1)
+             ORDER BY e.seq {} LIMIT ?4",
+            if newest_first { "DESC" } else { "ASC" }
+        );
+        let seqs = self
+            .conn
+            .prepare_cached(&sql)?
+            .query_map(params![destination, after, upto, limit.min(i64::MAX as usize) as i64], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(seqs)
+    }
+
+    /// Every destination with a cursor.
+    fn cursor_destinations(&self) -> Result<Vec<String>, JournalError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT destination FROM cursors ORDER BY destination")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?)
+    }
+
+    fn uplink_by_seq(&self, destination: &str, seqs: &[i64]) -> Result<Vec<UplinkItem>, JournalError> {
+        let sql = format!(
+            "SELECT {UPLINK_COLUMNS} FROM envelopes e LEFT JOIN deliveries d ON d.seq = e.seq AND d.destination = ?1
+             WHERE e.seq = ?2"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut items = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            if let Some(item) = stmt.query_row(params![destination, seq], uplink_item).optional()? {
+                items.push(item);
+            }
+        }
+        Ok(items)
+    }
+
+    /// The first seq from which items for central carry uplink sequence numbers of `from` or
+    /// more. Numbers grow with seq, except a rerouted item's (an old seq given a new number, too
+    /// high for its place, which only moves this lower; its row carries the number too): a
+    /// binary search over seq, each probe reading forward to the next item for central.
+    fn first_seq_for_useq(&self, from: i64) -> Result<i64, JournalError> {
+        let (mut lo, mut hi): (i64, i64) =
+            self.conn.query_row("SELECT COALESCE(min(seq), 0), COALESCE(max(seq), 0) FROM envelopes", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        let mut probe = self.conn.prepare_cached(
+            "SELECT seq, useq FROM envelopes WHERE seq >= ?1 AND useq IS NOT NULL ORDER BY seq LIMIT 1",
+        )?;
+        // Every item for central before `lo` has a number below `from`.
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match probe.query_row([mid], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))).optional()? {
+                Some((seq, useq)) if useq < from => lo = seq + 1,
+                _ => hi = mid,
+            }
+        }
+        Ok(lo)
     }
 
     /// Undelivered items for `destination` after `after_seq`, in journal order.
     pub fn pending(&self, destination: &str, after_seq: i64, limit: usize) -> Result<Vec<PendingItem>, JournalError> {
+        let seqs = self.waiting_seqs(destination, after_seq, i64::MAX, limit)?;
         let mut stmt = self.conn.prepare_cached(
-            "SELECT d.seq, e.id, e.received_at, e.body, e.charset, e.item_ref, d.attempts, d.next_attempt_at, e.kind
-             FROM deliveries d JOIN envelopes e ON e.seq = d.seq
-             WHERE d.destination = ?1 AND d.state <> 'delivered' AND d.state <> 'failed' AND d.seq > ?2
-             ORDER BY d.seq LIMIT ?3",
+            "SELECT e.seq, e.id, e.received_at, e.body, e.charset, e.item_ref, COALESCE(d.attempts, 0),
+                COALESCE(d.next_attempt_at, 0), e.kind
+             FROM envelopes e LEFT JOIN deliveries d ON d.seq = e.seq AND d.destination = ?1
+             WHERE e.seq = ?2",
         )?;
-        let rows = stmt.query_map(params![destination, after_seq, limit as i64], |r| {
-            Ok(PendingItem {
-                seq: r.get(0)?,
-                id: r.get(1)?,
-                received_at: r.get(2)?,
-                body: r.get(3)?,
-                charset: r.get(4)?,
-                item_ref: r.get(5)?,
-                attempts: r.get(6)?,
-                next_attempt_at: r.get(7)?,
-                kind: kind_at(r, 8)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut items = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            let item = stmt
+                .query_row(params![destination, seq], |r| {
+                    Ok(PendingItem {
+                        seq: r.get(0)?,
+                        id: r.get(1)?,
+                        received_at: r.get(2)?,
+                        body: r.get(3)?,
+                        charset: r.get(4)?,
+                        item_ref: r.get(5)?,
+                        attempts: r.get(6)?,
+                        next_attempt_at: r.get(7)?,
+                        kind: kind_at(r, 8)?,
+                    })
+                })
+                .optional()?;
+            items.extend(item);
+        }
+        Ok(items)
     }
 
     /// Unacknowledged uplink items for `destination` with `after_seq < seq <= upto_seq`, in
@@ -221,15 +338,8 @@ impl Reader {
         upto_seq: i64,
         limit: usize,
     ) -> Result<Vec<UplinkItem>, JournalError> {
-        let sql = format!(
-            "SELECT {UPLINK_COLUMNS} FROM deliveries d JOIN envelopes e ON e.seq = d.seq
-             WHERE d.destination = ?1 AND d.state <> 'delivered' AND d.state <> 'failed'
-               AND d.seq > ?2 AND d.seq <= ?3
-             ORDER BY d.seq LIMIT ?4"
-        );
-        let mut stmt = self.conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(params![destination, after_seq, upto_seq, limit as i64], uplink_item)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let seqs = self.waiting_seqs(destination, after_seq, upto_seq, limit)?;
+        self.uplink_by_seq(destination, &seqs)
     }
 
     /// Uplink items still in the journal whose uplink sequence number is in
@@ -243,23 +353,37 @@ impl Reader {
         after_seq: i64,
         limit: usize,
     ) -> Result<Vec<UplinkItem>, JournalError> {
-        let sql = format!(
-            "SELECT {UPLINK_COLUMNS} FROM deliveries d JOIN envelopes e ON e.seq = d.seq
-             WHERE d.destination = ?1 AND d.useq BETWEEN ?2 AND ?3 AND d.seq > ?4
-             ORDER BY d.seq LIMIT ?5"
-        );
-        let mut stmt = self.conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(params![destination, from_useq, to_useq, after_seq, limit as i64], uplink_item)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let limit_sql = limit.min(i64::MAX as usize) as i64;
+        // Rerouted items carry their number in their row; the rest, on the item, in seq order.
+        let mut seqs: Vec<i64> = self
+            .conn
+            .prepare_cached(
+                "SELECT seq FROM deliveries WHERE destination = ?1 AND useq BETWEEN ?2 AND ?3 AND seq > ?4
+                 ORDER BY seq LIMIT ?5",
+            )?
+            .query_map(params![destination, from_useq, to_useq, after_seq, limit_sql], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let start = after_seq.max(self.first_seq_for_useq(from_useq)? - 1);
+        let on_items: Vec<i64> = self
+            .conn
+            .prepare_cached(
+                "SELECT seq FROM envelopes WHERE seq > ?2 AND useq BETWEEN ?3 AND ?4
+                   AND instr(destinations, json_quote(?1)) > 0
+                 ORDER BY seq LIMIT ?5",
+            )?
+            .query_map(params![destination, start, from_useq, to_useq, limit_sql], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        seqs.extend(on_items);
+        seqs.sort_unstable();
+        seqs.dedup();
+        seqs.truncate(limit);
+        self.uplink_by_seq(destination, &seqs)
     }
 
     /// One uplink item by journal seq, if it is still waiting for central.
     pub fn uplink_one(&self, destination: &str, seq: i64) -> Result<Option<UplinkItem>, JournalError> {
-        let sql = format!(
-            "SELECT {UPLINK_COLUMNS} FROM deliveries d JOIN envelopes e ON e.seq = d.seq
-             WHERE d.destination = ?1 AND d.seq = ?2 AND d.state <> 'delivered'"
-        );
-        Ok(self.conn.prepare_cached(&sql)?.query_row(params![destination, seq], uplink_item).optional()?)
+        let seqs = self.waiting_seqs(destination, seq - 1, seq, 1)?;
+        Ok(self.uplink_by_seq(destination, &seqs)?.pop())
     }
 
     /// Escalation events kept for central (not yet acknowledged), oldest first: (id, payload).
@@ -271,20 +395,49 @@ impl Reader {
 
     /// Unacknowledged uplink items up to journal seq `upto_seq`.
     pub fn uplink_backlog(&self, destination: &str, upto_seq: i64) -> Result<UplinkBacklog, JournalError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT count(*), min(e.received_at), max(d.seq), min(d.useq), max(d.useq)
-             FROM deliveries d JOIN envelopes e ON e.seq = d.seq
-             WHERE d.destination = ?1 AND d.state <> 'delivered' AND d.state <> 'failed' AND d.seq <= ?2",
-        )?;
-        Ok(stmt.query_row(params![destination, upto_seq], |r| {
-            Ok(UplinkBacklog {
-                items: r.get::<_, i64>(0)? as u64,
-                oldest_received_at: r.get(1)?,
-                last_seq: r.get(2)?,
-                first_useq: r.get(3)?,
-                last_useq: r.get(4)?,
-            })
-        })?)
+        let (items, _) = self.waiting_count(destination, upto_seq)?;
+        if items == 0 {
+            return Ok(UplinkBacklog::default());
+        }
+        let first = self.waiting_seqs(destination, 0, upto_seq, 1)?;
+        let mut last: Option<i64> = self
+            .conn
+            .prepare_cached(
+                "SELECT max(seq) FROM deliveries WHERE destination = ?1 AND state IN ('pending', 'in_flight') AND seq <= ?2",
+            )?
+            .query_row(params![destination, upto_seq], |r| r.get(0))?;
+        if let Some(seq) = self.by_cursor(destination, (0, upto_seq), false, true, 1)?.first() {
+            last = last.max(Some(*seq));
+        }
+        let ends: Vec<i64> = first.iter().copied().chain(last).collect();
+        let ends = self.uplink_by_seq(destination, &ends)?;
+        Ok(UplinkBacklog {
+            items,
+            oldest_received_at: ends.first().map(|i| i.received_at),
+            last_seq: ends.last().map(|i| i.seq),
+            first_useq: ends.first().map(|i| i.useq),
+            last_useq: ends.last().map(|i| i.useq),
+        })
+    }
+
+    /// Items waiting for `destination` up to seq `upto` (rows pending or in flight, and those
+    /// waiting by its cursor, which the writer counts), and its dead letters.
+    fn waiting_count(&self, destination: &str, upto: i64) -> Result<(u64, u64), JournalError> {
+        let (rows, failed): (i64, i64) = self
+            .conn
+            .prepare_cached(
+                "SELECT count(*) FILTER (WHERE state <> 'failed' AND seq <= ?2), count(*) FILTER (WHERE state = 'failed')
+                 FROM deliveries WHERE destination = ?1 AND state <> 'delivered'",
+            )?
+            .query_row(params![destination, upto], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let by_cursor = self.shared.waiting.lock().unwrap_or_else(|e| e.into_inner()).get(destination).copied();
+        let mut waiting = rows as u64 + by_cursor.unwrap_or(0);
+        if by_cursor.is_some_and(|n| n > 0) && upto < i64::MAX {
+            // Those after `upto` (a recent head: few) are not asked for.
+            let later = self.by_cursor(destination, (upto, i64::MAX), false, false, usize::MAX)?.len() as u64;
+            waiting = waiting.saturating_sub(later);
+        }
+        Ok((waiting, failed as u64))
     }
 
     /// Unrouted items: one (by id or seq) or the oldest `limit`.
@@ -330,33 +483,31 @@ impl Reader {
 
     pub fn status_counts(&self) -> Result<StatusCounts, JournalError> {
         let mut counts = StatusCounts::default();
-        // Counted from the queue index and the (small) dead-letter index alone: joining every
-        // waiting row to its envelope, or sorting them by state, would read the whole backlog.
-        let mut open = self.conn.prepare_cached(
-            "SELECT destination, count(*) FROM deliveries WHERE state <> 'delivered' GROUP BY destination",
-        )?;
-        for row in open.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
-            let (dest, n) = row?;
-            counts.destinations.push((dest, n as u64, 0, None));
+        // Rows are counted from the queue index; items waiting by a cursor are counted by the
+        // writer: nothing here reads a backlog.
+        let mut names: Vec<String> = self
+            .conn
+            .prepare_cached("SELECT DISTINCT destination FROM deliveries WHERE state <> 'delivered'")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        {
+            let waiting = self.shared.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            names.extend(waiting.iter().filter(|(_, n)| **n > 0).map(|(d, _)| d.clone()));
         }
-        let mut failed = self.conn.prepare_cached(
-            "SELECT destination, count(*) FROM deliveries WHERE state = 'failed' GROUP BY destination",
-        )?;
-        for row in failed.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
-            let (dest, n) = row?;
-            if let Some(entry) = counts.destinations.iter_mut().find(|d| d.0 == dest) {
-                entry.1 = entry.1.saturating_sub(n as u64);
-                entry.2 = n as u64;
-            }
-        }
+        names.sort();
+        names.dedup();
         // The oldest waiting item of each destination is its first in journal order.
-        let mut oldest = self.conn.prepare_cached(
-            "SELECT e.received_at FROM envelopes e WHERE e.seq = (
-                SELECT min(seq) FROM deliveries
-                WHERE destination = ?1 AND state <> 'delivered' AND state <> 'failed')",
-        )?;
-        for entry in counts.destinations.iter_mut().filter(|e| e.1 > 0) {
-            entry.3 = oldest.query_row([&entry.0], |r| r.get::<_, i64>(0)).optional()?;
+        let mut oldest = self.conn.prepare_cached("SELECT received_at FROM envelopes WHERE seq = ?1")?;
+        for dest in names {
+            let (waiting, failed) = self.waiting_count(&dest, i64::MAX)?;
+            if waiting == 0 && failed == 0 {
+                continue;
+            }
+            let first = match self.waiting_seqs(&dest, 0, i64::MAX, 1)?.first() {
+                Some(seq) => oldest.query_row([seq], |r| r.get::<_, i64>(0)).optional()?,
+                None => None,
+            };
+            counts.destinations.push((dest, waiting, failed, first));
         }
         counts.events =
             self.conn.prepare_cached("SELECT count(*) FROM uplink_events")?.query_row([], |r| r.get::<_, i64>(0))?
@@ -389,8 +540,10 @@ impl Reader {
             }
             Some(StateFilter::All) => {
                 let mut stmt = self.conn.prepare_cached(
-                    "SELECT DISTINCT e.seq FROM envelopes e LEFT JOIN deliveries d ON d.seq = e.seq
-                     WHERE (?1 IS NULL OR d.destination = ?1) ORDER BY e.seq DESC LIMIT ?2",
+                    "SELECT e.seq FROM envelopes e
+                     WHERE ?1 IS NULL OR instr(e.destinations, json_quote(?1)) > 0
+                        OR EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = e.seq AND d.destination = ?1)
+                     ORDER BY e.seq DESC LIMIT ?2",
                 )?;
                 stmt.query_map(params![filter.destination, limit], |r| r.get(0))?.collect::<Result<_, _>>()?
             }
@@ -406,7 +559,28 @@ impl Reader {
                        AND (?2 IS NULL OR d.destination = ?2)
                      ORDER BY d.seq DESC LIMIT ?3",
                 )?;
-                stmt.query_map(params![state, filter.destination, limit], |r| r.get(0))?.collect::<Result<_, _>>()?
+                let mut seqs: Vec<i64> = stmt
+                    .query_map(params![state, filter.destination, limit], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                // Items with no row: waiting (pending) or delivered, by each destination's cursor.
+                let by_cursor = match state {
+                    None | Some(DeliveryState::Pending) => Some(false),
+                    Some(DeliveryState::Delivered) => Some(true),
+                    Some(DeliveryState::InFlight | DeliveryState::Failed) => None,
+                };
+                if let Some(delivered) = by_cursor {
+                    let dests = match &filter.destination {
+                        Some(d) => vec![d.clone()],
+                        None => self.cursor_destinations()?,
+                    };
+                    for dest in dests {
+                        seqs.extend(self.by_cursor(&dest, (0, i64::MAX), delivered, true, limit as usize)?);
+                    }
+                }
+                seqs.sort_unstable_by(|a, b| b.cmp(a));
+                seqs.dedup();
+                seqs.truncate(limit as usize);
+                seqs
             }
         };
         let mut items = Vec::with_capacity(seqs.len());
@@ -440,11 +614,31 @@ impl Reader {
                     state: r.get(1)?,
                     attempts: r.get(2)?,
                     next_attempt_at: r.get(3)?,
-                    updated_at: r.get(4)?,
+                    updated_at: Some(r.get(4)?),
                     last_error: r.get(5)?,
                 })
             })?
             .collect::<Result<_, _>>()?;
+        // Destinations with no row: delivered at the first attempt once the cursor passed it.
+        let destinations: String = self
+            .conn
+            .prepare_cached("SELECT destinations FROM envelopes WHERE seq = ?1")?
+            .query_row([seq], |r| r.get(0))?;
+        for dest in serde_json::from_str::<Vec<String>>(&destinations).unwrap_or_default() {
+            if item.deliveries.iter().any(|d| d.destination == dest) {
+                continue;
+            }
+            let delivered = self.cursor(&dest)?.is_some_and(|c| seq <= c);
+            item.deliveries.push(DeliveryRow {
+                destination: dest,
+                state: if delivered { DeliveryState::Delivered } else { DeliveryState::Pending },
+                attempts: u32::from(delivered),
+                next_attempt_at: 0,
+                updated_at: None,
+                last_error: None,
+            });
+        }
+        item.deliveries.sort_by(|a, b| a.destination.cmp(&b.destination));
         if with_attempts {
             let mut stmt = self
                 .conn

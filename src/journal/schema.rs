@@ -147,6 +147,50 @@ const MIGRATIONS: &[&str] = &[
     r#"
     DROP INDEX envelopes_received;
     "#,
+    // 9: delivery progress as a cursor per destination. An item names its destinations (and
+    // its uplink sequence number) in its own row, so taking it in writes one table leaf and no
+    // delivery rows; `cursors` holds, per destination, the seq through which every item for it
+    // is done (FIFO per destination makes that exact); `deliveries` keeps only exceptions
+    // (attempts that failed, dead letters, retried or rerouted items, central's out-of-order
+    // acknowledgements), and a row there wins over the cursor. Rows from before keep their
+    // states. The envelopes table is rebuilt so the new columns come before the body (a column
+    // after it costs a large item's overflow pages to read); foreign keys are off meanwhile
+    // (`migrate`), so dropping the old table takes no delivery rows with it.
+    r#"
+    CREATE TABLE envelopes_v9 (
+        seq          INTEGER PRIMARY KEY,
+        id           TEXT NOT NULL,
+        source       TEXT NOT NULL,
+        kind         TEXT NOT NULL,
+        received_at  INTEGER NOT NULL,
+        status       TEXT NOT NULL,
+        size         INTEGER NOT NULL,
+        item_type    TEXT NOT NULL DEFAULT '',
+        item_ref     TEXT NOT NULL DEFAULT '',
+        summary      TEXT NOT NULL DEFAULT '',
+        charset      TEXT,
+        routes       TEXT NOT NULL DEFAULT '[]',
+        note         TEXT,
+        duplicates   INTEGER NOT NULL DEFAULT 0,
+        destinations TEXT NOT NULL DEFAULT '[]',
+        useq         INTEGER,
+        body         BLOB NOT NULL
+    );
+    INSERT INTO envelopes_v9
+        SELECT e.seq, e.id, e.source, e.kind, e.received_at, e.status, e.size, e.item_type, e.item_ref,
+            e.summary, e.charset, e.routes, e.note, e.duplicates,
+            COALESCE((SELECT json_group_array(d.destination) FROM deliveries d WHERE d.seq = e.seq), '[]'),
+            (SELECT max(d.useq) FROM deliveries d WHERE d.seq = e.seq),
+            e.body
+        FROM envelopes e;
+    DROP TABLE envelopes;
+    ALTER TABLE envelopes_v9 RENAME TO envelopes;
+    CREATE INDEX envelopes_problem ON envelopes(status, seq) WHERE status <> 'accepted';
+    CREATE TABLE cursors (
+        destination TEXT PRIMARY KEY,
+        seq         INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema at [`VERSION`], for a new journal: what [`MIGRATIONS`] build step by step, written
@@ -169,10 +213,21 @@ const CURRENT: &str = r#"
         routes      TEXT NOT NULL DEFAULT '[]',   -- JSON array of matched route names
         note        TEXT,                         -- why rejected (words, never content)
         duplicates  INTEGER NOT NULL DEFAULT 0,   -- retransmissions ACKed without storing
+        destinations TEXT NOT NULL DEFAULT '[]',  -- JSON array of the destinations it was given
+        useq        INTEGER,                      -- uplink sequence number (items for central)
         body        BLOB NOT NULL                 -- exact bytes received; last so summaries read cheaply
     );
     CREATE INDEX envelopes_problem ON envelopes(status, seq) WHERE status <> 'accepted';
 
+    -- Per destination: every item for it with seq <= this is done (delivered, unless a row in
+    -- deliveries says otherwise).
+    CREATE TABLE cursors (
+        destination TEXT PRIMARY KEY,
+        seq         INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
+    -- Exceptions to the cursor: an item with a failed attempt, a dead letter, a retried or
+    -- rerouted item, an acknowledgement from central ahead of the cursor. A row wins.
     CREATE TABLE deliveries (
         destination     TEXT NOT NULL,
         seq             INTEGER NOT NULL REFERENCES envelopes(seq) ON DELETE CASCADE,
@@ -278,6 +333,15 @@ pub fn migrate(conn: &mut Connection) -> Result<(), super::JournalError> {
         tx.commit()?;
         return Ok(());
     }
+    // Migration 9 rebuilds a table that others reference; SQLite's way is with foreign keys
+    // off (a no-op inside a transaction, so here). The tables' rows keep pointing at the same seqs.
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    let result = migrate_from(conn, current);
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    result
+}
+
+fn migrate_from(conn: &mut Connection, current: i64) -> Result<(), super::JournalError> {
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;

@@ -569,3 +569,225 @@ fn items_are_listed_by_delivery_state_or_status() {
         j.close();
     });
 }
+
+/// Rows in `deliveries` (exceptions only, since schema 9).
+fn delivery_rows(path: &std::path::Path) -> i64 {
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.query_row("SELECT count(*) FROM deliveries", [], |r| r.get(0)).unwrap()
+}
+
+fn waiting(r: &Reader, dest: &str) -> u64 {
+    r.status_counts().unwrap().destinations.iter().find(|d| d.0 == dest).map(|d| d.1).unwrap_or(0)
+}
+
+fn state_of(r: &Reader, seq: i64, dest: &str) -> (DeliveryState, u32) {
+    let item = r.show(&seq.to_string(), false).unwrap().unwrap();
+    let d = item.deliveries.iter().find(|d| d.destination == dest).unwrap();
+    (d.state, d.attempts)
+}
+
+#[test]
+fn an_item_delivered_at_once_leaves_no_row_and_its_destinations_cursor_tells_its_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.db");
+    rt().block_on(async {
+        let j = Journal::open(&path, limits()).unwrap();
+        for i in 1..=3 {
+            j.insert(envelope(&format!("d{i}"), format!("MSH|{i}").as_bytes(), &["a", "b"])).await.unwrap();
+        }
+        for seq in 1..=2 {
+            j.update(DeliveryUpdate::Delivered { seq, destination: "a".into() }).await.unwrap();
+        }
+        j.barrier().await.unwrap();
+        let r = j.reader().unwrap();
+        assert_eq!(delivery_rows(&path), 0, "nothing but the items and a cursor is written");
+        assert_eq!(state_of(&r, 1, "a"), (DeliveryState::Delivered, 1));
+        assert_eq!(state_of(&r, 3, "a"), (DeliveryState::Pending, 0));
+        assert_eq!(state_of(&r, 1, "b"), (DeliveryState::Pending, 0));
+        assert_eq!(r.pending("a", 0, 10).unwrap().iter().map(|p| p.seq).collect::<Vec<_>>(), vec![3]);
+        assert_eq!(r.pending("b", 0, 10).unwrap().len(), 3);
+        assert_eq!((waiting(&r, "a"), waiting(&r, "b")), (1, 3));
+        let listed = |state| {
+            let filter = ItemFilter { state, destination: Some("a".into()), limit: 10 };
+            r.list(&filter).unwrap().iter().map(|i| i.seq).collect::<Vec<_>>()
+        };
+        assert_eq!(listed(Some(StateFilter::Delivery(DeliveryState::Delivered))), vec![2, 1]);
+        assert_eq!(listed(None), vec![3]);
+        drop(r);
+        tokio::task::spawn_blocking(move || j.close()).await.unwrap();
+    });
+    rt().block_on(async {
+        // Counted again at the next start, from the cursors.
+        let j = Journal::open(&path, limits()).unwrap();
+        let r = j.reader().unwrap();
+        assert_eq!((waiting(&r, "a"), waiting(&r, "b")), (1, 3));
+        j.update(DeliveryUpdate::Delivered { seq: 3, destination: "a".into() }).await.unwrap();
+        for seq in 1..=3 {
+            j.update(DeliveryUpdate::Delivered { seq, destination: "b".into() }).await.unwrap();
+        }
+        j.barrier().await.unwrap();
+        assert_eq!((waiting(&r, "a"), waiting(&r, "b")), (0, 0));
+        assert_eq!(j.purge(i64::MAX, i64::MAX).await.unwrap(), 3);
+        drop(r);
+        tokio::task::spawn_blocking(move || j.close()).await.unwrap();
+    });
+    rt().block_on(async {
+        // Everything purged: a new item still comes after the cursors, so it waits.
+        let j = Journal::open(&path, limits()).unwrap();
+        let (seq, _) = stored(j.insert(envelope("d4", b"MSH|4", &["a"])).await.unwrap());
+        assert!(seq > 3, "seq {seq} went back behind the cursor");
+        let r = j.reader().unwrap();
+        assert_eq!(r.pending("a", 0, 10).unwrap().iter().map(|p| p.seq).collect::<Vec<_>>(), vec![seq]);
+        assert_eq!(waiting(&r, "a"), 1);
+        drop(r);
+        tokio::task::spawn_blocking(move || j.close()).await.unwrap();
+    });
+}
+
+#[test]
+fn a_failed_attempt_makes_a_row_and_a_row_wins_over_the_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.db");
+    rt().block_on(async {
+        let j = Journal::open(&path, limits()).unwrap();
+        for i in 1..=3 {
+            j.insert(envelope(&format!("f{i}"), format!("MSH|{i}").as_bytes(), &["a"])).await.unwrap();
+        }
+        let failed = |seq, give_up| DeliveryUpdate::Failed {
+            seq,
+            destination: "a".into(),
+            error: "refused".into(),
+            outcome: "error",
+            next_attempt_at: 0,
+            give_up,
+        };
+        j.update(failed(1, false)).await.unwrap();
+        j.barrier().await.unwrap();
+        let r = j.reader().unwrap();
+        assert_eq!(delivery_rows(&path), 1);
+        assert_eq!(state_of(&r, 1, "a"), (DeliveryState::Pending, 1));
+        assert_eq!(r.pending("a", 0, 10).unwrap()[0].attempts, 1, "the worker sees the attempts made");
+        assert_eq!(waiting(&r, "a"), 3, "one by its row, two by the cursor");
+        j.update(DeliveryUpdate::Delivered { seq: 1, destination: "a".into() }).await.unwrap();
+        j.update(DeliveryUpdate::Delivered { seq: 2, destination: "a".into() }).await.unwrap();
+        j.update(failed(3, true)).await.unwrap();
+        j.insert(envelope("f4", b"MSH|4", &["a"])).await.unwrap();
+        j.update(DeliveryUpdate::Delivered { seq: 4, destination: "a".into() }).await.unwrap();
+        j.barrier().await.unwrap();
+        assert_eq!(state_of(&r, 1, "a"), (DeliveryState::Delivered, 2));
+        assert_eq!(state_of(&r, 2, "a"), (DeliveryState::Delivered, 1));
+        assert_eq!(state_of(&r, 3, "a"), (DeliveryState::Failed, 1), "behind the cursor, its row still says failed");
+        assert_eq!(state_of(&r, 4, "a"), (DeliveryState::Delivered, 1));
+        assert!(r.pending("a", 0, 10).unwrap().is_empty());
+        let counts = r.status_counts().unwrap();
+        assert_eq!(counts.destinations.iter().find(|d| d.0 == "a").map(|d| (d.1, d.2)), Some((0, 1)));
+        assert_eq!(j.purge(i64::MAX, i64::MAX).await.unwrap(), 3, "the dead letter is kept");
+        assert_eq!(j.retry(RetryTarget::default()).await.unwrap(), 1);
+        assert_eq!(r.pending("a", 0, 10).unwrap().iter().map(|p| p.seq).collect::<Vec<_>>(), vec![3]);
+        // A late failure report for an item the cursor has passed changes nothing.
+        j.insert(envelope("f5", b"MSH|5", &["a"])).await.unwrap();
+        j.update(DeliveryUpdate::Delivered { seq: 5, destination: "a".into() }).await.unwrap();
+        j.update(failed(5, false)).await.unwrap();
+        j.barrier().await.unwrap();
+        assert_eq!(state_of(&r, 5, "a"), (DeliveryState::Delivered, 1));
+        drop(r);
+        tokio::task::spawn_blocking(move || j.close()).await.unwrap();
+    });
+}
+
+#[test]
+fn central_acknowledging_out_of_order_moves_the_cursor_over_contiguous_items_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.db");
+    rt().block_on(async {
+        let j = Journal::open(&path, uplink_limits()).unwrap();
+        let mut ids = vec![String::new()];
+        for i in 1..=5 {
+            let dests: &[&str] = if i == 3 { &["lis"] } else { &["central", "lis"] };
+            ids.push(
+                stored(j.insert(envelope(&format!("u{i}"), format!("MSH|{i}").as_bytes(), dests)).await.unwrap()).1,
+            );
+        }
+        let r = j.reader().unwrap();
+        let waiting_seqs =
+            || r.uplink_pending("central", 0, i64::MAX, 10).unwrap().iter().map(|i| i.seq).collect::<Vec<_>>();
+        assert_eq!(j.acked("central", vec![ids[2].clone(), ids[4].clone()]).await.unwrap(), 2);
+        assert_eq!(waiting_seqs(), vec![1, 5]);
+        assert_eq!(delivery_rows(&path), 2, "acknowledged ahead of item 1: kept as rows");
+        assert_eq!(waiting(&r, "central"), 2);
+        assert_eq!(j.acked("central", vec![ids[1].clone()]).await.unwrap(), 1);
+        assert_eq!(waiting_seqs(), vec![5]);
+        assert_eq!(delivery_rows(&path), 0, "the cursor passed them (item 3 is not central's)");
+        assert_eq!(state_of(&r, 4, "central"), (DeliveryState::Delivered, 1));
+        let backlog = r.uplink_backlog("central", i64::MAX).unwrap();
+        assert_eq!(
+            (backlog.items, backlog.first_useq, backlog.last_useq, backlog.last_seq),
+            (1, Some(4), Some(4), Some(5))
+        );
+        // A resend by number reads items acknowledged or not, still in the journal.
+        let range = r.uplink_range("central", 2, 4, 0, 100).unwrap();
+        assert_eq!(range.iter().map(|i| (i.seq, i.useq)).collect::<Vec<_>>(), vec![(2, 2), (4, 3), (5, 4)]);
+        assert_eq!(j.acked("central", vec![ids[5].clone(), ids[5].clone()]).await.unwrap(), 1, "once");
+        assert!(waiting_seqs().is_empty());
+        assert_eq!(waiting(&r, "central"), 0);
+        drop(r);
+        tokio::task::spawn_blocking(move || j.close()).await.unwrap();
+    });
+}
+
+#[test]
+fn a_journal_from_schema_8_keeps_every_delivery_state_and_uplink_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.db");
+    {
+        let mut c = rusqlite::Connection::open(&path).unwrap();
+        schema::create_at(&mut c, 8).unwrap();
+        for seq in 1..=4i64 {
+            c.execute(
+                "INSERT INTO envelopes (seq, id, source, kind, received_at, status, size, item_type, item_ref, summary, body)
+                 VALUES (?1, ?2, 'ehr', 'hl7v2', ?3, 'accepted', 5, 'ORU^R01', ?4, '{}', x'4d53487c31')",
+                rusqlite::params![seq, envelope_id(1000, seq), now_ms(), format!("old{seq}")],
+            )
+            .unwrap();
+        }
+        for (seq, dest, state, useq) in [
+            (1, "lis", "delivered", None),
+            (1, "central", "delivered", Some(1)),
+            (2, "lis", "failed", None),
+            (2, "central", "pending", Some(2)),
+            (3, "lis", "in_flight", None),
+            (4, "lis", "pending", None),
+        ] {
+            c.execute(
+                "INSERT INTO deliveries (destination, seq, state, updated_at, useq) VALUES (?1, ?2, ?3, 1000, ?4)",
+                rusqlite::params![dest, seq, state, useq],
+            )
+            .unwrap();
+        }
+        c.execute("INSERT INTO attempts (seq, destination, at, outcome, error) VALUES (2, 'lis', 1, 'nak', 'AE')", [])
+            .unwrap();
+    }
+    rt().block_on(async {
+        let j = Journal::open(&path, uplink_limits()).unwrap();
+        let r = j.reader().unwrap();
+        assert_eq!(state_of(&r, 1, "lis").0, DeliveryState::Delivered);
+        assert_eq!(state_of(&r, 2, "lis").0, DeliveryState::Failed);
+        assert_eq!(r.show("2", false).unwrap().unwrap().attempts.len(), 1, "attempts kept with their item");
+        assert_eq!(r.pending("lis", 0, 10).unwrap().iter().map(|p| p.seq).collect::<Vec<_>>(), vec![3, 4]);
+        let up = r.uplink_pending("central", 0, i64::MAX, 10).unwrap();
+        assert_eq!(up.iter().map(|i| (i.seq, i.useq)).collect::<Vec<_>>(), vec![(2, 2)]);
+        // New items go on from there: seq, uplink number, and no rows.
+        let (seq, _) = stored(j.insert(envelope("n1", b"MSH|n1", &["central", "lis"])).await.unwrap());
+        assert_eq!(seq, 5);
+        let up = r.uplink_pending("central", 0, i64::MAX, 10).unwrap();
+        assert_eq!(up.iter().map(|i| (i.seq, i.useq)).collect::<Vec<_>>(), vec![(2, 2), (5, 3)]);
+        assert_eq!(waiting(&r, "lis"), 3);
+        for seq in [3, 4, 5] {
+            j.update(DeliveryUpdate::Delivered { seq, destination: "lis".into() }).await.unwrap();
+        }
+        j.barrier().await.unwrap();
+        assert_eq!(waiting(&r, "lis"), 0);
+        drop(r);
+        tokio::task::spawn_blocking(move || j.close()).await.unwrap();
+    });
+}

@@ -47,6 +47,17 @@ pub(super) struct Writer {
     recent: Recent,
     /// Items stored in the open transaction; remembered once it commits.
     pending_recent: Vec<(u64, i64, i64)>,
+    /// Changes to the destinations' waiting counts ([`Shared::waiting`]) in the open
+    /// transaction; applied once it commits.
+    waiting_delta: Vec<(String, i64)>,
+    /// Destinations known to have a row in `cursors` (one is made with a destination's first item).
+    known_cursors: std::collections::HashSet<String>,
+    /// Whether the open transaction moved a cursor (the `cursors` page is written anyway).
+    cursors_moved: bool,
+    /// A request in the last batch asked for the WAL to be checkpointed before its answer.
+    checkpoint_requested: bool,
+    /// Answers held until that checkpoint is done.
+    after_checkpoint: Vec<tokio::sync::oneshot::Sender<()>>,
     /// Whether the connection commits with `synchronous=FULL` (the WAL fsynced at commit) now;
     /// `false`: `NORMAL` (no sync at commit; made durable by the next synced commit or
     /// checkpoint). See [`needs_sync`].
@@ -79,7 +90,7 @@ fn needs_sync(op: &Op) -> bool {
         | Op::SetLimits(_) => true,
         // Delivery progress and attempts, central's acknowledgements, purges, download
         // outcomes, an empty transaction (a health check, a barrier before a read).
-        Op::Delivery(_) | Op::Acked { .. } | Op::Purge { .. } | Op::Orders(_) | Op::Barrier => false,
+        Op::Delivery(_) | Op::Acked { .. } | Op::Purge { .. } | Op::Orders(_) | Op::Barrier | Op::Checkpoint => false,
     }
 }
 
@@ -117,6 +128,11 @@ impl Writer {
             free_disk: None,
             recent,
             pending_recent: Vec::new(),
+            waiting_delta: Vec::new(),
+            known_cursors: std::collections::HashSet::new(),
+            cursors_moved: false,
+            checkpoint_requested: false,
+            after_checkpoint: Vec::new(),
             sync_full: true,
             last_synced: None,
             _lock: lock,
@@ -135,6 +151,14 @@ impl Writer {
             self.commit_batch(std::mem::take(&mut batch));
             if synced {
                 self.last_synced = Some((members, started.elapsed()));
+            }
+            if std::mem::take(&mut self.checkpoint_requested) {
+                if let Err(e) = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "journal checkpoint failed; the next start recovers the WAL");
+                }
+                for tx in self.after_checkpoint.drain(..) {
+                    let _ = tx.send(());
+                }
             }
         }
         // Every handle is gone: leave the WAL checkpointed so the next start is quick.
@@ -215,13 +239,19 @@ impl Writer {
                 }
             }
         }
-        let result = result.and_then(|_| self.conn.execute_batch("COMMIT").map_err(JournalError::from));
+        let result = result
+            .and_then(
+                |_| if std::mem::take(&mut self.cursors_moved) { self.catch_up_cursors(head.seq) } else { Ok(()) },
+            )
+            .and_then(|_| self.conn.execute_batch("COMMIT").map_err(JournalError::from));
         let stored = std::mem::take(&mut self.pending_recent);
+        let waiting = std::mem::take(&mut self.waiting_delta);
         match result {
             Ok(()) => {
                 for (key, seq, at) in stored {
                     self.recent.remember(key, seq, at);
                 }
+                apply_waiting(&self.shared, waiting);
                 self.shared.commits.fetch_add(1, Ordering::Relaxed);
                 if full {
                     self.shared.synced_commits.fetch_add(1, Ordering::Relaxed);
@@ -244,6 +274,7 @@ impl Writer {
         }
         for (req, outcome) in batch.into_iter().zip(outcomes) {
             match (req.reply, outcome) {
+                (Reply::Unit(tx), _) if matches!(req.op, Op::Checkpoint) => self.after_checkpoint.push(tx),
                 (Reply::Insert(tx), Outcome::Inserted(r)) => {
                     let _ = tx.send(r);
                 }
@@ -359,6 +390,10 @@ impl Writer {
             Op::InsertLinked { envelopes } => self.insert_linked(envelopes, now, head),
             Op::Orders(op) => Ok(Outcome::Count(super::orders::apply(&self.conn, op, now)?)),
             Op::Barrier => Ok(Outcome::Unit),
+            Op::Checkpoint => {
+                self.checkpoint_requested = true;
+                Ok(Outcome::Unit)
+            }
         }
     }
 
@@ -436,6 +471,7 @@ impl Writer {
     ) -> Result<Outcome, JournalError> {
         let before = (self.shared.stored_bytes.load(Ordering::Relaxed), self.next_seq, self.next_useq, *head);
         let pending_recent = self.pending_recent.len();
+        let waiting_delta = self.waiting_delta.len();
         self.conn.execute_batch("SAVEPOINT batch")?;
         match write(self, head) {
             Ok(inserted) => {
@@ -450,6 +486,7 @@ impl Writer {
                 self.next_useq = next_useq;
                 *head = old_head;
                 self.pending_recent.truncate(pending_recent);
+                self.waiting_delta.truncate(waiting_delta);
                 self.shared.refused.fetch_add(1, Ordering::Relaxed);
                 Ok(Outcome::InsertedFile(Err(e)))
             }
@@ -520,11 +557,13 @@ impl Writer {
         self.last_id_ms = self.last_id_ms.max(now.max(0) as u64);
         let id = super::envelope_id(self.last_id_ms, seq);
         let routes = serde_json::to_string(&env.routes).unwrap_or_else(|_| "[]".into());
+        let destinations = serde_json::to_string(&env.destinations).unwrap_or_else(|_| "[]".into());
+        let useq = env.destinations.iter().find_map(|d| self.take_useq(d));
         self.conn
             .prepare_cached(
                 "INSERT INTO envelopes (id, source, kind, received_at, status, size, item_type,
-                    item_ref, summary, charset, routes, note, body, seq)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                    item_ref, summary, charset, routes, note, body, seq, destinations, useq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             )?
             .execute(params![
                 id,
@@ -541,16 +580,15 @@ impl Writer {
                 env.note,
                 env.body,
                 seq,
+                destinations,
+                useq,
             ])?;
         self.next_seq += 1;
+        // No delivery rows: each destination's cursor is below this seq, so the item is waiting
+        // for it (see schema migration 9).
         for dest in &env.destinations {
-            let useq = self.take_useq(dest);
-            self.conn
-                .prepare_cached(
-                    "INSERT INTO deliveries (destination, seq, state, updated_at, useq)
-                     VALUES (?1, ?2, 'pending', ?3, ?4)",
-                )?
-                .execute(params![dest, seq, now, useq])?;
+            self.ensure_cursor(dest, seq)?;
+            self.waiting_delta.push((dest.clone(), 1));
         }
         if let Some(key) = dedup_key {
             self.pending_recent.push((key, seq, env.received_at));
@@ -580,32 +618,53 @@ impl Writer {
 
     fn delivery(&mut self, update: &DeliveryUpdate, now: i64) -> Result<(), JournalError> {
         match update {
-            DeliveryUpdate::InFlight { seq, destination } => {
-                self.conn
-                    .prepare_cached(
-                        "UPDATE deliveries SET state = 'in_flight', updated_at = ?3
-                         WHERE destination = ?1 AND seq = ?2 AND state = 'pending'",
-                    )?
-                    .execute(params![destination, seq, now])?;
-            }
             DeliveryUpdate::Delivered { seq, destination } => {
-                self.conn
+                let updated = self
+                    .conn
                     .prepare_cached(
                         "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1,
                             updated_at = ?3, last_error = NULL
                          WHERE destination = ?1 AND seq = ?2",
                     )?
                     .execute(params![destination, seq, now])?;
+                // A destination's worker delivers in journal order: everything before this item
+                // is done, so the cursor moves to it.
+                if self.cursor(destination)?.is_some_and(|c| *seq > c) {
+                    if updated == 0 {
+                        self.waiting_delta.push((destination.clone(), -1));
+                    }
+                    self.move_cursor(destination, *seq)?;
+                }
             }
             DeliveryUpdate::Failed { seq, destination, error, outcome, next_attempt_at, give_up } => {
                 let state = if *give_up { DeliveryState::Failed } else { DeliveryState::Pending };
-                self.conn
+                let updated = self
+                    .conn
                     .prepare_cached(
                         "UPDATE deliveries SET state = ?3, attempts = attempts + 1, next_attempt_at = ?4,
                             updated_at = ?5, last_error = ?6
-                         WHERE destination = ?1 AND seq = ?2",
+                         WHERE destination = ?1 AND seq = ?2 AND state <> 'delivered'",
                     )?
                     .execute(params![destination, seq, state, next_attempt_at, now, error])?;
+                let known = self
+                    .conn
+                    .prepare_cached("SELECT 1 FROM deliveries WHERE destination = ?1 AND seq = ?2")?
+                    .exists(params![destination, seq])?;
+                // The first failed attempt of an item waiting by the cursor: it becomes an
+                // exception row (one after the cursor only: before it, the item is done).
+                if updated == 0 && !known && self.cursor(destination)?.is_some_and(|c| *seq > c) {
+                    let inserted = self
+                        .conn
+                        .prepare_cached(
+                            "INSERT INTO deliveries (destination, seq, state, attempts, next_attempt_at,
+                                updated_at, last_error, useq)
+                             SELECT ?1, ?2, ?3, 1, ?4, ?5, ?6, e.useq FROM envelopes e WHERE e.seq = ?2",
+                        )?
+                        .execute(params![destination, seq, state, next_attempt_at, now, error])?;
+                    if inserted > 0 {
+                        self.waiting_delta.push((destination.clone(), -1));
+                    }
+                }
                 self.conn
                     .prepare_cached(
                         "INSERT INTO attempts (seq, destination, at, outcome, error)
@@ -613,6 +672,56 @@ impl Writer {
                     )?
                     .execute(params![seq, destination, now, outcome, error])?;
             }
+        }
+        Ok(())
+    }
+
+    /// `destination`'s cursor: every item for it with a seq up to this is done, unless a
+    /// delivery row says otherwise. `None`: it has had no item since the journal had cursors.
+    fn cursor(&self, destination: &str) -> Result<Option<i64>, JournalError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT seq FROM cursors WHERE destination = ?1")?
+            .query_row([destination], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn move_cursor(&mut self, destination: &str, seq: i64) -> Result<(), JournalError> {
+        self.conn
+            .prepare_cached("UPDATE cursors SET seq = max(seq, ?2) WHERE destination = ?1")?
+            .execute(params![destination, seq])?;
+        self.cursors_moved = true;
+        Ok(())
+    }
+
+    /// Gives `destination` a cursor just below its first item, if it has none yet.
+    fn ensure_cursor(&mut self, destination: &str, seq: i64) -> Result<(), JournalError> {
+        if self.known_cursors.contains(destination) {
+            return Ok(());
+        }
+        self.conn
+            .prepare_cached("INSERT OR IGNORE INTO cursors (destination, seq) VALUES (?1, ?2)")?
+            .execute(params![destination, seq - 1])?;
+        self.known_cursors.insert(destination.to_string());
+        Ok(())
+    }
+
+    /// Moves the cursors of destinations with nothing waiting up to `head`, in a transaction
+    /// that writes the cursors' page anyway: so that counting what waits at the next start
+    /// reads only from where something does.
+    fn catch_up_cursors(&mut self, head: i64) -> Result<(), JournalError> {
+        let idle: Vec<String> = {
+            let committed = self.shared.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            let mut counts: std::collections::HashMap<&str, i64> =
+                committed.iter().map(|(d, n)| (d.as_str(), *n as i64)).collect();
+            for (d, n) in &self.waiting_delta {
+                *counts.entry(d.as_str()).or_default() += n;
+            }
+            counts.into_iter().filter(|(_, n)| *n <= 0).map(|(d, _)| d.to_string()).collect()
+        };
+        let mut stmt = self.conn.prepare_cached("UPDATE cursors SET seq = ?2 WHERE destination = ?1 AND seq < ?2")?;
+        for dest in idle {
+            stmt.execute(params![dest, head])?;
         }
         Ok(())
     }
@@ -641,15 +750,18 @@ impl Writer {
         let mut changed = 0;
         for d in decisions.iter().filter(|d| !d.destinations.is_empty()) {
             let routes = serde_json::to_string(&d.routes).unwrap_or_else(|_| "[]".into());
+            let destinations = serde_json::to_string(&d.destinations).unwrap_or_else(|_| "[]".into());
             let n = self
                 .conn
                 .prepare_cached(
-                    "UPDATE envelopes SET status = 'accepted', routes = ?2 WHERE seq = ?1 AND status = 'unrouted'",
+                    "UPDATE envelopes SET status = 'accepted', routes = ?2, destinations = ?3
+                     WHERE seq = ?1 AND status = 'unrouted'",
                 )?
-                .execute(params![d.seq, routes])?;
+                .execute(params![d.seq, routes, destinations])?;
             if n == 0 {
                 continue;
             }
+            // An old seq, likely behind the destinations' cursors: its deliveries are rows.
             for dest in &d.destinations {
                 let useq = self.take_useq(dest);
                 let n = self
@@ -661,7 +773,10 @@ impl Writer {
                     .execute(params![dest, d.seq, now, useq])?;
                 if n == 0 && useq.is_some() {
                     self.next_useq -= 1;
-                } else if useq.is_some() {
+                } else if let Some(useq) = useq {
+                    self.conn
+                        .prepare_cached("UPDATE envelopes SET useq = ?2 WHERE seq = ?1")?
+                        .execute(params![d.seq, useq])?;
                     // An old seq with a new useq: the newest rows no longer tell the highest.
                     self.keep_useq_floor()?;
                 }
@@ -682,23 +797,84 @@ impl Writer {
         Some(useq)
     }
 
-    /// Releases the uplink deliveries central acknowledged. An id names its row by seq; the id
-    /// itself is checked, so a stale or mistyped id releases nothing.
+    /// Releases the uplink deliveries central acknowledged. An id names its item by seq; the id
+    /// itself is checked, so a stale or mistyped id releases nothing. Central acknowledges
+    /// mostly in order: the cursor moves over what is acknowledged from its position on, and
+    /// only an acknowledgement ahead of an unacknowledged item is kept as a row.
     fn acked(&mut self, destination: &str, ids: &[String], now: i64) -> Result<usize, JournalError> {
-        let mut stmt = self.conn.prepare_cached(
-            "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, updated_at = ?3, last_error = NULL
-             WHERE destination = ?1 AND seq = ?2 AND state <> 'delivered'
-               AND EXISTS (SELECT 1 FROM envelopes WHERE seq = ?2 AND id = ?4)",
-        )?;
+        let cursor = self.cursor(destination)?;
         let mut n = 0;
         let mut items = Vec::with_capacity(ids.len());
+        // Items waiting by the cursor (no row) that this acknowledgement releases.
+        let mut released = std::collections::BTreeSet::new();
         for text in ids {
-            if let Some((seq, Some(id))) = super::resolve_id(text) {
-                let released = stmt.execute(params![destination, seq, now, id])?;
-                n += released;
-                items.push(released > 0);
-            } else {
+            let Some((seq, Some(id))) = super::resolve_id(text) else {
                 items.push(false);
+                continue;
+            };
+            let row_updated = self
+                .conn
+                .prepare_cached(
+                    "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, updated_at = ?3, last_error = NULL
+                     WHERE destination = ?1 AND seq = ?2 AND state <> 'delivered'
+                       AND EXISTS (SELECT 1 FROM envelopes WHERE seq = ?2 AND id = ?4)",
+                )?
+                .execute(params![destination, seq, now, id])?;
+            let waiting = row_updated == 0
+                && cursor.is_some_and(|c| seq > c)
+                && !released.contains(&seq)
+                && self
+                    .conn
+                    .prepare_cached(
+                        "SELECT 1 FROM envelopes e WHERE e.seq = ?2 AND e.id = ?3
+                           AND instr(e.destinations, json_quote(?1)) > 0
+                           AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = e.seq AND d.destination = ?1)",
+                    )?
+                    .exists(params![destination, seq, id])?;
+            if waiting {
+                released.insert(seq);
+                self.waiting_delta.push((destination.to_string(), -1));
+            }
+            n += row_updated + usize::from(waiting);
+            items.push(row_updated > 0 || waiting);
+        }
+        if let Some(mut at) = cursor {
+            // Over the items acknowledged now and the rows acknowledged before, in order.
+            loop {
+                let next: Option<i64> = self
+                    .conn
+                    .prepare_cached(
+                        "SELECT seq FROM envelopes WHERE seq > ?2 AND instr(destinations, json_quote(?1)) > 0
+                         ORDER BY seq LIMIT 1",
+                    )?
+                    .query_row(params![destination, at], |r| r.get(0))
+                    .optional()?;
+                let Some(next) = next else { break };
+                if released.remove(&next) {
+                    at = next;
+                    continue;
+                }
+                let gone = self
+                    .conn
+                    .prepare_cached(
+                        "DELETE FROM deliveries WHERE destination = ?1 AND seq = ?2 AND state = 'delivered'",
+                    )?
+                    .execute(params![destination, next])?;
+                if gone == 0 {
+                    break;
+                }
+                at = next;
+            }
+            if Some(at) != cursor {
+                self.move_cursor(destination, at)?;
+            }
+            // Acknowledged ahead of an item central has not acknowledged yet.
+            let mut ahead = self.conn.prepare_cached(
+                "INSERT OR IGNORE INTO deliveries (destination, seq, state, attempts, updated_at, useq)
+                 SELECT ?1, seq, 'delivered', 1, ?3, useq FROM envelopes WHERE seq = ?2",
+            )?;
+            for seq in released {
+                ahead.execute(params![destination, seq, now])?;
             }
         }
         // Ids that released no item may name kept events.
@@ -749,6 +925,11 @@ impl Writer {
                 SELECT e.seq FROM envelopes e
                 WHERE e.received_at < ?1 AND e.status = 'accepted'
                   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = e.seq AND d.state <> 'delivered')
+                  -- and no destination still waiting for it by its cursor
+                  AND NOT EXISTS (
+                    SELECT 1 FROM json_each(e.destinations) j
+                    WHERE e.seq > COALESCE((SELECT c.seq FROM cursors c WHERE c.destination = j.value), 0)
+                      AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = e.seq AND d.destination = j.value))
                 ORDER BY e.seq LIMIT ?2)
              RETURNING size",
             before,
@@ -805,13 +986,14 @@ impl Writer {
     }
 }
 
-/// The highest uplink sequence number ever handed out: in the newest delivery rows or, when
-/// those were purged, the floor kept in `meta`.
+/// The highest uplink sequence number ever handed out: on the newest item for central (or a
+/// rerouted item's row) or, when those were purged, the floor kept in `meta`.
 fn last_useq(conn: &Connection) -> i64 {
     let in_rows: i64 = conn
         .query_row(
-            "SELECT COALESCE(MAX(useq), 0) FROM (
-                SELECT useq FROM deliveries WHERE useq IS NOT NULL ORDER BY seq DESC LIMIT 1)",
+            "SELECT max(
+                COALESCE((SELECT useq FROM envelopes WHERE useq IS NOT NULL ORDER BY seq DESC LIMIT 1), 0),
+                COALESCE((SELECT max(useq) FROM deliveries), 0))",
             [],
             |r| r.get(0),
         )
@@ -887,5 +1069,17 @@ fn after_first_line(body: &[u8]) -> &[u8] {
     match body.iter().position(|&b| b == b'\r') {
         Some(i) => &body[i + 1..],
         None => body,
+    }
+}
+
+/// Adds a committed transaction's changes to the destinations' waiting counts.
+fn apply_waiting(shared: &Shared, delta: Vec<(String, i64)>) {
+    if delta.is_empty() {
+        return;
+    }
+    let mut waiting = shared.waiting.lock().unwrap_or_else(|e| e.into_inner());
+    for (dest, n) in delta {
+        let count = waiting.entry(dest).or_default();
+        *count = (*count as i64 + n).max(0) as u64;
     }
 }

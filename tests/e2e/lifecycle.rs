@@ -346,14 +346,29 @@ fn a_second_daemon_that_refuses_to_start_leaves_the_running_daemons_journal_alon
     let daemon = Daemon::start(&basic_config(sink.addr).replace("ack_timeout = \"2s\"", "ack_timeout = \"10m\""));
     let mut client = Client::connect(daemon.addr("ehr"));
     assert_eq!(ack_code(&client.send(&adt("INFLIGHT-1"))), "AA");
-    let in_flight = || daemon.cli_json(&["queue", "ls", "--state", "in_flight", "--json"]);
-    wait_for("the delivery to lis to be in flight", DEADLINE, || (in_flight().as_array()?.len() == 1).then_some(()));
+    // The archive has it (its progress committed); lis is waiting for an answer that never
+    // comes, so the running daemon writes nothing more.
+    let states = || {
+        let item = daemon.cli_json(&["queue", "show", "1", "--json"]);
+        let mut states: Vec<(String, String)> = item["deliveries"]
+            .as_array()?
+            .iter()
+            .map(|d| Some((d["destination"].as_str()?.to_string(), d["state"].as_str()?.to_string())))
+            .collect::<Option<_>>()?;
+        states.sort();
+        Some(states)
+    };
+    let expected = vec![("archive".to_string(), "delivered".to_string()), ("lis".to_string(), "pending".to_string())];
+    wait_for("the archive to have the item", DEADLINE, || (states()? == expected).then_some(()));
+    let files =
+        || ["journal.db", "journal.db-wal"].map(|f| std::fs::read(daemon.dir.path().join(f)).unwrap_or_default());
+    let before = files();
     let mut second = outpost_command(&["run", "--config", daemon.config_path.to_str().unwrap()]);
     second.env("OUTPOST_LOG", "off");
     let out = output_within(second, DEADLINE);
     assert!(stderr_of(&out).contains("another outpost is already running"), "{out:?}");
-    let items = in_flight();
-    assert_eq!(items.as_array().unwrap().len(), 1, "the running daemon's delivery is still in flight: {items:#}");
+    assert!(files() == before, "the refused daemon wrote to the running daemon's journal");
+    assert_eq!(states(), Some(expected), "the running daemon's deliveries stand as they were");
 }
 
 #[test]
