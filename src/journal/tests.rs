@@ -791,3 +791,36 @@ fn a_journal_from_schema_8_keeps_every_delivery_state_and_uplink_number() {
         tokio::task::spawn_blocking(move || j.close()).await.unwrap();
     });
 }
+
+#[test]
+fn progress_held_back_for_a_commit_to_ride_in_is_committed_on_its_own_soon_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.db");
+    rt().block_on(async {
+        let j = Journal::open(&path, limits()).unwrap();
+        let (seq, _) = stored(j.insert(envelope("p1", b"MSH|p1", &["a"])).await.unwrap());
+        let commits = j.shared().commits.load(Ordering::Relaxed);
+        j.update(DeliveryUpdate::Delivered { seq, destination: "a".into() }).await.unwrap();
+        // Nothing else happens: the writer's own timer commits it.
+        let r = j.reader().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !r.pending("a", 0, 10).unwrap().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "the delivery was never committed");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(j.shared().commits.load(Ordering::Relaxed), commits + 1);
+        assert_eq!(waiting(&r, "a"), 0);
+        drop(r);
+        tokio::task::spawn_blocking(move || j.close()).await.unwrap();
+    });
+    rt().block_on(async {
+        // And what is held back at close is committed before the writer stops.
+        let j = Journal::open(&path, limits()).unwrap();
+        let (seq, _) = stored(j.insert(envelope("p2", b"MSH|p2", &["a"])).await.unwrap());
+        j.update(DeliveryUpdate::Delivered { seq, destination: "a".into() }).await.unwrap();
+        tokio::task::spawn_blocking(move || j.close()).await.unwrap();
+        let j = Journal::open(&path, limits()).unwrap();
+        assert!(j.reader().unwrap().pending("a", 0, 10).unwrap().is_empty());
+        tokio::task::spawn_blocking(move || j.close()).await.unwrap();
+    });
+}

@@ -26,6 +26,12 @@ const GATHER_ABOVE: Duration = Duration::from_millis(1);
 const GATHER_MAX: Duration = Duration::from_micros(1500);
 const GATHER_STEP: Duration = Duration::from_micros(50);
 
+/// How long delivery progress may wait in memory for a commit to ride in (see
+/// [`Writer::run`]): the most of it a process crash can lose, which only means delivering again.
+const PROGRESS_DEFER: Duration = Duration::from_millis(100);
+/// Progress records held at most, whatever their age.
+const PROGRESS_DEFER_MAX: usize = 4096;
+
 /// How long a free-space reading is trusted.
 const FREE_DISK_TTL: Duration = Duration::from_millis(500);
 
@@ -94,6 +100,13 @@ fn needs_sync(op: &Op) -> bool {
     }
 }
 
+/// Whether `op` must see every delivery reported before it committed with it: a barrier (a
+/// worker rescanning, a read that follows), a checkpoint, a retry or reroute (they rescan), a
+/// purge (it deletes what is delivered).
+fn needs_fresh_progress(op: &Op) -> bool {
+    matches!(op, Op::Barrier | Op::Checkpoint | Op::Retry(_) | Op::Reroute(_) | Op::Purge { .. })
+}
+
 /// An operation's outcome, held until its batch commits.
 enum Outcome {
     Inserted(Result<Inserted, JournalError>),
@@ -139,31 +152,103 @@ impl Writer {
         }
     }
 
+    /// Commits whatever waits, one transaction per turn. Delivery progress is held back (at
+    /// most [`PROGRESS_DEFER`]) and committed with the next transaction that is written anyway,
+    /// or on its own once that time is up: on a stream, a destination's cursor is written a few
+    /// times a second instead of once per item (each write a WAL frame on the card). A barrier,
+    /// a retry, a reroute, a purge or a checkpoint takes it along at once, so whoever reads
+    /// after one of those sees every delivery reported before it.
     pub(super) fn run(mut self, mut rx: mpsc::Receiver<Request>) {
         let mut batch = Vec::with_capacity(64);
-        while let Some(req) = rx.blocking_recv() {
+        let mut deferred: Vec<Request> = Vec::new();
+        let mut deferred_at = Instant::now();
+        // A clock for waiting on the queue with a deadline (tokio's blocking receive has none).
+        let clock = tokio::runtime::Builder::new_current_thread().enable_time().build().ok();
+        loop {
+            let next = match (&clock, deferred.is_empty()) {
+                (Some(clock), false) => {
+                    let until = tokio::time::Instant::from_std(deferred_at + PROGRESS_DEFER);
+                    // The timer is made inside the clock's context (outside, it has no driver).
+                    match clock.block_on(async { tokio::time::timeout_at(until, rx.recv()).await }) {
+                        Ok(Some(req)) => Some(req),
+                        Ok(None) => None,
+                        // Time is up: commit the progress on its own.
+                        Err(_) => {
+                            self.commit_timed(std::mem::take(&mut deferred));
+                            continue;
+                        }
+                    }
+                }
+                _ => rx.blocking_recv(),
+            };
+            let Some(req) = next else { break };
             batch.push(req);
             self.take_waiting(&mut rx, &mut batch);
             self.gather(&mut rx, &mut batch);
-            let synced = batch.iter().any(|r| needs_sync(&r.op));
-            let members = batch.len();
-            let started = Instant::now();
-            self.commit_batch(std::mem::take(&mut batch));
-            if synced {
-                self.last_synced = Some((members, started.elapsed()));
-            }
-            if std::mem::take(&mut self.checkpoint_requested) {
-                if let Err(e) = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
-                    tracing::warn!(error = %e, "journal checkpoint failed; the next start recovers the WAL");
-                }
-                for tx in self.after_checkpoint.drain(..) {
-                    let _ = tx.send(());
+            if clock.is_some() {
+                for req in batch.extract_if(.., |r| matches!(r.op, Op::Delivery(_))) {
+                    if deferred.is_empty() {
+                        deferred_at = Instant::now();
+                    }
+                    deferred.push(req);
                 }
             }
+            let now_due = deferred_at.elapsed() >= PROGRESS_DEFER
+                || deferred.len() >= PROGRESS_DEFER_MAX
+                || batch.iter().any(|r| needs_fresh_progress(&r.op))
+                // Making room for an item evicts delivered items: all of them must be known.
+                || self.would_fill(&batch);
+            if !deferred.is_empty() && now_due {
+                // Ahead of the rest: they were reported first.
+                deferred.append(&mut batch);
+                batch = std::mem::take(&mut deferred);
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            self.commit_timed(std::mem::take(&mut batch));
+        }
+        if !deferred.is_empty() {
+            self.commit_timed(deferred);
         }
         // Every handle is gone: leave the WAL checkpointed so the next start is quick.
         self.shared.closed.store(true, Ordering::Relaxed);
         let _ = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+    }
+
+    /// Whether the items in `batch` would take the journal past `max_bytes`.
+    fn would_fill(&self, batch: &[Request]) -> bool {
+        let incoming: u64 = batch
+            .iter()
+            .map(|r| match &r.op {
+                Op::Insert(env) => env.body.len() as u64,
+                Op::InsertFile { envelopes, .. } | Op::InsertLinked { envelopes } => {
+                    envelopes.iter().map(|e| e.body.len() as u64).sum()
+                }
+                _ => 0,
+            })
+            .sum();
+        incoming > 0 && self.shared.stored_bytes.load(Ordering::Relaxed) + incoming > self.limits.max_bytes
+    }
+
+    /// Commits a batch, remembering what a synced commit cost (for [`Writer::gather`]), and
+    /// runs a checkpoint one of its requests asked for.
+    fn commit_timed(&mut self, batch: Vec<Request>) {
+        let synced = batch.iter().any(|r| needs_sync(&r.op));
+        let members = batch.len();
+        let started = Instant::now();
+        self.commit_batch(batch);
+        if synced {
+            self.last_synced = Some((members, started.elapsed()));
+        }
+        if std::mem::take(&mut self.checkpoint_requested) {
+            if let Err(e) = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, "journal checkpoint failed; the next start recovers the WAL");
+            }
+            for tx in self.after_checkpoint.drain(..) {
+                let _ = tx.send(());
+            }
+        }
     }
 
     fn take_waiting(&self, rx: &mut mpsc::Receiver<Request>, batch: &mut Vec<Request>) {
