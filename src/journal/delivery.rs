@@ -12,6 +12,7 @@ pub enum DeliveryState {
     /// Waiting for its turn, or for its next attempt.
     Pending,
     /// Handed to the destination, its answer not yet recorded (pending again after a restart).
+    /// Only in rows from before schema 9, which stopped recording attempts as they start.
     InFlight,
     /// The destination (for the uplink: central) acknowledged it.
     Delivered,
