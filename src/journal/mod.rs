@@ -609,6 +609,15 @@ fn claim(conn: &rusqlite::Connection, path: &Path, site: &str, node: &str) -> Re
     }
 }
 
+/// `destination`'s cursor (schema 9): every item for it with a seq up to this is done, unless a
+/// delivery row says otherwise. `None`: it has had no item since the journal had cursors.
+fn cursor_of(conn: &rusqlite::Connection, destination: &str) -> Result<Option<i64>, JournalError> {
+    Ok(conn
+        .prepare_cached("SELECT seq FROM cursors WHERE destination = ?1")?
+        .query_row([destination], |r| r.get(0))
+        .optional()?)
+}
+
 /// Per destination with a cursor, the items after it that have no delivery row: what waits for
 /// it by the cursor. Reads from the lowest cursor on (a destination with nothing waiting has its
 /// cursor moved up to the head now and then: see `Writer::catch_up_cursors`).

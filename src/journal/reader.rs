@@ -195,11 +195,7 @@ impl Reader {
     /// `destination`'s cursor (see schema migration 9); `None` when it has none (nothing has
     /// waited for it by the cursor).
     fn cursor(&self, destination: &str) -> Result<Option<i64>, JournalError> {
-        Ok(self
-            .conn
-            .prepare_cached("SELECT seq FROM cursors WHERE destination = ?1")?
-            .query_row([destination], |r| r.get(0))
-            .optional()?)
+        super::cursor_of(&self.conn, destination)
     }
 
     /// Seqs of the items waiting for `destination` with `after < seq <= upto`, in journal order

@@ -764,11 +764,7 @@ impl Writer {
     /// `destination`'s cursor: every item for it with a seq up to this is done, unless a
     /// delivery row says otherwise. `None`: it has had no item since the journal had cursors.
     fn cursor(&self, destination: &str) -> Result<Option<i64>, JournalError> {
-        Ok(self
-            .conn
-            .prepare_cached("SELECT seq FROM cursors WHERE destination = ?1")?
-            .query_row([destination], |r| r.get(0))
-            .optional()?)
+        super::cursor_of(&self.conn, destination)
     }
 
     fn move_cursor(&mut self, destination: &str, seq: i64) -> Result<(), JournalError> {
