@@ -172,7 +172,8 @@ static int thread_kind(void) {
         char name[17] = {0};
         prctl(PR_GET_NAME, name, 0, 0, 0);
         /* Names set by src/journal/mod.rs (std::thread::Builder::name). */
-        if (strcmp(name, "journal-writer") == 0) kind = T_WRITER;
+        /* The writer commits; its sync thread syncs what it committed. Both are "the writer". */
+        if (strcmp(name, "journal-writer") == 0 || strcmp(name, "journal-sync") == 0) kind = T_WRITER;
         else if (strcmp(name, "journal-ckpt") == 0) kind = T_CKPT;
         else kind = T_OTHER;
     }

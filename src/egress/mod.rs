@@ -111,7 +111,9 @@ impl Worker {
                 let _ = self.journal.barrier().await;
             }
             let dest = self.dest.name.clone();
-            let items = match reader.read(move |r| r.pending(&dest, cursor, FETCH)).await {
+            // Up to the synced head: nothing that could still vanish in a power cut is sent on.
+            let upto = head.borrow().seq;
+            let items = match reader.read(move |r| r.pending_upto(&dest, cursor, upto, FETCH)).await {
                 Ok(items) => items,
                 Err(e) => {
                     tracing::error!(destination = %self.dest.name, error = %e, "cannot read the journal; retrying");

@@ -296,7 +296,20 @@ impl Reader {
 
     /// Undelivered items for `destination` after `after_seq`, in journal order.
     pub fn pending(&self, destination: &str, after_seq: i64, limit: usize) -> Result<Vec<PendingItem>, JournalError> {
-        let seqs = self.waiting_seqs(destination, after_seq, i64::MAX, limit)?;
+        self.pending_upto(destination, after_seq, i64::MAX, limit)
+    }
+
+    /// Undelivered items for `destination` with `after_seq < seq <= upto_seq`, in journal order.
+    /// A delivery worker reads up to the synced head ([`super::Journal::head`]): an item
+    /// committed but not yet synced may still vanish in a power cut, and is not sent on.
+    pub fn pending_upto(
+        &self,
+        destination: &str,
+        after_seq: i64,
+        upto_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<PendingItem>, JournalError> {
+        let seqs = self.waiting_seqs(destination, after_seq, upto_seq, limit)?;
         let mut stmt = self.conn.prepare_cached(
             "SELECT e.seq, e.id, e.received_at, e.body, e.charset, e.item_ref, COALESCE(d.attempts, 0),
                 COALESCE(d.next_attempt_at, 0), e.kind

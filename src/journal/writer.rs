@@ -6,7 +6,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
+
+mod commit;
 
 use super::recent::{self, Recent};
 use super::{
@@ -17,14 +19,6 @@ use crate::envelope::{NewEnvelope, Status, now_ms};
 
 /// Most operations committed in one transaction; bounds the latency of a batch's last member.
 const MAX_BATCH: usize = 1024;
-
-/// A synced commit that served at least this many requests makes the next one gather.
-const GATHER_FROM: usize = 4;
-/// Only commits slower than this (a card's or eMMC's sync) make the next one gather.
-const GATHER_ABOVE: Duration = Duration::from_millis(1);
-/// The longest a commit waits to gather more requests.
-const GATHER_MAX: Duration = Duration::from_micros(1500);
-const GATHER_STEP: Duration = Duration::from_micros(50);
 
 /// How long delivery progress may wait in memory for a commit to ride in (see
 /// [`Writer::run`]): the most of it a process crash can lose, which only means delivering again.
@@ -40,7 +34,6 @@ pub(super) struct Writer {
     dir: PathBuf,
     limits: Limits,
     shared: Arc<Shared>,
-    head: watch::Sender<Head>,
     /// The next envelope's seq. Assigned here, never reused while the process runs (SQLite's
     /// own rowid could restart at 1 after every row was purged, behind the workers' cursors).
     next_seq: i64,
@@ -60,16 +53,13 @@ pub(super) struct Writer {
     known_cursors: std::collections::HashSet<String>,
     /// Whether the open transaction moved a cursor (the `cursors` page is written anyway).
     cursors_moved: bool,
-    /// A request in the last batch asked for the WAL to be checkpointed before its answer.
-    checkpoint_requested: bool,
-    /// Answers held until that checkpoint is done.
-    after_checkpoint: Vec<tokio::sync::oneshot::Sender<()>>,
-    /// Whether the connection commits with `synchronous=FULL` (the WAL fsynced at commit) now;
-    /// `false`: `NORMAL` (no sync at commit; made durable by the next synced commit or
-    /// checkpoint). See [`needs_sync`].
-    sync_full: bool,
-    /// The last synced commit: how many requests it served and how long it took.
-    last_synced: Option<(usize, Duration)>,
+    /// The committed head (its items maybe not synced yet; `publish` tells the rest once they
+    /// are).
+    committed: Head,
+    /// Where the syncer publishes the synced head; taken by [`Writer::run`].
+    publish: Option<watch::Sender<Head>>,
+    /// The WAL, for syncing it from this thread (a request that failed in a batch, retried alone).
+    wal: commit::WalFile,
     /// Held while the writer lives; released when the thread ends.
     _lock: nix::fcntl::Flock<std::fs::File>,
 }
@@ -127,7 +117,8 @@ impl Writer {
     ) -> Self {
         let dir = super::disk::dir_of(&path).to_path_buf();
         let recent = warm_recent(&conn, &limits);
-        let next_seq = head.borrow().seq + 1;
+        let committed = *head.borrow();
+        let next_seq = committed.seq + 1;
         let next_useq = last_useq(&conn) + 1;
         Writer {
             next_useq,
@@ -135,7 +126,6 @@ impl Writer {
             dir,
             limits,
             shared,
-            head,
             next_seq,
             last_id_ms: 0,
             free_disk: None,
@@ -144,276 +134,10 @@ impl Writer {
             waiting_delta: Vec::new(),
             known_cursors: std::collections::HashSet::new(),
             cursors_moved: false,
-            checkpoint_requested: false,
-            after_checkpoint: Vec::new(),
-            sync_full: true,
-            last_synced: None,
+            committed,
+            wal: commit::WalFile::new(&path),
+            publish: Some(head),
             _lock: lock,
-        }
-    }
-
-    /// Commits whatever waits, one transaction per turn. Delivery progress is held back (at
-    /// most [`PROGRESS_DEFER`]) and committed with the next transaction that is written anyway,
-    /// or on its own once that time is up: on a stream, a destination's cursor is written a few
-    /// times a second instead of once per item (each write a WAL frame on the card). A barrier,
-    /// a retry, a reroute, a purge or a checkpoint takes it along at once, so whoever reads
-    /// after one of those sees every delivery reported before it.
-    pub(super) fn run(mut self, mut rx: mpsc::Receiver<Request>) {
-        let mut batch = Vec::with_capacity(64);
-        let mut deferred: Vec<Request> = Vec::new();
-        let mut deferred_at = Instant::now();
-        // A clock for waiting on the queue with a deadline (tokio's blocking receive has none).
-        let clock = tokio::runtime::Builder::new_current_thread().enable_time().build().ok();
-        loop {
-            let next = match (&clock, deferred.is_empty()) {
-                (Some(clock), false) => {
-                    let until = tokio::time::Instant::from_std(deferred_at + PROGRESS_DEFER);
-                    // The timer is made inside the clock's context (outside, it has no driver).
-                    match clock.block_on(async { tokio::time::timeout_at(until, rx.recv()).await }) {
-                        Ok(Some(req)) => Some(req),
-                        Ok(None) => None,
-                        // Time is up: commit the progress on its own.
-                        Err(_) => {
-                            self.commit_timed(std::mem::take(&mut deferred));
-                            continue;
-                        }
-                    }
-                }
-                _ => rx.blocking_recv(),
-            };
-            let Some(req) = next else { break };
-            batch.push(req);
-            self.take_waiting(&mut rx, &mut batch);
-            self.gather(&mut rx, &mut batch);
-            if clock.is_some() {
-                for req in batch.extract_if(.., |r| matches!(r.op, Op::Delivery(_))) {
-                    if deferred.is_empty() {
-                        deferred_at = Instant::now();
-                    }
-                    deferred.push(req);
-                }
-            }
-            let now_due = deferred_at.elapsed() >= PROGRESS_DEFER
-                || deferred.len() >= PROGRESS_DEFER_MAX
-                || batch.iter().any(|r| needs_fresh_progress(&r.op))
-                // Making room for an item evicts delivered items: all of them must be known.
-                || self.would_fill(&batch);
-            if !deferred.is_empty() && now_due {
-                // Ahead of the rest: they were reported first.
-                deferred.append(&mut batch);
-                batch = std::mem::take(&mut deferred);
-            }
-            if batch.is_empty() {
-                continue;
-            }
-            self.commit_timed(std::mem::take(&mut batch));
-        }
-        if !deferred.is_empty() {
-            self.commit_timed(deferred);
-        }
-        // Every handle is gone: leave the WAL checkpointed so the next start is quick.
-        self.shared.closed.store(true, Ordering::Relaxed);
-        let _ = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
-    }
-
-    /// Whether the items in `batch` would take the journal past `max_bytes`.
-    fn would_fill(&self, batch: &[Request]) -> bool {
-        let incoming: u64 = batch
-            .iter()
-            .map(|r| match &r.op {
-                Op::Insert(env) => env.body.len() as u64,
-                Op::InsertFile { envelopes, .. } | Op::InsertLinked { envelopes } => {
-                    envelopes.iter().map(|e| e.body.len() as u64).sum()
-                }
-                _ => 0,
-            })
-            .sum();
-        incoming > 0 && self.shared.stored_bytes.load(Ordering::Relaxed) + incoming > self.limits.max_bytes
-    }
-
-    /// Commits a batch, remembering what a synced commit cost (for [`Writer::gather`]), and
-    /// runs a checkpoint one of its requests asked for.
-    fn commit_timed(&mut self, batch: Vec<Request>) {
-        let synced = batch.iter().any(|r| needs_sync(&r.op));
-        let members = batch.len();
-        let started = Instant::now();
-        self.commit_batch(batch);
-        if synced {
-            self.last_synced = Some((members, started.elapsed()));
-        }
-        if std::mem::take(&mut self.checkpoint_requested) {
-            if let Err(e) = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
-                tracing::warn!(error = %e, "journal checkpoint failed; the next start recovers the WAL");
-            }
-            for tx in self.after_checkpoint.drain(..) {
-                let _ = tx.send(());
-            }
-        }
-    }
-
-    fn take_waiting(&self, rx: &mut mpsc::Receiver<Request>, batch: &mut Vec<Request>) {
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(req) => batch.push(req),
-                Err(_) => break,
-            }
-        }
-    }
-
-    /// Many senders at once: while one synced commit runs, those it answers send their next
-    /// item and the others' wait, so commits alternate between two halves of the senders, each
-    /// paying a sync. When the last synced commit served several requests and only part of that
-    /// many wait now, wait a little for the rest (at most [`GATHER_MAX`], and a fraction of what
-    /// that commit took): one sync for all. A lone sender never waits (its commits serve one).
-    fn gather(&self, rx: &mut mpsc::Receiver<Request>, batch: &mut Vec<Request>) {
-        let Some((members, took)) = self.last_synced else { return };
-        // On a fast disk a commit costs little more than the wait would: never wait there.
-        if took < GATHER_ABOVE
-            || members < GATHER_FROM
-            || batch.len() >= members
-            || !batch.iter().any(|r| needs_sync(&r.op))
-        {
-            return;
-        }
-        let until = Instant::now() + (took / 4).min(GATHER_MAX);
-        while batch.len() < members && batch.len() < MAX_BATCH && Instant::now() < until {
-            std::thread::sleep(GATHER_STEP);
-            self.take_waiting(rx, batch);
-        }
-    }
-
-    fn commit_batch(&mut self, batch: Vec<Request>) {
-        match self.apply_all(&batch) {
-            Ok((outcomes, head)) => self.finish(batch, outcomes, head),
-            Err(e) if batch.len() == 1 => self.fail(batch, e),
-            Err(_) => {
-                // The transaction as a whole failed (disk full, I/O error): it was rolled back.
-                // Apply each request on its own so that only those that cannot be stored fail.
-                for req in batch {
-                    let single = vec![req];
-                    match self.apply_all(&single) {
-                        Ok((outcomes, head)) => self.finish(single, outcomes, head),
-                        Err(e) => self.fail(single, e),
-                    }
-                }
-            }
-        }
-    }
-
-    /// Applies requests in one transaction and commits. On error everything is rolled back.
-    fn apply_all(&mut self, batch: &[Request]) -> Result<(Vec<Outcome>, Head), JournalError> {
-        let stored_before = self.shared.stored_bytes.load(Ordering::Relaxed);
-        let next_seq_before = self.next_seq;
-        let next_useq_before = self.next_useq;
-        let mut head = *self.head.borrow();
-        let now = now_ms();
-        let full = batch.iter().any(|r| needs_sync(&r.op));
-        if full != self.sync_full {
-            self.conn.execute_batch(if full { "PRAGMA synchronous = FULL" } else { "PRAGMA synchronous = NORMAL" })?;
-            self.sync_full = full;
-        }
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
-        let mut outcomes = Vec::with_capacity(batch.len());
-        let mut result = Ok(());
-        for req in batch {
-            match self.apply(&req.op, now, &mut head) {
-                Ok(o) => outcomes.push(o),
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            }
-        }
-        let result = result
-            .and_then(
-                |_| if std::mem::take(&mut self.cursors_moved) { self.catch_up_cursors(head.seq) } else { Ok(()) },
-            )
-            .and_then(|_| self.conn.execute_batch("COMMIT").map_err(JournalError::from));
-        let stored = std::mem::take(&mut self.pending_recent);
-        let waiting = std::mem::take(&mut self.waiting_delta);
-        match result {
-            Ok(()) => {
-                for (key, seq, at) in stored {
-                    self.recent.remember(key, seq, at);
-                }
-                apply_waiting(&self.shared, waiting);
-                self.shared.commits.fetch_add(1, Ordering::Relaxed);
-                if full {
-                    self.shared.synced_commits.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok((outcomes, head))
-            }
-            Err(e) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
-                self.shared.stored_bytes.store(stored_before, Ordering::Relaxed);
-                self.next_seq = next_seq_before;
-                self.next_useq = next_useq_before;
-                Err(e)
-            }
-        }
-    }
-
-    fn finish(&mut self, batch: Vec<Request>, outcomes: Vec<Outcome>, head: Head) {
-        if head != *self.head.borrow() {
-            self.head.send_replace(head);
-        }
-        for (req, outcome) in batch.into_iter().zip(outcomes) {
-            match (req.reply, outcome) {
-                (Reply::Unit(tx), _) if matches!(req.op, Op::Checkpoint) => self.after_checkpoint.push(tx),
-                (Reply::Insert(tx), Outcome::Inserted(r)) => {
-                    let _ = tx.send(r);
-                }
-                (Reply::InsertFile(tx), Outcome::InsertedFile(r)) => {
-                    let _ = tx.send(r);
-                }
-                (Reply::Count(tx), Outcome::Count(n)) => {
-                    let _ = tx.send(Ok(n));
-                }
-                (Reply::Value(tx), Outcome::Value(v)) => {
-                    let _ = tx.send(Ok(v));
-                }
-                (Reply::Unit(tx), _) => {
-                    let _ = tx.send(());
-                }
-                (Reply::Checked(tx), _) => {
-                    let _ = tx.send(Ok(()));
-                }
-                _ => {}
-            }
-        }
-    }
-
-    fn fail(&mut self, batch: Vec<Request>, e: JournalError) {
-        for req in batch {
-            let e = clone_error(&e);
-            if e.is_capacity() {
-                self.shared.refused.fetch_add(1, Ordering::Relaxed);
-            }
-            match req.reply {
-                Reply::Insert(tx) => {
-                    let _ = tx.send(Err(e));
-                }
-                Reply::InsertFile(tx) => {
-                    let _ = tx.send(Err(e));
-                }
-                Reply::Count(tx) => {
-                    let _ = tx.send(Err(e));
-                }
-                Reply::Value(tx) => {
-                    let _ = tx.send(Err(e));
-                }
-                Reply::Unit(tx) => {
-                    let _ = tx.send(());
-                }
-                Reply::Checked(tx) => {
-                    let _ = tx.send(Err(e));
-                }
-                Reply::None => {
-                    if let Op::Delivery(update) = &req.op {
-                        tracing::error!(error = %e, ?update, "cannot record delivery progress; the item may be delivered again");
-                    }
-                }
-            }
         }
     }
 
@@ -475,10 +199,8 @@ impl Writer {
             Op::InsertLinked { envelopes } => self.insert_linked(envelopes, now, head),
             Op::Orders(op) => Ok(Outcome::Count(super::orders::apply(&self.conn, op, now)?)),
             Op::Barrier => Ok(Outcome::Unit),
-            Op::Checkpoint => {
-                self.checkpoint_requested = true;
-                Ok(Outcome::Unit)
-            }
+            // Run once its transaction is committed and synced (see `commit.rs`).
+            Op::Checkpoint => Ok(Outcome::Unit),
         }
     }
 

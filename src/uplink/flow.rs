@@ -224,7 +224,8 @@ impl Flow {
     async fn next_live(&mut self, reader: &SharedReader, head_seq: i64) -> Result<Option<UplinkItem>, JournalError> {
         if self.live.is_empty() && self.live_cursor < head_seq {
             let (dest, after) = (self.dest.clone(), self.live_cursor);
-            let items = reader.read(move |r| r.uplink_pending(&dest, after, i64::MAX, FETCH)).await?;
+            // Up to the synced head: an uplink number, once published, is never given again.
+            let items = reader.read(move |r| r.uplink_pending(&dest, after, head_seq, FETCH)).await?;
             // Everything up to the head we were told of has been looked at (items that came in
             // during the read may be in the batch already; later ones are above the head).
             self.live_cursor = match items.last() {
