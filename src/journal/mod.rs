@@ -1,11 +1,12 @@
 //! The journal: every received item, durably, in SQLite. Only this module touches SQLite.
 //!
 //! Promises:
-//! - [`Journal::insert`] returns only after the item and its delivery records are committed
-//!   with `synchronous=FULL` in WAL mode (the WAL is fsynced), so an ACK sent after it survives
-//!   kill -9 and power loss.
+//! - [`Journal::insert`] returns only after the item is committed and the WAL fdatasynced, so
+//!   an ACK sent after it survives kill -9 and power loss.
 //! - Writes go through one writer thread that commits everything waiting in one transaction
-//!   (group commit): concurrent connections share fsyncs.
+//!   (group commit); a sync thread fdatasyncs each commit while the writer fills the next
+//!   (`writer/commit.rs`): concurrent connections share syncs, and a commit cycle lasts about
+//!   one sync. Workers and the uplink read only up to the synced head.
 //! - Nothing undelivered is ever evicted. When `max_bytes` would be exceeded, delivered items
 //!   are purged early; if that is not enough, new items are refused with [`JournalError::Full`].
 //! - An item names its destinations in its own row; each destination keeps a cursor (every
@@ -15,8 +16,8 @@
 //!   leaf; recording progress, one cursor.
 //! - Delivery progress (delivered, attempt errors), central's acknowledgements and
 //!   purges ride along in the same batches, or commit without a sync of their own
-//!   (`synchronous=NORMAL` for a batch of nothing else; made durable by the next synced commit
-//!   or checkpoint). A power cut may lose such a record, so an item may be delivered (released,
+//!   (a batch of nothing else is answered at its commit; made durable by the next sync or
+//!   checkpoint). A power cut may lose such a record, so an item may be delivered (released,
 //!   purged) again (at-least-once), never skipped or lost. One sync per commit cycle, and only
 //!   for what an acknowledgement waits on: that is what a gateway's SD card or eMMC pays for.
 
@@ -252,7 +253,7 @@ pub struct Shared {
     pub stored_bytes: AtomicU64,
     pub max_bytes: AtomicU64,
     pub commits: AtomicU64,
-    /// Commits that synced the WAL (`synchronous=FULL`): those an acknowledgement waited on.
+    /// Syncs of the WAL after a commit: those an acknowledgement waited on.
     pub synced_commits: AtomicU64,
     pub inserts: AtomicU64,
     pub duplicates: AtomicU64,

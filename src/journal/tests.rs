@@ -824,3 +824,27 @@ fn progress_held_back_for_a_commit_to_ride_in_is_committed_on_its_own_soon_after
         tokio::task::spawn_blocking(move || j.close()).await.unwrap();
     });
 }
+
+#[test]
+fn acknowledgements_far_apart_are_looked_up_one_by_one_and_release_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.db");
+    rt().block_on(async {
+        let j = Journal::open(&path, uplink_limits()).unwrap();
+        let first = stored(j.insert(envelope("far-0", b"MSH|far-0", &["central"])).await.unwrap());
+        for i in 0..1100 {
+            j.insert(envelope(&format!("lis-{i}"), format!("MSH|lis-{i}").as_bytes(), &["lis"])).await.unwrap();
+        }
+        let last = stored(j.insert(envelope("far-1", b"MSH|far-1", &["central"])).await.unwrap());
+        // The last first: it waits as a row until the first is acknowledged.
+        assert_eq!(j.acked("central", vec![last.1.clone(), crate::journal::envelope_id(1, last.0)]).await.unwrap(), 1);
+        assert_eq!(delivery_rows(&path), 1);
+        assert_eq!(j.acked("central", vec![first.1.clone(), last.1.clone()]).await.unwrap(), 1);
+        let r = j.reader().unwrap();
+        assert!(r.uplink_pending("central", 0, i64::MAX, 10).unwrap().is_empty());
+        assert_eq!(waiting(&r, "central"), 0);
+        assert_eq!(delivery_rows(&path), 0, "the cursor passed both");
+        drop(r);
+        tokio::task::spawn_blocking(move || j.close()).await.unwrap();
+    });
+}

@@ -606,68 +606,101 @@ impl Writer {
     /// only an acknowledgement ahead of an unacknowledged item is kept as a row.
     fn acked(&mut self, destination: &str, ids: &[String], now: i64) -> Result<usize, JournalError> {
         let cursor = self.cursor(destination)?;
-        let mut n = 0;
-        let mut items = Vec::with_capacity(ids.len());
+        // (seq, id, position in `ids`), in journal order.
+        let mut named: Vec<(i64, String, usize)> = ids
+            .iter()
+            .enumerate()
+            .filter_map(|(i, text)| match super::resolve_id(text) {
+                Some((seq, Some(id))) => Some((seq, id, i)),
+                _ => None,
+            })
+            .collect();
+        named.sort_unstable();
+        let mut released_item = vec![false; ids.len()];
         // Items waiting by the cursor (no row) that this acknowledgement releases.
         let mut released = std::collections::BTreeSet::new();
-        for text in ids {
-            let Some((seq, Some(id))) = super::resolve_id(text) else {
-                items.push(false);
-                continue;
-            };
-            let row_updated = self
+        let mut n = 0;
+        if let (Some((lo, ..)), Some((hi, ..))) = (named.first(), named.last()) {
+            let (lo, hi) = (*lo, *hi);
+            // What the journal holds for the acknowledged span: one read of the span when it
+            // is dense (acknowledgements come in runs), one look per id when it is not.
+            let rows: std::collections::HashMap<i64, String> = self
                 .conn
-                .prepare_cached(
-                    "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, updated_at = ?3, last_error = NULL
-                     WHERE destination = ?1 AND seq = ?2 AND state <> 'delivered'
-                       AND EXISTS (SELECT 1 FROM envelopes WHERE seq = ?2 AND id = ?4)",
-                )?
-                .execute(params![destination, seq, now, id])?;
-            let waiting = row_updated == 0
-                && cursor.is_some_and(|c| seq > c)
-                && !released.contains(&seq)
-                && self
-                    .conn
-                    .prepare_cached(
-                        "SELECT 1 FROM envelopes e WHERE e.seq = ?2 AND e.id = ?3
-                           AND instr(e.destinations, json_quote(?1)) > 0
-                           AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = e.seq AND d.destination = ?1)",
-                    )?
-                    .exists(params![destination, seq, id])?;
-            if waiting {
-                released.insert(seq);
-                self.waiting_delta.push((destination.to_string(), -1));
+                .prepare_cached("SELECT seq, state FROM deliveries WHERE destination = ?1 AND seq BETWEEN ?2 AND ?3")?
+                .query_map(params![destination, lo, hi], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            let dense = (hi - lo) as usize <= named.len() * 4 + 1024;
+            let mut items: std::collections::HashMap<i64, (String, bool)> = std::collections::HashMap::new();
+            if dense {
+                let mut stmt = self.conn.prepare_cached(
+                    "SELECT seq, id, instr(destinations, json_quote(?1)) > 0 FROM envelopes WHERE seq BETWEEN ?2 AND ?3",
+                )?;
+                for row in stmt.query_map(params![destination, lo, hi], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))? {
+                    let (seq, item) = row?;
+                    items.insert(seq, item);
+                }
+            } else {
+                let mut stmt = self.conn.prepare_cached(
+                    "SELECT id, instr(destinations, json_quote(?1)) > 0 FROM envelopes WHERE seq = ?2",
+                )?;
+                for (seq, ..) in &named {
+                    if let Some(item) =
+                        stmt.query_row(params![destination, seq], |r| Ok((r.get(0)?, r.get(1)?))).optional()?
+                    {
+                        items.insert(*seq, item);
+                    }
+                }
             }
-            n += row_updated + usize::from(waiting);
-            items.push(row_updated > 0 || waiting);
+            let mut update = self.conn.prepare_cached(
+                "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, updated_at = ?3, last_error = NULL
+                 WHERE destination = ?1 AND seq = ?2 AND state <> 'delivered'",
+            )?;
+            for (seq, id, i) in &named {
+                // The id itself is checked: a stale or mistyped one releases nothing.
+                let Some((known, member)) = items.get(seq) else { continue };
+                if known != id {
+                    continue;
+                }
+                let done = match rows.get(seq).map(String::as_str) {
+                    Some("delivered") => false,
+                    Some(_) => update.execute(params![destination, seq, now])? > 0,
+                    None => {
+                        let waiting = *member && cursor.is_some_and(|c| *seq > c) && released.insert(*seq);
+                        if waiting {
+                            self.waiting_delta.push((destination.to_string(), -1));
+                        }
+                        waiting
+                    }
+                };
+                n += usize::from(done);
+                released_item[*i] = done;
+            }
         }
         if let Some(mut at) = cursor {
             // Over the items acknowledged now and the rows acknowledged before, in order.
-            loop {
-                let next: Option<i64> = self
-                    .conn
-                    .prepare_cached(
-                        "SELECT seq FROM envelopes WHERE seq > ?2 AND instr(destinations, json_quote(?1)) > 0
-                         ORDER BY seq LIMIT 1",
-                    )?
-                    .query_row(params![destination, at], |r| r.get(0))
-                    .optional()?;
-                let Some(next) = next else { break };
-                if released.remove(&next) {
-                    at = next;
-                    continue;
-                }
-                let gone = self
-                    .conn
-                    .prepare_cached(
-                        "DELETE FROM deliveries WHERE destination = ?1 AND seq = ?2 AND state = 'delivered'",
-                    )?
-                    .execute(params![destination, next])?;
-                if gone == 0 {
+            let mut next_items = self.conn.prepare_cached(
+                "SELECT seq FROM envelopes WHERE seq > ?2 AND instr(destinations, json_quote(?1)) > 0
+                 ORDER BY seq LIMIT ?3",
+            )?;
+            let mut gone = self
+                .conn
+                .prepare_cached("DELETE FROM deliveries WHERE destination = ?1 AND seq = ?2 AND state = 'delivered'")?;
+            'advance: loop {
+                let batch: Vec<i64> = next_items
+                    .query_map(params![destination, at, released.len() as i64 + 16], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                if batch.is_empty() {
                     break;
                 }
-                at = next;
+                for next in batch {
+                    if released.remove(&next) || gone.execute(params![destination, next])? > 0 {
+                        at = next;
+                    } else {
+                        break 'advance;
+                    }
+                }
             }
+            drop((next_items, gone));
             if Some(at) != cursor {
                 self.move_cursor(destination, at)?;
             }
@@ -682,7 +715,7 @@ impl Writer {
         }
         // Ids that released no item may name kept events.
         let mut forget = self.conn.prepare_cached("DELETE FROM uplink_events WHERE id = ?1")?;
-        for (text, item) in ids.iter().zip(items) {
+        for (text, item) in ids.iter().zip(released_item) {
             if !item {
                 forget.execute([text])?;
             }

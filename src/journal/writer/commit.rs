@@ -19,8 +19,8 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc, watch};
 
@@ -79,23 +79,51 @@ struct Syncer {
     jobs: Option<std::sync::mpsc::Sender<Job>>,
     busy: Arc<AtomicBool>,
     ready: Arc<Notify>,
+    /// The last sync: how long it took (µs) and how many requests it answered.
+    last: Arc<(AtomicU64, AtomicU64)>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// A sync that answered at least this many requests makes the next commit gather.
+const GATHER_FROM: u64 = 4;
+/// Only syncs slower than this (a card's or eMMC's) make the next commit gather.
+const GATHER_ABOVE: Duration = Duration::from_millis(1);
+/// The longest a commit waits for the rest of the senders.
+const GATHER_MAX: Duration = Duration::from_micros(1500);
+/// A commit stops waiting when no request came for this long: the rest are not on their way.
+const GATHER_GAP: Duration = Duration::from_micros(250);
+
 impl Syncer {
-    fn start(wal: WalFile, publish: watch::Sender<Head>, shared: Arc<Shared>) -> std::io::Result<Syncer> {
+    fn start(wal: WalFile, publish: Arc<watch::Sender<Head>>, shared: Arc<Shared>) -> std::io::Result<Syncer> {
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
         let busy = Arc::new(AtomicBool::new(false));
         let ready = Arc::new(Notify::new());
-        let (b, r) = (busy.clone(), ready.clone());
+        let last = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+        let (b, r, l) = (busy.clone(), ready.clone(), last.clone());
         let thread = std::thread::Builder::new()
             .name("journal-sync".into())
-            .spawn(move || sync_loop(rx, wal, publish, shared, b, r))?;
-        Ok(Syncer { jobs: Some(jobs), busy, ready, thread: Some(thread) })
+            .spawn(move || sync_loop(rx, wal, publish, shared, b, r, l))?;
+        Ok(Syncer { jobs: Some(jobs), busy, ready, last, thread: Some(thread) })
     }
 
     fn busy(&self) -> bool {
         self.busy.load(Ordering::Acquire)
+    }
+
+    /// Many senders at once: those the last sync answered send their next item a moment after
+    /// it; committing before they do would split the senders into two halves taking turns,
+    /// each paying a sync. So when the last sync was slow and answered several requests, and
+    /// fewer than that many wait now, the commit waits for them a little after the sync thread
+    /// became free: while they keep coming (a gap of [`GATHER_GAP`] ends it), at most half that
+    /// sync and [`GATHER_MAX`]. A lone sender never waits, nor does anything on a fast disk.
+    fn gather_until(&self, idle_since: Instant, last_arrival: Instant, waiting: u64) -> Option<Instant> {
+        let took = Duration::from_micros(self.last.0.load(Ordering::Relaxed));
+        let members = self.last.1.load(Ordering::Relaxed);
+        if took < GATHER_ABOVE || members < GATHER_FROM || waiting >= members {
+            return None;
+        }
+        let until = (idle_since + (took / 2).min(GATHER_MAX)).min(idle_since.max(last_arrival) + GATHER_GAP);
+        (Instant::now() < until).then_some(until)
     }
 
     fn send(&self, job: Job) {
@@ -136,32 +164,49 @@ impl Syncer {
 fn sync_loop(
     jobs: std::sync::mpsc::Receiver<Job>,
     mut wal: WalFile,
-    publish: watch::Sender<Head>,
+    publish: Arc<watch::Sender<Head>>,
     shared: Arc<Shared>,
     busy: Arc<AtomicBool>,
     ready: Arc<Notify>,
+    last: Arc<(AtomicU64, AtomicU64)>,
 ) {
     while let Ok(job) = jobs.recv() {
-        match wal.sync() {
-            Ok(()) => {
-                shared.synced_commits.fetch_add(1, Ordering::Relaxed);
-                if job.head != *publish.borrow() {
-                    publish.send_replace(job.head);
-                }
-                for (req, outcome) in job.answers {
-                    answer(req, outcome);
-                }
-            }
-            Err(e) => {
-                let e = sync_error(&e);
-                tracing::error!(error = %e, items = job.answers.len(), "cannot sync the journal; the senders are told it failed");
-                for (req, _) in job.answers {
-                    refuse(req, &e, Some(&shared));
-                }
-            }
-        }
+        sync_and_answer(&mut wal, job, &publish, &shared, &last);
         busy.store(false, Ordering::Release);
         ready.notify_one();
+    }
+}
+
+/// Syncs the WAL, then answers a committed batch and publishes its head (or, if the sync
+/// failed, tells every requester so). Remembers what the sync cost.
+fn sync_and_answer(
+    wal: &mut WalFile,
+    job: Job,
+    publish: &watch::Sender<Head>,
+    shared: &Shared,
+    last: &(AtomicU64, AtomicU64),
+) {
+    let started = Instant::now();
+    let synced = wal.sync();
+    last.0.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    last.1.store(job.answers.iter().filter(|(r, _)| needs_sync(&r.op)).count() as u64, Ordering::Relaxed);
+    match synced {
+        Ok(()) => {
+            shared.synced_commits.fetch_add(1, Ordering::Relaxed);
+            if job.head != *publish.borrow() {
+                publish.send_replace(job.head);
+            }
+            for (req, outcome) in job.answers {
+                answer(req, outcome);
+            }
+        }
+        Err(e) => {
+            let e = sync_error(&e);
+            tracing::error!(error = %e, items = job.answers.len(), "cannot sync the journal; the senders are told it failed");
+            for (req, _) in job.answers {
+                refuse(req, &e, Some(shared));
+            }
+        }
     }
 }
 
@@ -193,12 +238,13 @@ impl Writer {
             }
         };
         let Some(publish) = self.publish.take() else { return };
+        let publish = Arc::new(publish);
         // Durability comes from the syncer's fdatasync of the WAL, not from COMMIT.
         if let Err(e) = self.conn.execute_batch("PRAGMA synchronous = NORMAL") {
             tracing::error!(error = %e, "the journal's writer cannot set up its connection; nothing can be stored");
             return;
         }
-        let syncer = match Syncer::start(self.wal.another(), publish, self.shared.clone()) {
+        let syncer = match Syncer::start(self.wal.another(), publish.clone(), self.shared.clone()) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "the journal's writer cannot start its sync thread; nothing can be stored");
@@ -209,13 +255,27 @@ impl Writer {
         let mut deferred: Vec<Request> = Vec::new();
         let mut deferred_at = Instant::now();
         let mut open = true;
+        // Since when the sync thread has been free with a transaction waiting for it.
+        let mut idle_since: Option<Instant> = None;
+        let mut last_arrival = Instant::now();
         loop {
+            let mut gather: Option<Instant> = None;
             if !syncer.busy() {
                 if let Some(t) = txn.take() {
-                    self.commit(t, &syncer, &clock);
-                    continue;
-                }
-                if !open {
+                    let since = *idle_since.get_or_insert_with(Instant::now);
+                    let waiting = t.requests.iter().filter(|r| needs_sync(&r.op)).count() as u64;
+                    match syncer.gather_until(since, last_arrival, waiting).filter(|_| open) {
+                        Some(until) => {
+                            gather = Some(until);
+                            txn = Some(t);
+                        }
+                        None => {
+                            idle_since = None;
+                            self.commit(t, &syncer, &publish, &clock);
+                            continue;
+                        }
+                    }
+                } else if !open {
                     break;
                 }
             }
@@ -223,7 +283,11 @@ impl Writer {
                 syncer.wait_idle(&clock);
                 continue;
             }
-            let due = (!deferred.is_empty()).then(|| tokio::time::Instant::from_std(deferred_at + PROGRESS_DEFER));
+            let due = [(!deferred.is_empty()).then(|| deferred_at + PROGRESS_DEFER), gather]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(tokio::time::Instant::from_std);
             let event = clock.block_on(async {
                 tokio::select! {
                     r = rx.recv() => Event::Request(r),
@@ -239,8 +303,11 @@ impl Writer {
             match event {
                 Event::Ready => {}
                 Event::Due => {
-                    let held = std::mem::take(&mut deferred);
-                    self.apply_into(&mut txn, held, &syncer, &clock);
+                    // Progress held long enough, or the gathering is over (the loop commits).
+                    if !deferred.is_empty() && deferred_at.elapsed() >= PROGRESS_DEFER {
+                        let held = std::mem::take(&mut deferred);
+                        self.apply_into(&mut txn, held, &syncer, &clock);
+                    }
                 }
                 Event::Request(None) => {
                     open = false;
@@ -250,6 +317,7 @@ impl Writer {
                     }
                 }
                 Event::Request(Some(req)) => {
+                    last_arrival = Instant::now();
                     let mut reqs = vec![req];
                     while reqs.len() < super::MAX_BATCH
                         && let Ok(req) = rx.try_recv()
@@ -365,7 +433,7 @@ impl Writer {
 
     /// Commits the open transaction. What waits on durability is answered by the syncer after
     /// its sync; a transaction of nothing of the kind is answered now.
-    fn commit(&mut self, t: Txn, syncer: &Syncer, clock: &tokio::runtime::Runtime) {
+    fn commit(&mut self, t: Txn, syncer: &Syncer, publish: &watch::Sender<Head>, clock: &tokio::runtime::Runtime) {
         let moved = std::mem::take(&mut self.cursors_moved);
         let result = (if moved { self.catch_up_cursors(t.head.seq) } else { Ok(()) })
             .and_then(|_| self.conn.execute_batch("COMMIT").map_err(JournalError::from));
@@ -382,7 +450,13 @@ impl Writer {
         let (mut answers, mut later): (Vec<_>, Vec<_>) =
             t.requests.into_iter().zip(t.outcomes).partition(|(r, _)| !matches!(r.op, Op::Checkpoint));
         if synced {
-            syncer.send(Job { answers: std::mem::take(&mut answers), head: t.head });
+            let job = Job { answers: std::mem::take(&mut answers), head: t.head };
+            if Duration::from_micros(syncer.last.0.load(Ordering::Relaxed)) < GATHER_ABOVE {
+                // A fast disk: the sync costs less than handing it over; nothing to overlap.
+                sync_and_answer(&mut self.wal, job, publish, &self.shared, &syncer.last);
+            } else {
+                syncer.send(job);
+            }
         }
         for (req, outcome) in answers {
             answer(req, outcome);
