@@ -6,7 +6,13 @@
 //! a sender) and publishes the head that delivery workers read up to. While it syncs, the
 //! writer applies the next requests into a new transaction, so the CPU work of a batch
 //! overlaps the previous batch's sync: one sync per commit cycle, and a cycle as long as a
-//! sync rather than a sync plus the work around it. A lone sender pays one thread hop more.
+//! sync rather than a sync plus the work around it. On a fast disk (the last sync took under
+//! a millisecond) there is nothing to overlap and the writer syncs inline instead: a hand-over
+//! would cost more than the sync.
+//!
+//! Many senders at once: the commit after a slow sync waits a little for the senders that sync
+//! answered (see `Syncer::gather_until`), or they and the rest would take turns, half of them
+//! per sync.
 //!
 //! What may be read before it is synced: an item committed and not yet synced is visible to
 //! readers, so delivery workers and the uplink read only up to the published (synced) head;
