@@ -309,31 +309,61 @@ impl Reader {
         upto_seq: i64,
         limit: usize,
     ) -> Result<Vec<PendingItem>, JournalError> {
-        let seqs = self.waiting_seqs(destination, after_seq, upto_seq, limit)?;
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT e.seq, e.id, e.received_at, e.body, e.charset, e.item_ref, COALESCE(d.attempts, 0),
-                COALESCE(d.next_attempt_at, 0), e.kind
-             FROM envelopes e LEFT JOIN deliveries d ON d.seq = e.seq AND d.destination = ?1
-             WHERE e.seq = ?2",
-        )?;
-        let mut items = Vec::with_capacity(seqs.len());
-        for seq in seqs {
-            let item = stmt
-                .query_row(params![destination, seq], |r| {
-                    Ok(PendingItem {
-                        seq: r.get(0)?,
-                        id: r.get(1)?,
-                        received_at: r.get(2)?,
-                        body: r.get(3)?,
-                        charset: r.get(4)?,
-                        item_ref: r.get(5)?,
-                        attempts: r.get(6)?,
-                        next_attempt_at: r.get(7)?,
-                        kind: kind_at(r, 8)?,
-                    })
-                })
-                .optional()?;
-            items.extend(item);
+        // Then attempts, next attempt, kind.
+        const ITEM: &str = "e.seq, e.id, e.received_at, e.body, e.charset, e.item_ref";
+        let item = |r: &Row<'_>| {
+            Ok(PendingItem {
+                seq: r.get(0)?,
+                id: r.get(1)?,
+                received_at: r.get(2)?,
+                body: r.get(3)?,
+                charset: r.get(4)?,
+                item_ref: r.get(5)?,
+                attempts: r.get(6)?,
+                next_attempt_at: r.get(7)?,
+                kind: kind_at(r, 8)?,
+            })
+        };
+        let limit_sql = limit.min(i64::MAX as usize) as i64;
+        // Items with a pending row (a failed attempt, a retry): few, read by seq.
+        let rows: Vec<i64> = self
+            .conn
+            .prepare_cached(
+                "SELECT seq FROM deliveries WHERE destination = ?1 AND state IN ('pending', 'in_flight')
+                   AND seq > ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4",
+            )?
+            .query_map(params![destination, after_seq, upto_seq, limit_sql], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        // Items waiting by the cursor, read whole in one pass (the common case).
+        let mut items: Vec<PendingItem> = match self.cursor(destination)? {
+            Some(cursor) if after_seq.max(cursor) < upto_seq => {
+                // No row: no attempt made yet.
+                let sql = format!(
+                    "SELECT {ITEM}, 0, 0, e.kind FROM envelopes e
+                     WHERE e.seq > ?2 AND e.seq <= ?3 AND instr(e.destinations, json_quote(?1)) > 0
+                       AND NOT EXISTS (SELECT 1 FROM deliveries x WHERE x.seq = e.seq AND x.destination = ?1)
+                     ORDER BY e.seq LIMIT ?4"
+                );
+                self.conn
+                    .prepare_cached(&sql)?
+                    .query_map(params![destination, after_seq.max(cursor), upto_seq, limit_sql], item)?
+                    .collect::<Result<_, _>>()?
+            }
+            _ => Vec::new(),
+        };
+        if !rows.is_empty() {
+            let sql = format!(
+                "SELECT {ITEM}, d.attempts, d.next_attempt_at, e.kind
+                 FROM envelopes e JOIN deliveries d ON d.seq = e.seq AND d.destination = ?1
+                 WHERE e.seq = ?2"
+            );
+            let mut stmt = self.conn.prepare_cached(&sql)?;
+            for seq in rows {
+                items.extend(stmt.query_row(params![destination, seq], item).optional()?);
+            }
+            items.sort_by_key(|i| i.seq);
+            items.dedup_by_key(|i| i.seq);
+            items.truncate(limit);
         }
         Ok(items)
     }
