@@ -483,6 +483,48 @@ impl Writer {
         Ok(())
     }
 
+    /// Many deliveries at once (held-back progress): per destination, the rows among them are
+    /// marked delivered, the rest counted off what waits, and the cursor moved once, to the
+    /// highest. The same as [`Writer::delivery`] for each (a worker reports in journal order),
+    /// in a few statements instead of three per item.
+    pub(super) fn delivered_many(&mut self, delivered: &[(&str, i64)], now: i64) -> Result<(), JournalError> {
+        let mut by_dest: std::collections::BTreeMap<&str, Vec<i64>> = std::collections::BTreeMap::new();
+        for (dest, seq) in delivered {
+            by_dest.entry(dest).or_default().push(*seq);
+        }
+        for (dest, mut seqs) in by_dest {
+            seqs.sort_unstable();
+            seqs.dedup();
+            let (Some(&lo), Some(&hi)) = (seqs.first(), seqs.last()) else { continue };
+            let rows: std::collections::HashSet<i64> = self
+                .conn
+                .prepare_cached("SELECT seq FROM deliveries WHERE destination = ?1 AND seq BETWEEN ?2 AND ?3")?
+                .query_map(params![dest, lo, hi], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let cursor = self.cursor(dest)?;
+            let mut update = self.conn.prepare_cached(
+                "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, updated_at = ?3, last_error = NULL
+                 WHERE destination = ?1 AND seq = ?2",
+            )?;
+            let mut counted_off = 0;
+            for seq in &seqs {
+                if rows.contains(seq) {
+                    update.execute(params![dest, seq, now])?;
+                } else if cursor.is_some_and(|c| *seq > c) {
+                    counted_off += 1;
+                }
+            }
+            drop(update);
+            if counted_off > 0 {
+                self.waiting_delta.push((dest.to_string(), -counted_off));
+            }
+            if cursor.is_some_and(|c| hi > c) {
+                self.move_cursor(dest, hi)?;
+            }
+        }
+        Ok(())
+    }
+
     /// `destination`'s cursor: every item for it with a seq up to this is done, unless a
     /// delivery row says otherwise. `None`: it has had no item since the journal had cursors.
     fn cursor(&self, destination: &str) -> Result<Option<i64>, JournalError> {

@@ -31,8 +31,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, watch};
 
 use super::{
-    Head, JournalError, Op, Outcome, PROGRESS_DEFER, PROGRESS_DEFER_MAX, Reply, Request, Shared, Writer, apply_waiting,
-    clone_error, needs_fresh_progress, needs_sync,
+    DeliveryUpdate, Head, JournalError, Op, Outcome, PROGRESS_DEFER, PROGRESS_DEFER_MAX, Reply, Request, Shared,
+    Writer, apply_waiting, clone_error, needs_fresh_progress, needs_sync,
 };
 use crate::envelope::now_ms;
 
@@ -415,20 +415,46 @@ impl Writer {
                 }
             }
         }
-        let mut reqs = reqs.into_iter();
-        while let Some(req) = reqs.next() {
+        // In order; a run of deliveries is applied at once (`Writer::delivered_many`), never
+        // across another request (a failure given up on must be a row before the cursor passes).
+        let mut reqs = reqs.into_iter().peekable();
+        while reqs.peek().is_some() {
+            let mut run = Vec::new();
+            while let Some(req) = reqs.next_if(|r| matches!(r.op, Op::Delivery(DeliveryUpdate::Delivered { .. }))) {
+                run.push(req);
+            }
+            let single = if run.is_empty() { reqs.next() } else { None };
             let Some(t) = txn.as_mut() else { return };
-            match self.apply(&req.op, now_ms(), &mut t.head) {
-                Ok(outcome) => {
-                    t.outcomes.push(outcome);
-                    t.requests.push(req);
+            let applied: Result<Vec<Outcome>, JournalError> = match &single {
+                Some(req) => self.apply(&req.op, now_ms(), &mut t.head).map(|o| vec![o]),
+                None => {
+                    let seqs: Vec<(&str, i64)> = run
+                        .iter()
+                        .filter_map(|r| match &r.op {
+                            Op::Delivery(DeliveryUpdate::Delivered { seq, destination }) => {
+                                Some((destination.as_str(), *seq))
+                            }
+                            _ => None,
+                        })
+                        .collect();
+                    self.delivered_many(&seqs, now_ms()).map(|()| run.iter().map(|_| Outcome::Unit).collect())
+                }
+            };
+            let these = run.into_iter().chain(single);
+            match applied {
+                Ok(outcomes) => {
+                    let Some(t) = txn.as_mut() else { return };
+                    for (req, outcome) in these.zip(outcomes) {
+                        t.outcomes.push(outcome);
+                        t.requests.push(req);
+                    }
                 }
                 Err(_) => {
                     let Some(t) = txn.take() else { return };
                     self.rollback(t.before);
                     // The transaction as a whole failed (disk full, I/O error): take each
                     // request on its own so that only those that cannot be stored fail.
-                    for req in t.requests.into_iter().chain(std::iter::once(req)).chain(reqs.by_ref()) {
+                    for req in t.requests.into_iter().chain(these).chain(reqs.by_ref()) {
                         self.alone(req, syncer, clock);
                     }
                     return;
