@@ -87,6 +87,8 @@ struct Syncer {
     ready: Arc<Notify>,
     /// The last sync: how long it took (µs) and how many requests it answered.
     last: Arc<(AtomicU64, AtomicU64)>,
+    /// Where the synced head is published (by whichever thread synced it).
+    publish: Arc<watch::Sender<Head>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -105,11 +107,11 @@ impl Syncer {
         let busy = Arc::new(AtomicBool::new(false));
         let ready = Arc::new(Notify::new());
         let last = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
-        let (b, r, l) = (busy.clone(), ready.clone(), last.clone());
+        let (b, r, l, p) = (busy.clone(), ready.clone(), last.clone(), publish.clone());
         let thread = std::thread::Builder::new()
             .name("journal-sync".into())
-            .spawn(move || sync_loop(rx, wal, publish, shared, b, r, l))?;
-        Ok(Syncer { jobs: Some(jobs), busy, ready, last, thread: Some(thread) })
+            .spawn(move || sync_loop(rx, wal, p, shared, b, r, l))?;
+        Ok(Syncer { jobs: Some(jobs), busy, ready, last, publish, thread: Some(thread) })
     }
 
     fn busy(&self) -> bool {
@@ -245,12 +247,13 @@ impl Writer {
         };
         let Some(publish) = self.publish.take() else { return };
         let publish = Arc::new(publish);
+        // (The syncer keeps a handle; `commit` and `alone` publish through it when they sync.)
         // Durability comes from the syncer's fdatasync of the WAL, not from COMMIT.
         if let Err(e) = self.conn.execute_batch("PRAGMA synchronous = NORMAL") {
             tracing::error!(error = %e, "the journal's writer cannot set up its connection; nothing can be stored");
             return;
         }
-        let syncer = match Syncer::start(self.wal.another(), publish.clone(), self.shared.clone()) {
+        let syncer = match Syncer::start(self.wal.another(), publish, self.shared.clone()) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "the journal's writer cannot start its sync thread; nothing can be stored");
@@ -277,7 +280,7 @@ impl Writer {
                         }
                         None => {
                             idle_since = None;
-                            self.commit(t, &syncer, &publish, &clock);
+                            self.commit(t, &syncer, &clock);
                             continue;
                         }
                     }
@@ -465,7 +468,7 @@ impl Writer {
 
     /// Commits the open transaction. What waits on durability is answered by the syncer after
     /// its sync; a transaction of nothing of the kind is answered now.
-    fn commit(&mut self, t: Txn, syncer: &Syncer, publish: &watch::Sender<Head>, clock: &tokio::runtime::Runtime) {
+    fn commit(&mut self, t: Txn, syncer: &Syncer, clock: &tokio::runtime::Runtime) {
         let moved = std::mem::take(&mut self.cursors_moved);
         let result = (if moved { self.catch_up_cursors(t.head.seq) } else { Ok(()) })
             .and_then(|_| self.conn.execute_batch("COMMIT").map_err(JournalError::from));
@@ -485,7 +488,7 @@ impl Writer {
             let job = Job { answers: std::mem::take(&mut answers), head: t.head };
             if Duration::from_micros(syncer.last.0.load(Ordering::Relaxed)) < GATHER_ABOVE {
                 // A fast disk: the sync costs less than handing it over; nothing to overlap.
-                sync_and_answer(&mut self.wal, job, publish, &self.shared, &syncer.last);
+                sync_and_answer(&mut self.wal, job, &syncer.publish, &self.shared, &syncer.last);
             } else {
                 syncer.send(job);
             }
@@ -543,6 +546,10 @@ impl Writer {
                 return refuse(req, &sync_error(&e), Some(&self.shared));
             }
             self.shared.synced_commits.fetch_add(1, Ordering::Relaxed);
+            // Workers read up to the published head: an item stored here is theirs now.
+            if t.head != *syncer.publish.borrow() {
+                syncer.publish.send_replace(t.head);
+            }
         }
         answer(req, outcome);
     }
