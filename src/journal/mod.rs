@@ -619,21 +619,29 @@ fn cursor_of(conn: &rusqlite::Connection, destination: &str) -> Result<Option<i6
         .optional()?)
 }
 
+/// SQL: the item `e` is for destination `?1` and has no delivery row for it. After the
+/// destination's cursor, that is an item waiting for it by the cursor (schema migration 9).
+const NO_ROW_FOR_DESTINATION: &str = "instr(e.destinations, json_quote(?1)) > 0
+    AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = e.seq AND d.destination = ?1)";
+
 /// Per destination with a cursor, the items after it that have no delivery row: what waits for
-/// it by the cursor. Reads from the lowest cursor on (a destination with nothing waiting has its
-/// cursor moved up to the head now and then: see `Writer::catch_up_cursors`).
+/// it by the cursor. One pass from the lowest cursor on (a destination with nothing waiting has
+/// its cursor moved up to the head now and then: see `Writer::catch_up_cursors`).
 fn count_waiting(conn: &rusqlite::Connection) -> Result<std::collections::HashMap<String, u64>, JournalError> {
-    let cursors: Vec<(String, i64)> = conn
-        .prepare("SELECT destination, seq FROM cursors")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+    // Every destination with a cursor has a count, 0 too: the writer catches up idle ones.
+    let mut waiting: std::collections::HashMap<String, u64> = conn
+        .prepare("SELECT destination FROM cursors")?
+        .query_map([], |r| Ok((r.get(0)?, 0)))?
         .collect::<Result<_, _>>()?;
-    let mut count = conn.prepare(
-        "SELECT count(*) FROM envelopes e WHERE e.seq > ?2 AND instr(e.destinations, json_quote(?1)) > 0
-           AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = e.seq AND d.destination = ?1)",
+    let mut counts = conn.prepare(
+        "SELECT j.value, count(*) FROM envelopes e, json_each(e.destinations) j
+           JOIN cursors c ON c.destination = j.value
+         WHERE e.seq > (SELECT COALESCE(min(seq), 0) FROM cursors) AND e.seq > c.seq
+           AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = e.seq AND d.destination = j.value)
+         GROUP BY j.value",
     )?;
-    let mut waiting = std::collections::HashMap::new();
-    for (dest, cursor) in cursors {
-        let n: i64 = count.query_row(rusqlite::params![dest, cursor], |r| r.get(0))?;
+    for row in counts.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+        let (dest, n) = row?;
         waiting.insert(dest, n as u64);
     }
     Ok(waiting)

@@ -201,19 +201,25 @@ impl Reader {
     /// Seqs of the items waiting for `destination` with `after < seq <= upto`, in journal order
     /// (`limit` at most): those with a pending row, and those after its cursor with none.
     fn waiting_seqs(&self, destination: &str, after: i64, upto: i64, limit: usize) -> Result<Vec<i64>, JournalError> {
-        let mut seqs: Vec<i64> = self
-            .conn
-            .prepare_cached(
-                "SELECT seq FROM deliveries WHERE destination = ?1 AND state IN ('pending', 'in_flight')
-                   AND seq > ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4",
-            )?
-            .query_map(params![destination, after, upto, limit as i64], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
+        let mut seqs = self.waiting_rows(destination, after, upto, limit)?;
         seqs.extend(self.by_cursor(destination, (after, upto), false, false, limit)?);
         seqs.sort_unstable();
         seqs.dedup();
         seqs.truncate(limit);
         Ok(seqs)
+    }
+
+    /// Seqs of the items with a pending row for `destination` (a failed attempt, a retry) with
+    /// `after < seq <= upto`, in journal order.
+    fn waiting_rows(&self, destination: &str, after: i64, upto: i64, limit: usize) -> Result<Vec<i64>, JournalError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT seq FROM deliveries WHERE destination = ?1 AND state IN ('pending', 'in_flight')
+                   AND seq > ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4",
+            )?
+            .query_map(params![destination, after, upto, limit.min(i64::MAX as usize) as i64], |r| r.get(0))?
+            .collect::<Result<_, _>>()?)
     }
 
     /// Seqs of items for `destination` with no delivery row and `after < seq <= upto`, in
@@ -233,10 +239,9 @@ impl Reader {
             return Ok(Vec::new());
         }
         let sql = format!(
-            "SELECT e.seq FROM envelopes e WHERE e.seq > ?2 AND e.seq <= ?3
-               AND instr(e.destinations, json_quote(?1)) > 0
-               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = e.seq AND d.destination = ?1)
+            "SELECT e.seq FROM envelopes e WHERE e.seq > ?2 AND e.seq <= ?3 AND {}
              ORDER BY e.seq {} LIMIT ?4",
+            super::NO_ROW_FOR_DESTINATION,
             if newest_first { "DESC" } else { "ASC" }
         );
         let seqs = self
@@ -326,23 +331,15 @@ impl Reader {
         };
         let limit_sql = limit.min(i64::MAX as usize) as i64;
         // Items with a pending row (a failed attempt, a retry): few, read by seq.
-        let rows: Vec<i64> = self
-            .conn
-            .prepare_cached(
-                "SELECT seq FROM deliveries WHERE destination = ?1 AND state IN ('pending', 'in_flight')
-                   AND seq > ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4",
-            )?
-            .query_map(params![destination, after_seq, upto_seq, limit_sql], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
+        let rows = self.waiting_rows(destination, after_seq, upto_seq, limit)?;
         // Items waiting by the cursor, read whole in one pass (the common case).
         let mut items: Vec<PendingItem> = match self.cursor(destination)? {
             Some(cursor) if after_seq.max(cursor) < upto_seq => {
                 // No row: no attempt made yet.
                 let sql = format!(
-                    "SELECT {ITEM}, 0, 0, e.kind FROM envelopes e
-                     WHERE e.seq > ?2 AND e.seq <= ?3 AND instr(e.destinations, json_quote(?1)) > 0
-                       AND NOT EXISTS (SELECT 1 FROM deliveries x WHERE x.seq = e.seq AND x.destination = ?1)
-                     ORDER BY e.seq LIMIT ?4"
+                    "SELECT {ITEM}, 0, 0, e.kind FROM envelopes e WHERE e.seq > ?2 AND e.seq <= ?3 AND {}
+                     ORDER BY e.seq LIMIT ?4",
+                    super::NO_ROW_FOR_DESTINATION
                 );
                 self.conn
                     .prepare_cached(&sql)?

@@ -425,24 +425,8 @@ impl Writer {
 
     fn delivery(&mut self, update: &DeliveryUpdate, now: i64) -> Result<(), JournalError> {
         match update {
-            DeliveryUpdate::Delivered { seq, destination } => {
-                let updated = self
-                    .conn
-                    .prepare_cached(
-                        "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1,
-                            updated_at = ?3, last_error = NULL
-                         WHERE destination = ?1 AND seq = ?2",
-                    )?
-                    .execute(params![destination, seq, now])?;
-                // A destination's worker delivers in journal order: everything before this item
-                // is done, so the cursor moves to it.
-                if self.cursor(destination)?.is_some_and(|c| *seq > c) {
-                    if updated == 0 {
-                        self.waiting_delta.push((destination.clone(), -1));
-                    }
-                    self.move_cursor(destination, *seq)?;
-                }
-            }
+            // A worker delivers in journal order: everything before this item is done.
+            DeliveryUpdate::Delivered { seq, destination } => self.delivered_many(&[(destination, *seq)], now)?,
             DeliveryUpdate::Failed { seq, destination, error, outcome, next_attempt_at, give_up } => {
                 let state = if *give_up { DeliveryState::Failed } else { DeliveryState::Pending };
                 let updated = self
@@ -483,10 +467,9 @@ impl Writer {
         Ok(())
     }
 
-    /// Many deliveries at once (held-back progress): per destination, the rows among them are
-    /// marked delivered, the rest counted off what waits, and the cursor moved once, to the
-    /// highest. The same as [`Writer::delivery`] for each (a worker reports in journal order),
-    /// in a few statements instead of three per item.
+    /// Deliveries (one, or a run of held-back progress): per destination, the rows among them
+    /// are marked delivered, the rest counted off what waits, and the cursor moved once, to the
+    /// highest (a worker delivers in journal order, so everything before it is done).
     pub(super) fn delivered_many(&mut self, delivered: &[(&str, i64)], now: i64) -> Result<(), JournalError> {
         let mut by_dest: std::collections::BTreeMap<&str, Vec<i64>> = std::collections::BTreeMap::new();
         for (dest, seq) in delivered {

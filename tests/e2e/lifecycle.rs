@@ -41,6 +41,25 @@ fn sigterm_while_idle_exits_successfully_and_removes_the_control_socket() {
     assert!(daemon.log().contains("outpost stopped"), "{}", daemon.log());
 }
 
+/// A clean stop leaves the journal whole in its database: the WAL copied in and emptied, so
+/// the next start replays nothing and the card is written now, not after a power cut.
+#[test]
+fn sigterm_leaves_the_wal_copied_into_the_database() {
+    let sink = Sink::start(SinkMode::Accept);
+    let mut daemon = Daemon::start(&basic_config(sink.addr));
+    let mut client = Client::connect(daemon.addr("ehr"));
+    for i in 0..50 {
+        assert_eq!(ack_code(&client.send(&adt(&format!("WAL-{i}")))), "AA");
+    }
+    daemon.wait_delivered("WAL-49", "lis");
+    let wal = daemon.dir.path().join("journal.db-wal");
+    assert!(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0) > 0, "the stream went through the WAL");
+    let status = daemon.terminate();
+    assert!(status.success(), "exit status {status}; log:\n{}", daemon.log());
+    let left = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(left, 0, "the WAL still held {left} bytes after a clean stop");
+}
+
 #[test]
 fn sighup_reload_adds_a_route_to_a_new_file_destination() {
     let sink = Sink::start(SinkMode::Accept);

@@ -68,3 +68,45 @@ fn the_daemon_under_the_slow_sync_shim_syncs_each_commit_slowly_and_counts_it() 
     assert!(counts.get(Slot::SyncNs) >= 20_000_000, "{counts:?}");
     wait_for("the message at the sink", DEADLINE, || (sink.count() == 1).then_some(()));
 }
+
+/// An item committed but not yet synced is not sent on: a delivery worker reads up to the
+/// synced head only. The second message arrives while the first one's sync runs, so it is
+/// committed when that sync ends and synced by the next; the sink must not have it before
+/// that second sync is over (a worker reading the journal as committed would send it one sync
+/// early, right after delivering the first).
+#[test]
+fn an_item_is_delivered_only_once_its_sync_is_over() {
+    if slowsync_unavailable("an_item_is_delivered_only_once_its_sync_is_over") {
+        return;
+    }
+    const SYNC_MS: u64 = 400;
+    let sink = Sink::start(SinkMode::Accept);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let counters = dir.path().join("slowsync.counters");
+    let daemon = Daemon::start_with_env(
+        dir,
+        &single_route_config("", sink.addr, "", ""),
+        slowsync_env(SYNC_MS * 1000, &counters),
+    );
+    let (first, second) = (daemon.addr("ehr"), daemon.addr("ehr"));
+    let before = Counts::read(&counters);
+    let one = std::thread::spawn(move || ack_code(&Client::connect(first).send(&oru("SYNCED-1", "N"))));
+    // The first message's sync has started (the shim counts a sync as it begins).
+    wait_for("the first message's sync", DEADLINE, || {
+        (Counts::read(&counters).since(&before).get(Slot::WalCommit) >= 1).then_some(())
+    });
+    let sent = std::time::Instant::now();
+    let two = std::thread::spawn(move || ack_code(&Client::connect(second).send(&oru("SYNCED-2", "N"))));
+    // Looked at closely (not with `wait_for`'s growing pauses), so the time is the arrival's.
+    while sink.count() < 2 {
+        assert!(sent.elapsed() < DEADLINE, "the messages never reached the sink: {}", sink.count());
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let delivered_after = sent.elapsed();
+    assert_eq!((one.join().unwrap(), two.join().unwrap()), ("AA".to_string(), "AA".to_string()));
+    // The rest of the first sync, then the second one: well over one sync.
+    assert!(
+        delivered_after >= std::time::Duration::from_millis(SYNC_MS * 3 / 2),
+        "the second message reached the sink {delivered_after:?} after it was sent, before its own sync could end"
+    );
+}

@@ -22,7 +22,6 @@
 //! transaction once that time is up, or at once with a barrier, retry, reroute, purge,
 //! checkpoint, or an item that would fill the journal.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,10 +35,11 @@ use super::{
 };
 use crate::envelope::now_ms;
 
-/// The WAL file, opened again if SQLite replaced it.
+/// The WAL file, opened at the first sync. SQLite keeps the same file (truncating it at most)
+/// for as long as any connection is open, and the writer's stays open longer than this handle.
 pub(super) struct WalFile {
     path: PathBuf,
-    file: Option<(std::fs::File, u64)>,
+    file: Option<std::fs::File>,
 }
 
 impl WalFile {
@@ -54,13 +54,12 @@ impl WalFile {
 
     /// `fdatasync` of the WAL: every frame written before it is durable after it.
     fn sync(&mut self) -> std::io::Result<()> {
-        let ino = std::fs::metadata(&self.path)?.ino();
         let file = match self.file.take() {
-            Some((file, known)) if known == ino => file,
-            _ => std::fs::File::open(&self.path)?,
+            Some(file) => file,
+            None => std::fs::File::open(&self.path)?,
         };
         let result = file.sync_data();
-        self.file = Some((file, ino));
+        self.file = Some(file);
         result
     }
 }
@@ -469,17 +468,12 @@ impl Writer {
     /// Commits the open transaction. What waits on durability is answered by the syncer after
     /// its sync; a transaction of nothing of the kind is answered now.
     fn commit(&mut self, t: Txn, syncer: &Syncer, clock: &tokio::runtime::Runtime) {
-        let moved = std::mem::take(&mut self.cursors_moved);
-        let result = (if moved { self.catch_up_cursors(t.head.seq) } else { Ok(()) })
-            .and_then(|_| self.conn.execute_batch("COMMIT").map_err(JournalError::from));
-        if result.is_err() {
-            self.rollback(t.before);
+        if self.commit_sql(t.head, t.before).is_err() {
             for req in t.requests {
                 self.alone(req, syncer, clock);
             }
             return;
         }
-        self.committed_now(t.head);
         let synced = t.requests.iter().any(|r| needs_sync(&r.op));
         let checkpoint = t.requests.iter().any(|r| matches!(r.op, Op::Checkpoint));
         let (mut answers, mut later): (Vec<_>, Vec<_>) =
@@ -508,14 +502,24 @@ impl Writer {
         }
     }
 
-    /// What a commit makes known: items to recognise retransmissions by, waiting counts.
-    fn committed_now(&mut self, head: Head) {
+    /// Commits the open transaction (cursors of idle destinations caught up first) and makes
+    /// known what it holds: items to recognise retransmissions by, waiting counts, the head. On
+    /// failure it is rolled back.
+    fn commit_sql(&mut self, head: Head, before: (u64, i64, i64)) -> Result<(), JournalError> {
+        let moved = std::mem::take(&mut self.cursors_moved);
+        let result = (if moved { self.catch_up_cursors(head.seq) } else { Ok(()) })
+            .and_then(|_| self.conn.execute_batch("COMMIT").map_err(JournalError::from));
+        if let Err(e) = result {
+            self.rollback(before);
+            return Err(e);
+        }
         for (key, seq, at) in std::mem::take(&mut self.pending_recent) {
             self.recent.remember(key, seq, at);
         }
         apply_waiting(&self.shared, std::mem::take(&mut self.waiting_delta));
         self.shared.commits.fetch_add(1, Ordering::Relaxed);
         self.committed = head;
+        Ok(())
     }
 
     /// One request in a transaction of its own, synced here if it waits on durability: after
@@ -533,25 +537,16 @@ impl Writer {
                 return refuse(req, &e, Some(&self.shared));
             }
         };
-        let moved = std::mem::take(&mut self.cursors_moved);
-        let committed = (if moved { self.catch_up_cursors(t.head.seq) } else { Ok(()) })
-            .and_then(|_| self.conn.execute_batch("COMMIT").map_err(JournalError::from));
-        if let Err(e) = committed {
-            self.rollback(t.before);
+        if let Err(e) = self.commit_sql(t.head, t.before) {
             return refuse(req, &e, Some(&self.shared));
         }
-        self.committed_now(t.head);
         if needs_sync(&req.op) {
-            if let Err(e) = self.wal.sync() {
-                return refuse(req, &sync_error(&e), Some(&self.shared));
-            }
-            self.shared.synced_commits.fetch_add(1, Ordering::Relaxed);
-            // Workers read up to the published head: an item stored here is theirs now.
-            if t.head != *syncer.publish.borrow() {
-                syncer.publish.send_replace(t.head);
-            }
+            // Synced, published and answered the way every batch is, on this thread.
+            let job = Job { answers: vec![(req, outcome)], head: t.head };
+            sync_and_answer(&mut self.wal, job, &syncer.publish, &self.shared, &syncer.last);
+        } else {
+            answer(req, outcome);
         }
-        answer(req, outcome);
     }
 }
 
